@@ -1,0 +1,202 @@
+"""
+The HTTP face of the gateway: the Start/Stop API, streaming-URL issuance,
+after-call messages, and the WebSocket ingresses mounted on the same site.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from klein import Klein
+from twisted.logger import Logger
+from werkzeug.exceptions import MethodNotAllowed, NotFound
+
+from mgateway.api.responses import error_body, generic_error, json_body, request_id
+from mgateway.calls.errors import ApiError, bad_parameter, internal
+from mgateway.calls.requests import parse_start, parse_stop
+from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
+
+log = Logger()
+
+MESSAGE_LIMIT = 1000
+START_STOP_OK = {"code": 1000, "description": "OK"}
+
+
+def _json(request, max_bytes: int, error=None) -> Any:
+    """The request's JSON body (None when empty), or an L{ApiError}."""
+    error = error or (lambda message: generic_error(400, message))
+    body = request.content.read(max_bytes + 1) if request.content is not None else b""
+    if len(body) > max_bytes:
+        raise generic_error(413)
+    if not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise error("request body is not valid JSON") from None
+
+
+class RestApi:
+    """
+    @param registry: the L{mgateway.calls.registry.CallRegistry}.
+    @param store: the L{mgateway.interfaces.ITranscriptStore}.
+    @param websockets: path -> twisted.web resource (Autobahn
+        C{WebSocketResource}) for each WebSocket ingress.
+    """
+
+    app = Klein()
+
+    def __init__(self, *, auth, registry, store, tokens, public_url: str,
+                 default_language: str, max_body_bytes: int, websockets: dict):
+        self._auth = auth
+        self._registry = registry
+        self._store = store
+        self._tokens = tokens
+        self._public_url = public_url.rstrip("/")
+        self._default_language = default_language
+        self._max_body = max_body_bytes
+        self._websockets = websockets
+
+    def resource(self):
+        return self.app.resource()
+
+    def _authenticate(self, request) -> str:
+        header = lambda name: (request.getHeader(name) or None)
+        app = self._auth.app_for(header("asapp-api-id"), header("asapp-api-secret"))
+        if app is None:
+            raise generic_error(401, "Missing or invalid asapp-api-id / asapp-api-secret")
+        return app.api_id
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request, failure):
+        return error_body(request, failure.value)
+
+    @app.handle_errors(NotFound)
+    def _not_found(self, request, failure):
+        return error_body(request, generic_error(404))
+
+    @app.handle_errors(MethodNotAllowed)
+    def _not_allowed(self, request, failure):
+        return error_body(request, generic_error(405))
+
+    @app.handle_errors(Exception)
+    def _unexpected(self, request, failure):
+        log.failure("unexpected error serving {path} (request {request_id})", failure,
+                    path=request.path, request_id=request_id(request))
+        return error_body(request, generic_error(500))
+
+    # -- Start/Stop API ---------------------------------------------------
+
+    @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
+    @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
+    async def start_streaming(self, request):
+        self._authenticate(request)
+        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language)
+        streams = await self._guarded(self._registry.start(start), request)
+        log.info("start-streaming {namespace}/{guid} (request {request_id})",
+                 namespace=start.namespace, guid=start.guid, request_id=request_id(request))
+        return json_body(request, 200, {
+            "isOk": True,
+            "autotranscribeResponse": {
+                role: {"streamId": stream.stream_id, "status": START_STOP_OK}
+                for role, stream in streams.items()
+            },
+        })
+
+    @app.route("/mg-autotranscribe/v1/stop-streaming", methods=["POST"])
+    @app.route("/mg-autotranscribe/v1/stop-streaming/", methods=["POST"])
+    async def stop_streaming(self, request):
+        self._authenticate(request)
+        stop = parse_stop(_json(request, self._max_body, bad_parameter))
+        stopped = await self._guarded(self._registry.stop(stop), request)
+        log.info("stop-streaming {namespace}/{guid} (request {request_id})",
+                 namespace=stop.namespace, guid=stop.guid, request_id=request_id(request))
+        return json_body(request, 200, {
+            "isOk": True,
+            "autotranscribeResponse": {
+                role: {
+                    "streamId": stream.stream_id,
+                    "status": START_STOP_OK,
+                    "summary": summary.to_json(),
+                }
+                for role, (stream, summary) in stopped.items()
+            },
+        })
+
+    async def _guarded(self, awaitable, request):
+        """Spec errors pass through; anything else is the spec's 500-201."""
+        try:
+            return await awaitable
+        except ApiError:
+            raise
+        except Exception:
+            log.failure("start/stop failed (request {request_id})", request_id=request_id(request))
+            raise internal()
+
+    # -- direct WebSocket API ----------------------------------------------
+
+    @app.route("/autotranscribe/v1/streaming-url", methods=["POST"])
+    def streaming_url(self, request):
+        api_id = self._authenticate(request)
+        body = _json(request, self._max_body) or {}
+        if not isinstance(body, dict):
+            raise generic_error(400, "request body must be a JSON object")
+        external_id = body.get("externalId")
+        if external_id is not None and (not isinstance(external_id, str) or not external_id):
+            raise generic_error(400, "externalId must be a non-empty string")
+        claims = {"ext": external_id} if external_id else {}
+        token = self._tokens.issue("direct", api_id, **claims)
+        return json_body(request, 200, {
+            "streamingUrl": f"{self._base_url(request)}{DIRECT_STREAM_PATH}?token={token}"
+        })
+
+    def _base_url(self, request) -> str:
+        """The configured public URL, or else the one the client used to reach us."""
+        if self._public_url:
+            return self._public_url
+        scheme = "wss" if request.isSecure() else "ws"
+        host = (request.getHeader("host") or "").strip()
+        if not host:
+            address = request.getHost()
+            host = f"{address.host}:{address.port}"
+        return f"{scheme}://{host}"
+
+    @app.route(DIRECT_STREAM_PATH, branch=False)
+    def direct_stream(self, request):
+        return self._websockets[DIRECT_STREAM_PATH]
+
+    # -- Twilio Media Streams ----------------------------------------------------
+
+    @app.route("/mg-autotranscribe/v1/twilio-media-stream-url", methods=["GET"])
+    def twilio_media_stream_url(self, request):
+        api_id = self._authenticate(request)
+        token = self._tokens.issue("twilio", api_id)
+        # Twilio drops query strings from Stream URLs: the token is in the path.
+        return json_body(request, 200, {
+            "streamingUrl": f"{self._base_url(request)}{TWILIO_STREAM_PATH}/{token}"
+        })
+
+    @app.route(TWILIO_STREAM_PATH, branch=True)
+    def twilio_stream(self, request):
+        return self._websockets[TWILIO_STREAM_PATH]
+
+    # -- after-call -----------------------------------------------------------
+
+    @app.route("/conversation/v1/conversation/messages", methods=["GET"])
+    async def messages(self, request):
+        self._authenticate(request)
+        external_id = (request.args.get(b"externalId") or [b""])[0].decode("utf-8", "replace")
+        if not external_id:
+            # The guide's curl sends the id as a JSON body on the GET.
+            body = _json(request, self._max_body)
+            if isinstance(body, dict) and isinstance(body.get("externalId"), str):
+                external_id = body["externalId"]
+        if not external_id:
+            raise generic_error(400, "externalId is required")
+        stored = await self._store.messages(external_id, MESSAGE_LIMIT)
+        return json_body(request, 200, {"items": [m.to_json() for m in stored]})
+
+    @app.route("/health", methods=["GET"])
+    def health(self, request):
+        return json_body(request, 200, {"status": "ok", "calls": len(self._registry)})

@@ -1,0 +1,167 @@
+"""
+One participant stream's audio, decoded on the ASR pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+
+from mgateway.interfaces import IRecognizer
+from mgateway.transcript import Utterance
+
+log = Logger()
+
+
+class StreamTranscriber:
+    """
+    Feeds one participant stream to its own recogniser on the ASR pool: in
+    order, one job at a time per stream, never on the reactor thread.
+    Utterances are delivered on the reactor thread, shifted by C{offset_ms}.
+
+    Each job takes all the audio that arrived while the previous one ran, so
+    a busy pool means fewer, larger jobs rather than a growing queue of
+    20 ms ones. The recogniser is created by the first job, on a worker
+    thread, and released by the last.
+
+    If the recogniser raises, the failure is logged, the stream's remaining
+    audio is dropped and no more utterances come; L{finish} still fires
+    normally, so the call around it ends as usual.
+
+    @ivar fed_bytes: PCM bytes accepted by L{feed}.
+    """
+
+    def __init__(
+        self,
+        recognizer_factory: Callable[[], IRecognizer],
+        threadpool: ThreadPool,
+        reactor,
+        on_utterance: Callable[[Utterance], None],
+        offset_ms: int = 0,
+        sample_rate: int = 8000,
+    ):
+        self._factory = recognizer_factory
+        self._threadpool = threadpool
+        self._reactor = reactor
+        self._on_utterance = on_utterance
+        self._offset_ms = offset_ms
+        self._bytes_per_second = sample_rate * 2
+        self.fed_bytes = 0
+        self._pending = bytearray()
+        # Only ever touched by the one job in flight, or on the reactor
+        # thread when none is.
+        self._recognizer: IRecognizer | None = None
+        self._busy = False
+        self._finishing = False
+        self._done = False
+        self._waiters: list[Deferred] = []
+
+    @property
+    def fed_ms(self) -> int:
+        """Milliseconds of audio accepted by L{feed}."""
+        return self.fed_bytes * 1000 // self._bytes_per_second
+
+    def feed(self, pcm: bytes) -> None:
+        """Queue 16-bit mono PCM. Ignored once L{finish} or L{abort} was called."""
+        if self._finishing:
+            return
+        self._pending += pcm
+        self.fed_bytes += len(pcm)
+        if not self._busy:
+            self._next_job()
+
+    def finish(self) -> Deferred:
+        """
+        Decode everything fed so far, flush the recogniser (the words that no
+        trailing silence ended yet) and deliver the last utterances. Fires
+        with None after the last delivery; every call fires at that moment.
+        """
+        if self._done:
+            return succeed(None)
+        waiter = Deferred()
+        self._waiters.append(waiter)
+        if not self._finishing:
+            self._finishing = True
+            if self.fed_bytes == 0:
+                self._complete()
+            elif not self._busy:
+                self._next_job()
+        return waiter
+
+    def abort(self) -> None:
+        """
+        Stop now: drop the pending audio and the recogniser, deliver nothing
+        more. A pending L{finish} fires.
+        """
+        self._finishing = True
+        self._pending.clear()
+        if not self._busy:
+            self._recognizer = None
+        self._complete()
+
+    def _next_job(self) -> None:
+        audio = bytes(self._pending)
+        self._pending.clear()
+        flush = self._finishing
+        self._busy = True
+        job = deferToThreadPool(self._reactor, self._threadpool, self._decode, audio, flush)
+        job.addCallbacks(self._job_done, self._job_failed, callbackArgs=(flush,))
+
+    def _decode(self, audio: bytes, flush: bool) -> list[Utterance]:
+        """Runs on a worker thread."""
+        if self._recognizer is None:
+            self._recognizer = self._factory()
+        utterances = self._recognizer.accept(audio)
+        if flush:
+            utterances += self._recognizer.finish()
+            self._recognizer = None
+        return utterances
+
+    def _job_done(self, utterances: list[Utterance], flush: bool) -> None:
+        self._busy = False
+        if self._done:  # aborted while the job ran
+            self._recognizer = None
+            return
+        for utterance in utterances:
+            self._deliver(utterance.shifted(self._offset_ms))
+        if flush:
+            self._complete()
+        elif self._pending or self._finishing:
+            self._next_job()
+
+    def _job_failed(self, failure: Failure) -> None:
+        self._busy = False
+        self._recognizer = None
+        if self._done:
+            return
+        log.failure(
+            "recogniser failed after {fed_ms} ms of audio (stream offset {offset_ms} ms); "
+            "this stream is no longer transcribed",
+            failure,
+            fed_ms=self.fed_ms,
+            offset_ms=self._offset_ms,
+        )
+        self._finishing = True
+        self._pending.clear()
+        self._complete()
+
+    def _deliver(self, utterance: Utterance) -> None:
+        try:
+            self._on_utterance(utterance)
+        except Exception:
+            log.failure(
+                "delivering an utterance ({start_ms}-{end_ms} ms) failed",
+                start_ms=utterance.start_ms,
+                end_ms=utterance.end_ms,
+            )
+
+    def _complete(self) -> None:
+        self._done = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)

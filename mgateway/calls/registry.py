@@ -1,0 +1,284 @@
+"""
+The call registry: every call the gateway holds media for, keyed by
+(namespace, guid), and the Start/Stop state machine that gates transcription.
+
+Ingress adapters L{CallRegistry.attach} their media legs and push decoded PCM;
+the REST API calls L{CallRegistry.start} and L{CallRegistry.stop}. Neither side
+knows about the other.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Mapping, Sequence
+
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.logger import Logger
+
+from mgateway.calls import errors
+from mgateway.calls.requests import StartRequest, StopRequest
+from mgateway.calls.roles import RoleMapper
+from mgateway.calls.stream import PCM_BYTES_PER_MS, ParticipantStream, StreamSummary
+from mgateway.transcript import Sender, TranscriptEvent, Utterance
+
+log = Logger()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class CallState(enum.Enum):
+    NEW = "not started"
+    STARTED = "started"
+    STOPPED = "stopped"
+    ENDING = "ending"
+    ENDED = "ended"
+
+
+class _Leg:
+    """One media leg: its position on its own timeline, in bytes of PCM."""
+
+    def __init__(self) -> None:
+        self.position_bytes = 0
+
+    @property
+    def position_ms(self) -> int:
+        return self.position_bytes // PCM_BYTES_PER_MS
+
+
+class Call:
+    """
+    One call's media legs, participant streams and transcription state.
+
+    @ivar busy: a start or stop for this call is being processed (409-202).
+    """
+
+    def __init__(self, registry: CallRegistry, namespace: str, guid: str, mapper: RoleMapper):
+        self.namespace = namespace
+        self.guid = guid
+        self._registry = registry
+        self._mapper = mapper
+        self.state = CallState.NEW
+        self.busy = False
+        self.legs: dict[str, _Leg] = {}
+        self.attachments = 0
+        self.request: StartRequest | None = None
+        self._roles: dict[str, str] = {}
+        self.streams = {
+            role: ParticipantStream(role, registry.engine, registry.clock, self._utterance)
+            for role in ("customer", "agent")
+        }
+
+    def _remap(self) -> None:
+        self._roles = self._mapper(self.request, list(self.legs)) if self.request else {}
+
+    def audio(self, leg_id: str, pcm: bytes) -> None:
+        leg = self.legs[leg_id]
+        position_ms = leg.position_ms
+        leg.position_bytes += len(pcm)
+        if self.state is not CallState.STARTED:
+            return
+        role = self._roles.get(leg_id)
+        if role is not None:
+            self.streams[role].feed(pcm, position_ms)
+
+    def _utterance(self, stream: ParticipantStream, utterance: Utterance) -> None:
+        created = self._registry.now()
+        leg_id = next((leg for leg, role in self._roles.items() if role == stream.role), None)
+        lag_ms = self.legs[leg_id].position_ms - utterance.end_ms if leg_id in self.legs else 0
+        event = TranscriptEvent(
+            namespace=self.namespace,
+            conversation_id=self.guid,
+            stream_id=stream.stream_id,
+            sender=Sender(stream.role, stream.sender_id),
+            utterance=utterance,
+            created=created,
+            spoken=created - timedelta(milliseconds=max(0, lag_ms)),
+            detailed_tokens=stream.detailed_tokens,
+        )
+        self._registry.publish(event)
+
+    async def start(self, request: StartRequest) -> dict:
+        self._check_can_change(CallState.STARTED)
+        self.busy = True
+        try:
+            await self._registry.engine.ready()
+            language = self._registry.engine.canonical(request.transcribe.language)
+            if language is None:
+                raise errors.bad_transcribe_parameter(
+                    f"Language not supported: {request.transcribe.language}"
+                )
+            if self.state is CallState.ENDING:
+                raise errors.ending()
+            self.request = request
+            self._remap()
+            for role, stream in self.streams.items():
+                stream.start(language, request.sender_id(role), request.transcribe.detailed_token)
+            self.state = CallState.STARTED
+            log.info(
+                "call {namespace}/{guid} started ({language}, legs {roles})",
+                namespace=self.namespace, guid=self.guid, language=language, roles=self._roles,
+            )
+            return self.streams
+        finally:
+            self.busy = False
+
+    async def stop(self) -> dict:
+        self._check_can_change(CallState.STOPPED)
+        self.busy = True
+        try:
+            self.state = CallState.STOPPED
+            summaries = await self._stop_streams()
+            log.info("call {namespace}/{guid} stopped", namespace=self.namespace, guid=self.guid)
+            return {role: (self.streams[role], summaries[role]) for role in self.streams}
+        finally:
+            self.busy = False
+
+    async def _stop_streams(self) -> dict[str, StreamSummary]:
+        roles = list(self.streams)
+        results = await DeferredList(
+            [self.streams[role].stop() for role in roles], consumeErrors=True
+        )
+        summaries = {}
+        for role, (ok, value) in zip(roles, results):
+            if not ok:
+                log.failure(
+                    "flushing {role} stream of {guid} failed", value, role=role, guid=self.guid
+                )
+                value = None
+            summaries[role] = value or StreamSummary(0, 0, 0, 0)
+        return summaries
+
+    def _check_can_change(self, target: CallState) -> None:
+        if self.state in (CallState.ENDING, CallState.ENDED):
+            raise errors.ending()
+        if self.busy:
+            raise errors.pending()
+        if target is CallState.STARTED and self.state is CallState.STARTED:
+            raise errors.already("started")
+        if target is CallState.STOPPED and self.state is not CallState.STARTED:
+            raise errors.already("stopped")
+
+    async def hang_up(self) -> None:
+        """The media is gone (BYE, socket closed): flush and forget the call."""
+        if self.state in (CallState.ENDING, CallState.ENDED):
+            return
+        was_started = self.state is CallState.STARTED
+        self.state = CallState.ENDING
+        log.info("call {namespace}/{guid} ending", namespace=self.namespace, guid=self.guid)
+        try:
+            if was_started:
+                await self._stop_streams()
+        finally:
+            self.state = CallState.ENDED
+            self._registry._forget(self)
+
+
+class MediaAttachment:
+    """
+    What an ingress holds for the legs it feeds into a call. Several
+    attachments may feed one call (e.g. one Twilio socket per track); the call
+    ends when the last one hangs up.
+    """
+
+    def __init__(self, call: Call, legs: Sequence[str]):
+        self.call = call
+        self.legs = tuple(legs)
+        self._hung_up = False
+
+    def audio(self, leg_id: str, pcm: bytes) -> None:
+        """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
+        if not self._hung_up:
+            self.call.audio(leg_id, pcm)
+
+    def hang_up(self) -> Deferred:
+        if self._hung_up:
+            return succeed(None)
+        self._hung_up = True
+        self.call.attachments -= 1
+        if self.call.attachments > 0:
+            return succeed(None)
+        return ensureDeferred(self.call.hang_up())
+
+
+class CallRegistry:
+    """
+    @param engine: the L{mgateway.speech.SpeechEngine}.
+    @param sinks: where every utterance of every call goes (webhook, store).
+    @param mappers: per namespace, how legs map to participants.
+    """
+
+    def __init__(
+        self,
+        engine,
+        sinks: Iterable,
+        clock,
+        mappers: Mapping[str, RoleMapper],
+        now: Callable[[], datetime] = utc_now,
+    ):
+        self.engine = engine
+        self.sinks = list(sinks)
+        self.clock = clock
+        self.now = now
+        self._mappers = dict(mappers)
+        self._calls: dict[tuple[str, str], Call] = {}
+
+    def __len__(self) -> int:
+        return len(self._calls)
+
+    def find(self, namespace: str, guid: str) -> Call | None:
+        return self._calls.get((namespace, guid))
+
+    def attach(self, namespace: str, guid: str, legs: Sequence[str]) -> MediaAttachment:
+        """Add media legs to the call (created if new)."""
+        call = self._calls.get((namespace, guid))
+        if call is None:
+            call = Call(self, namespace, guid, self._mappers[namespace])
+            self._calls[(namespace, guid)] = call
+            log.info("call {namespace}/{guid} attached", namespace=namespace, guid=guid)
+        duplicate = set(legs) & set(call.legs)
+        if duplicate:
+            raise ValueError(f"legs {sorted(duplicate)} already attached to {namespace}/{guid}")
+        for leg in legs:
+            call.legs[leg] = _Leg()
+        call.attachments += 1
+        call._remap()
+        return MediaAttachment(call, legs)
+
+    def _forget(self, call: Call) -> None:
+        if self._calls.get((call.namespace, call.guid)) is call:
+            del self._calls[(call.namespace, call.guid)]
+        log.info("call {namespace}/{guid} ended", namespace=call.namespace, guid=call.guid)
+
+    def _call(self, namespace: str, guid: str) -> Call:
+        call = self.find(namespace, guid)
+        if call is None:
+            raise errors.no_such_call(namespace, guid)
+        return call
+
+    async def start(self, request: StartRequest) -> dict:
+        """
+        Start or resume transcription: C{{role: ParticipantStream}}, or raise
+        L{errors.ApiError}.
+        """
+        return await self._call(request.namespace, request.guid).start(request)
+
+    async def stop(self, request: StopRequest) -> dict:
+        """Pause or end transcription: C{{role: (ParticipantStream, StreamSummary)}}."""
+        return await self._call(request.namespace, request.guid).stop()
+
+    def publish(self, event: TranscriptEvent) -> None:
+        for sink in self.sinks:
+            try:
+                sink.deliver(event)
+            except Exception:
+                log.failure(
+                    "sink {sink} failed for {guid}", sink=sink, guid=event.conversation_id
+                )
+
+    def shut_down(self) -> Deferred:
+        """Flush every call (the last words of each are delivered)."""
+        calls = list(self._calls.values())
+        return DeferredList([ensureDeferred(c.hang_up()) for c in calls], consumeErrors=True)

@@ -1,0 +1,156 @@
+"""
+Parsing and validation of Start/Stop API request bodies into values.
+
+Which code a problem gets follows the spec: the media gateway's own fields
+(namespace, guid, participant ids, per-ingress params) are 400-201; the
+transcription settings in C{autotranscribeParams} are 400-202.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+
+from mgateway.calls.errors import bad_parameter, bad_transcribe_parameter
+
+NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
+REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
+MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
+START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
+
+
+@attrs.frozen
+class TranscribeParams:
+    """C{autotranscribeParams}, with the spec's defaults applied."""
+
+    language: str
+    detailed_token: bool = False
+    audio_recording_allowed: bool = False
+    redaction_output: str = "redacted"
+
+
+@attrs.frozen
+class StartRequest:
+    namespace: str
+    guid: str
+    customer_id: str
+    agent_id: str
+    transcribe: TranscribeParams
+    #: C{twilioParams.trackMap}: track name -> role.
+    track_map: dict = attrs.field(factory=lambda: {"inbound": "customer", "outbound": "agent"})
+    #: C{siprecParams.mediaLineOrder}, or None when the request gave none.
+    media_line_order: str | None = None
+    #: C{amazonConnectParams}, as given (validated for types and enums).
+    amazon_connect: dict = attrs.field(factory=dict)
+
+    def sender_id(self, role: str) -> str:
+        return self.customer_id if role == "customer" else self.agent_id
+
+
+@attrs.frozen
+class StopRequest:
+    namespace: str
+    guid: str
+
+
+def _object(body: Any, name: str, error: Callable) -> dict:
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise error(f"{name} must be a JSON object")
+    return body
+
+
+def _string(body: dict, key: str, *, required: bool, error=bad_parameter, name=None) -> str | None:
+    name = name or key
+    value = body.get(key)
+    if value is None:
+        if required:
+            raise error(f"{name} is required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise error(f"{name} must be a non-empty string")
+    return value
+
+
+def _choice(body: dict, key: str, choices, default, error, name: str):
+    value = body.get(key, default)
+    if value is None:
+        return default
+    if value not in choices:
+        raise error(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def _bool(body: dict, key: str, name: str) -> bool:
+    value = body.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_transcribe_parameter(f"{name} must be true or false")
+    return value
+
+
+def _call_key(body: Any) -> tuple[str, str]:
+    body = _object(body, "request body", bad_parameter)
+    namespace = _string(body, "namespace", required=True)
+    if namespace not in NAMESPACES:
+        raise bad_parameter(f"namespace must be one of {', '.join(NAMESPACES)}; got {namespace!r}")
+    guid = _string(body, "guid", required=True)
+    return namespace, guid
+
+
+def parse_start(body: Any, default_language: str) -> StartRequest:
+    namespace, guid = _call_key(body)
+    customer_id = _string(body, "customerId", required=True)
+    agent_id = _string(body, "agentId", required=True)
+
+    params = _object(body.get("autotranscribeParams"), "autotranscribeParams", bad_transcribe_parameter)
+    language = _string(
+        params, "language", required=False, error=bad_transcribe_parameter,
+        name="autotranscribeParams.language",
+    ) or default_language
+    detailed = _bool(params, "detailedToken", "autotranscribeParams.detailedToken")
+    recording = _bool(params, "audioRecordingAllowed", "autotranscribeParams.audioRecordingAllowed")
+    redaction = _choice(
+        params, "redactionOutput", REDACTION_OUTPUTS, "redacted",
+        bad_transcribe_parameter, "autotranscribeParams.redactionOutput",
+    )
+    if detailed and redaction != "unredacted":
+        raise bad_transcribe_parameter(
+            "detailedToken=true requires redactionOutput \"unredacted\""
+        )
+
+    twilio = _object(body.get("twilioParams"), "twilioParams", bad_parameter)
+    track_map_in = _object(twilio.get("trackMap"), "twilioParams.trackMap", bad_parameter)
+    track_map = {
+        track: _choice(track_map_in, track, ("customer", "agent"), default, bad_parameter,
+                       f"twilioParams.trackMap.{track}")
+        for track, default in (("inbound", "customer"), ("outbound", "agent"))
+    }
+
+    siprec = _object(body.get("siprecParams"), "siprecParams", bad_parameter)
+    order = _choice(siprec, "mediaLineOrder", MEDIA_LINE_ORDERS, None, bad_parameter,
+                    "siprecParams.mediaLineOrder")
+
+    connect = _object(body.get("amazonConnectParams"), "amazonConnectParams", bad_parameter)
+    for key in ("streamArn", "afterFragmentNumber"):
+        _string(connect, key, required=False, name=f"amazonConnectParams.{key}")
+    _choice(connect, "startSelectorType", START_SELECTORS, "NOW", bad_parameter,
+            "amazonConnectParams.startSelectorType")
+
+    return StartRequest(
+        namespace=namespace,
+        guid=guid,
+        customer_id=customer_id,
+        agent_id=agent_id,
+        transcribe=TranscribeParams(language, detailed, recording, redaction),
+        track_map=track_map,
+        media_line_order=order,
+        amazon_connect=dict(connect),
+    )
+
+
+def parse_stop(body: Any) -> StopRequest:
+    return StopRequest(*_call_key(body))

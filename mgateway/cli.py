@@ -1,0 +1,149 @@
+"""
+The C{asapp-mg} command: administrative subcommands next to the gateway
+itself (which runs as C{twistd asapp-mg}).
+
+Each subcommand is a L{Command}: a function that adds its arguments to its
+parser and one that runs it and returns the exit status. Expected failures are
+one line on stderr and status 1; usage errors are status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import attrs
+
+from mgateway.asr import fetch
+
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+#: Where models go without --models-dir or a configuration naming one.
+DEFAULT_MODELS_DIR = Path("models")
+
+
+class CommandError(Exception):
+    """An expected failure of a subcommand: C{str()} is the one line to show."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.status = status
+
+
+@attrs.frozen
+class Command:
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run C{asapp-mg} with C{argv} (the process arguments by default); the exit status."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed the usage error or the help
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    try:
+        return args.command.run(args)
+    except CommandError as e:
+        print(f"{parser.prog} {args.command.name}: {e}", file=sys.stderr)
+        return e.status
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="asapp-mg", description="asapp-mg administration")
+    subcommands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    for command in COMMANDS:
+        subparser = subcommands.add_parser(command.name, help=command.help, description=command.help)
+        command.add_arguments(subparser)
+        subparser.set_defaults(command=command)
+    return parser
+
+
+# -- fetch-model ------------------------------------------------------------------
+
+
+def _fetch_model_arguments(parser: argparse.ArgumentParser) -> None:
+    known = ", ".join(entry.language for entry in fetch.CATALOG)
+    parser.add_argument("language", metavar="LANG", help=f"language tag; official models: {known}")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="where to unpack the model (default: asr.models_dir of --config, else ./models)",
+    )
+    parser.add_argument("--config", type=Path, help="gateway configuration file to take models_dir from")
+    parser.add_argument("--url", help="download this zipped Vosk model instead of the official one")
+    parser.add_argument("--force", action="store_true", help="download again even if the model is there")
+
+
+def _fetch_model(args: argparse.Namespace) -> int:
+    language = args.language
+    if not fetch.is_language_tag(language):
+        raise CommandError(f'{language!r} is not a language tag such as "en-US"', EXIT_USAGE)
+    url = args.url
+    if url is None:
+        entry = fetch.catalog_entry(language)
+        if entry is None:
+            known = ", ".join(entry.language for entry in fetch.CATALOG)
+            raise CommandError(
+                f"no official model known for {language} (known: {known}); give --url to fetch another",
+                EXIT_USAGE,
+            )
+        language, url = entry.language, entry.url
+    models_dir = args.models_dir or _configured_models_dir(args.config) or DEFAULT_MODELS_DIR
+    try:
+        fetched = fetch.fetch_model(
+            url,
+            models_dir,
+            force=args.force,
+            progress=fetch.DownloadProgress(url, sys.stderr.write),
+        )
+    except fetch.FetchError as e:
+        raise CommandError(str(e)) from e
+    state = "downloaded to" if fetched.downloaded else "already present (--force downloads it again):"
+    print(f"{language}: {state} {fetched.path.absolute()}")
+    print("\nTo use it, put this in the configuration:\n")
+    print(fetch.config_snippet(language, fetched.path, Path.cwd()), end="")
+    return 0
+
+
+def _configured_models_dir(config: Path | None) -> Path | None:
+    """
+    C{asr.models_dir} of the configuration file C{config}, relative to the
+    current directory like every path the gateway reads from it.
+
+    Only this key is read: fetching a model must work with a configuration
+    the gateway itself refuses because that very model is missing.
+    """
+    if config is None:
+        return None
+    try:
+        with config.open("rb") as f:
+            document = tomllib.load(f)
+    except OSError as e:
+        raise CommandError(f"{config}: cannot read the configuration file: {e.strerror or e}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise CommandError(f"{config}: invalid TOML: {e}") from e
+    asr = document.get("asr", {})
+    models_dir = asr.get("models_dir") if isinstance(asr, dict) else None
+    if models_dir is None:
+        return None
+    if not isinstance(models_dir, str) or not models_dir:
+        raise CommandError(f"{config}: asr.models_dir: expected a directory path, got {models_dir!r}")
+    return Path(models_dir)
+
+
+COMMANDS: tuple[Command, ...] = (
+    Command(
+        name="fetch-model",
+        help="download an official Vosk model (or the one at --url) into the models directory",
+        add_arguments=_fetch_model_arguments,
+        run=_fetch_model,
+    ),
+)

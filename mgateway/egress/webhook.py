@@ -1,0 +1,337 @@
+"""
+The real-time webhook: one HTTPS POST of the spec's C{transcript} JSON per
+utterance, to the customer's target.
+
+Delivery is best effort, as the spec describes it. At most C{concurrency}
+POSTs are in flight and at most C{queue_size} utterances wait behind them;
+when the queue is full the oldest waiting utterance is dropped. A POST that
+times out, cannot connect or is answered with a status other than 2xx is
+logged with the call id and counted, and never retried. L{WebhookSink.deliver}
+only enqueues, so a slow or dead target never holds up transcription.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from pathlib import Path
+
+import attrs
+from prometheus_client import Counter
+from treq.client import HTTPClient
+from twisted.internet.defer import (
+    CancelledError,
+    Deferred,
+    DeferredList,
+    TimeoutError,
+    ensureDeferred,
+    succeed,
+)
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IResponse
+from zope.interface import implementer
+
+from mgateway.egress.tls import trust_policy
+from mgateway.interfaces import ITranscriptSink
+from mgateway.transcript import TranscriptEvent
+from mgateway.wire import webhook_body
+
+log = Logger()
+
+#: What became of an utterance handed to the webhook.
+OUTCOMES = ("sent", "failed", "error", "dropped")
+
+DELIVERIES = Counter(
+    "asapp_mg_webhook_deliveries_total",
+    "Utterances handed to the real-time webhook, by outcome: sent (2xx), "
+    "failed (any other status), error (no answer: connection, TLS or timeout), "
+    "dropped (never sent: the queue was full or the gateway was stopping).",
+    ["outcome"],
+)
+for _outcome in OUTCOMES:
+    DELIVERIES.labels(outcome=_outcome)
+
+
+@attrs.frozen
+class WebhookStats:
+    """
+    Counts since the sink was made; C{timed_out} is the part of C{errors}
+    that was a timeout.
+    """
+
+    sent: int
+    failed: int
+    errors: int
+    timed_out: int
+    dropped: int
+    in_flight: int
+    queued: int
+
+
+@implementer(ITranscriptSink)
+class WebhookSink:
+    """
+    POSTs each utterance to C{url}.
+
+    @param reactor: opens the connections.
+    @param clock: times the requests and L{drain}; the reactor by default.
+    @param auth: C{"none"} or C{"secret"}: then C{secret} is sent under
+        C{secret_name} as a header (C{secret_in="header"}) or as a URL query
+        parameter (C{secret_in="query"}). The values are those that
+        L{mgateway.config} accepts.
+    @param ca_file: a PEM bundle of the only certificate authorities to trust;
+        L{None} for the platform's trust store.
+    @param http_client: a L{treq.client.HTTPClient} to use instead of the
+        sink's own; C{ca_file} and the connection pool are then its business.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        reactor,
+        clock=None,
+        timeout_seconds: float,
+        concurrency: int,
+        queue_size: int,
+        auth: str = "none",
+        secret_name: str = "",
+        secret: str = "",
+        secret_in: str = "header",
+        ca_file: Path | None = None,
+        http_client: HTTPClient | None = None,
+    ):
+        self._clock = reactor if clock is None else clock
+        self._timeout = timeout_seconds
+        self._concurrency = concurrency
+        self._queue_size = queue_size
+        self._url = url
+        self._params, self._headers = _credentials(auth, secret_name, secret, secret_in)
+        self._pool: HTTPConnectionPool | None = None
+        if http_client is None:
+            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            self._pool.maxPersistentPerHost = concurrency
+            http_client = HTTPClient(
+                Agent(reactor, contextFactory=trust_policy(ca_file), pool=self._pool)
+            )
+        self._client = http_client
+        self._waiting: deque[TranscriptEvent] = deque()
+        self._in_flight: set[Deferred] = set()
+        self._drains: list[Deferred] = []
+        self._closed = False
+        self._counts = dict.fromkeys(OUTCOMES, 0)
+        self._timed_out = 0
+
+    @property
+    def stats(self) -> WebhookStats:
+        return WebhookStats(
+            sent=self._counts["sent"],
+            failed=self._counts["failed"],
+            errors=self._counts["error"],
+            timed_out=self._timed_out,
+            dropped=self._counts["dropped"],
+            in_flight=len(self._in_flight),
+            queued=len(self._waiting),
+        )
+
+    def deliver(self, event: TranscriptEvent) -> None:
+        if self._closed:
+            self._drop(event, "the webhook is shut down")
+            return
+        self._waiting.append(event)
+        if len(self._waiting) > self._queue_size:
+            self._drop(self._waiting.popleft(), "the queue is full")
+        self._pump()
+
+    def drain(self, timeout: float) -> Deferred:
+        """
+        Wait for every utterance handed over so far to be sent or given up on.
+
+        @return: a L{Deferred} firing with C{True} once nothing waits and
+            nothing is in flight, or with C{False} after C{timeout} seconds.
+        """
+        if self._idle():
+            return succeed(True)
+        d = Deferred(self._drains.remove)
+        self._drains.append(d)
+        return d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: False)
+
+    def close(self) -> Deferred:
+        """
+        Stop for good: drop what waits, abandon the POSTs in flight (they count
+        as errors) and close the pooled connections. Later utterances are
+        dropped.
+        """
+        self._closed = True
+        while self._waiting:
+            self._drop(self._waiting.popleft(), "the webhook is shut down")
+        abandoned = list(self._in_flight)
+        settled = DeferredList(abandoned)
+        for d in abandoned:
+            d.cancel()
+        if self._pool is not None:
+            settled.addCallback(lambda _: self._pool.closeCachedConnections())
+        return settled.addCallback(lambda _: None)
+
+    # -- sending -------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while self._waiting and len(self._in_flight) < self._concurrency and not self._closed:
+            self._send(self._waiting.popleft())
+
+    def _send(self, event: TranscriptEvent) -> None:
+        d = ensureDeferred(self._post(event))
+        d.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
+        self._in_flight.add(d)
+        d.addCallbacks(
+            self._answered, self._unanswered, callbackArgs=(event,), errbackArgs=(event,)
+        )
+        d.addBoth(self._settled, d)
+
+    async def _post(self, event: TranscriptEvent) -> int:
+        body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
+        response = await self._client.request(
+            "POST",
+            self._url,
+            params=self._params,
+            data=body.encode("utf-8"),
+            headers=self._headers,
+            allow_redirects=False,
+            unbuffered=True,
+        )
+        await _discard_body(response)
+        return response.code
+
+    def _answered(self, status: int, event: TranscriptEvent) -> None:
+        if 200 <= status < 300:
+            self._count("sent")
+            log.debug(
+                "webhook POST for {guid} (stream {stream_id}) answered {status}",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                status=status,
+            )
+        else:
+            self._count("failed")
+            log.warn(
+                "webhook POST for {guid} (stream {stream_id}) answered {status}; utterance dropped",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                status=status,
+            )
+
+    def _unanswered(self, failure: Failure, event: TranscriptEvent) -> None:
+        self._count("error")
+        if failure.check(TimeoutError):
+            self._timed_out += 1
+            log.warn(
+                "webhook POST for {guid} (stream {stream_id}) timed out after {timeout}s; "
+                "utterance dropped",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                timeout=self._timeout,
+            )
+        else:
+            log.warn(
+                "webhook POST for {guid} (stream {stream_id}) failed: {reason}; utterance dropped",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                reason=_reason(failure),
+            )
+
+    def _settled(self, result, d: Deferred) -> None:
+        if isinstance(result, Failure):
+            log.failure("webhook bookkeeping failed", result)
+        self._in_flight.discard(d)
+        self._pump()
+        if self._idle():
+            drains, self._drains = self._drains, []
+            for drain in drains:
+                drain.callback(True)
+
+    # -- bookkeeping ---------------------------------------------------------
+
+    def _idle(self) -> bool:
+        return not self._waiting and not self._in_flight
+
+    def _drop(self, event: TranscriptEvent, why: str) -> None:
+        self._count("dropped")
+        log.warn(
+            "webhook utterance of {guid} (stream {stream_id}) dropped: {why}",
+            guid=event.conversation_id,
+            stream_id=event.stream_id,
+            why=why,
+        )
+
+    def _count(self, outcome: str) -> None:
+        self._counts[outcome] += 1
+        DELIVERIES.labels(outcome=outcome).inc()
+
+
+def _credentials(
+    auth: str, secret_name: str, secret: str, secret_in: str
+) -> tuple[dict[str, str], dict[str, str]]:
+    """
+    The query parameters to add to the configured URL (treq encodes them as
+    C{urlencode} does and leaves the URL's own query as it is) and the headers
+    to send, with the secret where the operator wants it.
+    """
+    params: dict[str, str] = {}
+    headers = {"Content-Type": "application/json"}
+    if auth == "secret":
+        if secret_in == "query":
+            params[secret_name] = secret
+        else:
+            headers[secret_name] = secret
+    return params, headers
+
+
+def _timed_out(result, timeout: float):
+    """Whatever cancelling a POST left behind, it failed because it took too long."""
+    raise TimeoutError(timeout, "webhook POST")
+
+
+def _reason(failure: Failure) -> str:
+    """
+    What went wrong, looking inside the lists of causes that
+    L{twisted.web.client} wraps its errors in.
+    """
+    causes = getattr(failure.value, "reasons", None)
+    if causes:
+        return "; ".join(_reason(cause) for cause in causes)
+    if failure.check(CancelledError):
+        return "abandoned"
+    return failure.getErrorMessage() or failure.type.__name__
+
+
+class _DiscardBody(Protocol):
+    """
+    Reads a response body to its end and forgets it, so that the connection
+    can carry the next POST.
+
+    Cancelling C{done} closes the connection at once: C{stopProducing} on the
+    body's transport (an C{IPushProducer}) drops the TCP connection, where
+    C{loseConnection} would first wait for a TLS close from a server that has
+    already stopped answering.
+    """
+
+    def __init__(self):
+        self.done: Deferred = Deferred(lambda _: self.transport.stopProducing())
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(None)
+        else:
+            self.done.errback(reason)
+
+
+def _discard_body(response: IResponse) -> Deferred:
+    body = _DiscardBody()
+    response.deliverBody(body)
+    return body.done

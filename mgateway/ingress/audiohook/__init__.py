@@ -1,0 +1,1 @@
+"""Genesys Cloud AudioHook Monitor ingress (protocol version 2)."""

@@ -1,0 +1,444 @@
+"""
+One AudioHook Monitor session (Genesys Cloud is the client, we are the
+server), as a sans-I/O state machine.
+
+Feed it each WebSocket message: L{AudioHookSession.receive_text} for text
+frames, L{AudioHookSession.receive_bytes} for binary ones. Each returns the
+events it caused; L{AudioHookSession.data_to_send} then returns the text
+frames to send back, in order. Nothing here raises on anything the client
+sends: a protocol violation becomes a C{disconnect} message with reason
+C{error} (the server's only way to end a session) plus a L{Disconnected}
+event, and the client is expected to follow with C{close}, which is always
+answered with C{closed}. The transport never closes the socket itself.
+
+Sequence of a call::
+
+    client: open --------------------> server: opened (one offered media entry, verbatim)
+    client: ping --------------------> server: pong (at once, clientseq = the ping's seq)
+    client: binary audio frames ...    (interleaved in the order of the selected channels)
+    client: paused / resumed / discarded / update / error
+    client: close -------------------> server: closed
+
+Positions are nanoseconds on the client's stream timeline, counted from the
+samples received plus what the client reports as discarded; they never go
+back.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Callable, Mapping
+
+import attrs
+import numpy as np
+
+from mgateway.ingress.audiohook.messages import (
+    CLOSE_REASONS,
+    DISCONNECT_REASONS,
+    NS_PER_SECOND,
+    NULL_UUID,
+    ProtocolError,
+    decode_client_message,
+    encode_server_message,
+    is_language,
+    is_uuid,
+    parse_duration,
+)
+from mgateway.media.g711 import ulaw_decode
+
+#: Channel orders we take, best first: both participants, then the customer.
+CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",))
+#: Bytes per sample per channel.
+SAMPLE_WIDTH = {"PCMU": 1, "L16": 2}
+RATE = 8000
+
+
+
+@attrs.frozen
+class SessionPolicy:
+    """
+    @ivar allow_l16: also accept 16-bit linear offers (little-endian, as the
+        reference implementation sends them) when no PCMU offer fits.
+    @ivar supported_languages: listed in C{opened} when C{open} asks.
+    """
+
+    allow_l16: bool = False
+    supported_languages: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Participant:
+    id: str
+    ani: str
+    ani_name: str
+    dnis: str
+
+
+@attrs.frozen
+class Media:
+    format: str
+    channels: tuple[str, ...]
+    rate: int
+
+
+# Events.
+@attrs.frozen
+class Opened:
+    """A real call's session is open; C{opened} is queued."""
+
+    session_id: str
+    organization_id: str
+    conversation_id: str
+    participant: Participant
+    media: Media
+    language: str | None
+    custom_config: Mapping
+
+
+@attrs.frozen
+class Probed:
+    """
+    Genesys's connection probe (null conversation id) got its C{opened}. No
+    call exists: audio in a probe is counted but yields no L{Audio}.
+    """
+
+    session_id: str
+    organization_id: str
+
+
+@attrs.frozen
+class Audio:
+    """
+    One binary frame: 16-bit little-endian PCM per channel name
+    (C{"external"} = customer, C{"internal"} = agent), all of equal length,
+    starting at C{position_ns} on the stream timeline.
+    """
+
+    pcm: Mapping[str, bytes]
+    position_ns: int
+
+
+@attrs.frozen
+class Paused:
+    position_ns: int
+
+
+@attrs.frozen
+class Resumed:
+    """Audio resumes; C{discarded_ns} of it from C{start_ns} were dropped."""
+
+    start_ns: int
+    discarded_ns: int
+
+
+@attrs.frozen
+class Discarded:
+    start_ns: int
+    duration_ns: int
+
+
+@attrs.frozen
+class Updated:
+    """The conversation's language changed."""
+
+    language: str
+
+
+@attrs.frozen
+class Error:
+    """The client reported an error (it normally closes right after)."""
+
+    code: int
+    message: str
+    retry_after_ns: int | None
+
+
+@attrs.frozen
+class Closed:
+    """C{closed} is queued; the client closes the socket next."""
+
+    reason: str | None
+
+
+@attrs.frozen
+class Disconnected:
+    """A C{disconnect} is queued; the client should answer with C{close}."""
+
+    reason: str
+    info: str | None
+
+
+class State(enum.Enum):
+    AWAITING_OPEN = "awaiting open"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    DISCONNECTING = "disconnect sent"
+    CLOSED = "closed"
+
+
+def select_media(offers: list, allow_l16: bool = False) -> dict | None:
+    """
+    The offer to accept, as the very object offered: PCMU before L16, then
+    by L{CHANNEL_PREFERENCE}. None when no offer is 8 kHz audio we can split
+    into customer and agent (offers we do not understand are passed over).
+    """
+    for media_format in ("PCMU", "L16") if allow_l16 else ("PCMU",):
+        for channels in CHANNEL_PREFERENCE:
+            for offer in offers:
+                if (isinstance(offer, dict) and offer.get("type") == "audio" and offer.get("rate") == RATE
+                        and offer.get("format") == media_format and offer.get("channels") == list(channels)):
+                    return offer
+    return None
+
+
+class AudioHookSession:
+    """
+    @param clock_now: seconds; stamps L{last_received_at}, which the
+        transport may use for an idle timeout.
+    @param session_id: the C{Audiohook-Session-Id} header; every message
+        must carry it. None: taken from the first message.
+    @param organization_id: the C{Audiohook-Organization-Id} header; an
+        C{open} for another organization is disconnected as unauthorized.
+    """
+
+    def __init__(
+        self,
+        clock_now: Callable[[], float],
+        policy: SessionPolicy = SessionPolicy(),
+        session_id: str | None = None,
+        organization_id: str | None = None,
+    ):
+        self._now = clock_now
+        self._policy = policy
+        self.session_id = session_id or NULL_UUID
+        self._organization_id = organization_id
+        self.state = State.AWAITING_OPEN
+        #: Our last sent C{seq}, and the client's last received C{seq}.
+        self.seq = 0
+        self.clientseq = 0
+        self.position_ns = 0
+        self.media: Media | None = None
+        self.probe = False
+        #: The round-trip time the client last reported in a C{ping}.
+        self.rtt_ns: int | None = None
+        self.last_received_at: float | None = None
+        #: Audio frames that arrived after a C{disconnect} or C{closed}.
+        self.dropped_frames = 0
+        self._start_paused = False
+        self._outgoing: list[str] = []
+        self._handlers = {
+            "open": self._open,
+            "ping": self._ping,
+            "paused": self._paused,
+            "resumed": self._resumed,
+            "discarded": self._discarded,
+            "update": self._update,
+            "error": self._error,
+        }
+
+    def data_to_send(self) -> list[str]:
+        """The text frames to send, oldest first; each call empties the queue."""
+        outgoing, self._outgoing = self._outgoing, []
+        return outgoing
+
+    def receive_text(self, text: str) -> list:
+        self.last_received_at = self._now()
+        if self.state is State.CLOSED:
+            return []
+        try:
+            message = decode_client_message(text)
+        except ProtocolError as e:
+            return self._violation(e.info)
+        if self.session_id == NULL_UUID:
+            self.session_id = message["id"]
+        expected_seq = self.clientseq + 1
+        self.clientseq = message["seq"]
+        kind, parameters = message["type"], message["parameters"]
+        if kind == "close":
+            return self._close(parameters)
+        if self.state is State.DISCONNECTING:
+            if kind == "ping":
+                self._send("pong", {})
+            return []
+        try:
+            if message["seq"] != expected_seq:
+                raise ProtocolError(f"Invalid seq value {message['seq']} (expected {expected_seq})")
+            if message["serverseq"] > self.seq:
+                raise ProtocolError(f"Invalid serverseq value {message['serverseq']} (last sent {self.seq})")
+            if message["id"] != self.session_id:
+                raise ProtocolError(f"Session identifier mismatch: {message['id']} is not {self.session_id}")
+            handler = self._handlers.get(kind)
+            if handler is None:
+                raise ProtocolError(f"{kind!r} is not a supported client message")
+            return handler(parameters)
+        except ProtocolError as e:
+            return self._violation(e.info)
+
+    def receive_bytes(self, data: bytes) -> list:
+        self.last_received_at = self._now()
+        if self.state in (State.DISCONNECTING, State.CLOSED):
+            self.dropped_frames += 1
+            return []
+        if self.state is not State.ACTIVE:
+            return self._violation(f"Received audio in state {self.state.value}")
+        media = self.media
+        frame_width = len(media.channels) * SAMPLE_WIDTH[media.format]
+        if len(data) % frame_width:
+            return self._violation(f"Binary data not a valid audio frame: {len(data)} bytes is not a whole "
+                                   f"number of {len(media.channels)}-channel {media.format} samples")
+        position_ns = self.position_ns
+        self.position_ns += len(data) // frame_width * NS_PER_SECOND // media.rate
+        if self.probe or not data:
+            return []
+        pcm = ulaw_decode(data) if media.format == "PCMU" else data
+        samples = np.frombuffer(pcm, "<i2").reshape(-1, len(media.channels))
+        return [Audio({name: samples[:, i].tobytes() for i, name in enumerate(media.channels)}, position_ns)]
+
+    def pause(self) -> None:
+        """Ask the client to pause (before C{opened}: start paused)."""
+        self._flow("pause", True)
+
+    def resume(self) -> None:
+        self._flow("resume", False)
+
+    def disconnect(self, reason: str, info: str | None = None) -> bool:
+        """
+        End the session from our side: queue a C{disconnect}, then wait for
+        the client's C{close}. False (and nothing sent) once a C{disconnect}
+        or C{closed} was sent.
+
+        @param reason: C{"completed"}, C{"unauthorized"} or C{"error"}; any
+            other value is a programming error (C{ValueError}).
+        """
+        if reason not in DISCONNECT_REASONS:
+            raise ValueError(f"disconnect reason must be one of {DISCONNECT_REASONS}, not {reason!r}")
+        if self.state in (State.DISCONNECTING, State.CLOSED):
+            return False
+        self._send("disconnect", {"reason": reason} if info is None else {"reason": reason, "info": info})
+        self.state = State.DISCONNECTING
+        return True
+
+    # --- client messages ---------------------------------------------------
+
+    def _open(self, parameters: dict) -> list:
+        if self.state is not State.AWAITING_OPEN:
+            raise ProtocolError(f"Unexpected 'open' in state {self.state.value}")
+        _check_open(parameters)
+        organization_id = parameters["organizationId"]
+        if self._organization_id is not None and organization_id != self._organization_id:
+            info = (f"organizationId {organization_id} does not match the Audiohook-Organization-Id "
+                    f"header {self._organization_id}")
+            self.disconnect("unauthorized", info)
+            return [Disconnected("unauthorized", info)]
+        offer = select_media(parameters["media"], self._policy.allow_l16)
+        if offer is None:
+            raise ProtocolError(f"No acceptable media offered (PCMU 8000 Hz, channels external/internal): "
+                                f"{parameters['media']!r}"[:1024])
+        opened = {"media": [offer], "startPaused": self._start_paused}
+        if parameters.get("supportedLanguages") is True:
+            opened["supportedLanguages"] = list(self._policy.supported_languages)
+        self._send("opened", opened)
+        self.media = Media(offer["format"], tuple(offer["channels"]), RATE)
+        self.state = State.PAUSED if self._start_paused else State.ACTIVE
+        self.probe = parameters["conversationId"] == NULL_UUID
+        if self.probe:
+            return [Probed(self.session_id, organization_id)]
+        participant = parameters["participant"]
+        return [Opened(
+            session_id=self.session_id,
+            organization_id=organization_id,
+            conversation_id=parameters["conversationId"],
+            participant=Participant(participant["id"], participant["ani"], participant["aniName"],
+                                    participant["dnis"]),
+            media=self.media,
+            language=parameters.get("language"),
+            custom_config=parameters.get("customConfig", {}),
+        )]
+
+    def _ping(self, parameters: dict) -> list:
+        if "rtt" in parameters:
+            self.rtt_ns = parse_duration(parameters["rtt"])
+        self._send("pong", {})
+        return []
+
+    def _paused(self, parameters: dict) -> list:
+        self._require_opened("paused")
+        self.state = State.PAUSED
+        return [Paused(self.position_ns)]
+
+    def _resumed(self, parameters: dict) -> list:
+        self._require_opened("resumed")
+        start, discarded = self._skip(parameters)
+        self.state = State.ACTIVE
+        return [Resumed(start, discarded)]
+
+    def _discarded(self, parameters: dict) -> list:
+        self._require_opened("discarded")
+        return [Discarded(*self._skip(parameters))]
+
+    def _update(self, parameters: dict) -> list:
+        self._require_opened("update")
+        language = parameters.get("language")
+        if not is_language(language):
+            raise ProtocolError(f"Invalid 'update' parameters: language {language!r}")
+        self._send("updated", {})
+        return [Updated(language)]
+
+    def _error(self, parameters: dict) -> list:
+        code, message = parameters.get("code"), parameters.get("message")
+        if type(code) is not int or not 400 <= code <= 9999 or not isinstance(message, str):
+            raise ProtocolError(f"Invalid 'error' parameters: {parameters!r}"[:1024])
+        retry_after = parameters.get("retryAfter")
+        return [Error(code, message, None if retry_after is None else parse_duration(retry_after))]
+
+    def _close(self, parameters: dict) -> list:
+        self._send("closed", {})
+        self.state = State.CLOSED
+        reason = parameters.get("reason")
+        return [Closed(reason if reason in CLOSE_REASONS else None)]
+
+    # --- internals ---------------------------------------------------------
+
+    def _send(self, kind: str, parameters: dict) -> None:
+        self.seq += 1
+        self._outgoing.append(encode_server_message(kind, self.session_id, self.seq, self.clientseq, parameters))
+
+    def _violation(self, info: str) -> list:
+        if not self.disconnect("error", info):
+            return []
+        return [Disconnected("error", info)]
+
+    def _require_opened(self, kind: str) -> None:
+        if self.state is State.AWAITING_OPEN:
+            raise ProtocolError(f"Unexpected {kind!r} before 'open'")
+
+    def _skip(self, parameters: dict) -> tuple[int, int]:
+        """Move the timeline past a gap the client reports: (start, duration)."""
+        start = parse_duration(parameters.get("start"))
+        duration = parse_duration(parameters.get("discarded"))
+        self.position_ns = max(self.position_ns, start + duration)
+        return start, duration
+
+    def _flow(self, kind: str, paused: bool) -> None:
+        if self.state is State.AWAITING_OPEN:
+            self._start_paused = paused
+        elif self.state in (State.ACTIVE, State.PAUSED):
+            self._send(kind, {})
+
+
+def _check_open(parameters: dict) -> None:
+    participant = parameters.get("participant")
+    problems = [
+        name for name, ok in (
+            ("organizationId", is_uuid(parameters.get("organizationId"))),
+            ("conversationId", is_uuid(parameters.get("conversationId"))),
+            ("participant", isinstance(participant, dict) and is_uuid(participant.get("id"))
+             and all(isinstance(participant.get(k), str) for k in ("ani", "aniName", "dnis"))),
+            ("media", isinstance(parameters.get("media"), list)),
+            ("language", "language" not in parameters or is_language(parameters["language"])),
+            ("supportedLanguages", isinstance(parameters.get("supportedLanguages", False), bool)),
+            ("customConfig", isinstance(parameters.get("customConfig", {}), dict)),
+        ) if not ok
+    ]
+    if problems:
+        raise ProtocolError(f"Invalid 'open' parameters: {', '.join(problems)}")

@@ -1,0 +1,339 @@
+"""
+The direct WebSocket API's session, as a sans-I/O state machine.
+
+Feed it what the client sent and what the recogniser produced; it answers with
+events for the transport to carry out: messages to send, audio to transcribe,
+a flush to perform, the close code to use. See the spec's "AI Transcribe via
+Direct Websocket" for the message sequence and status codes.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from typing import Callable
+
+import attrs
+
+from mgateway.transcript import ROLES, Utterance
+from mgateway.wire import transcript_message
+
+STATUS_DESCRIPTIONS = {
+    1000: "OK",
+    4040: "Message format incorrect",
+    4050: "Language not supported",
+    4051: "Encoding not supported",
+    4053: "Sample rate not supported",
+    4056: "Wrong message order or missing required message",
+    4083: "Connection idle timeout. Try streaming audio in real-time",
+    4084: "Custom vocabulary phrase exceeds limit",
+    4090: "Streaming duration over limit",
+    4091: "Invalid vocabulary format",
+    4092: "Redact only smart formatted text",
+    4093: "Redaction only supported if detailedTokens in True",
+    5000: "Internal service error",
+    5001: "Service shutting down",
+}
+
+REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
+VOCABULARY_CATEGORIES = ("address", "name", "number", "company", "currency")
+#: Bytes of L16 audio per millisecond at the only supported rate, 8 kHz.
+BYTES_PER_MS = 16
+
+
+class SessionError(Exception):
+    """A client error carrying the spec's application status code."""
+
+    def __init__(self, code: int, detail: str = ""):
+        super().__init__(f"{code} {detail}")
+        self.code = code
+        self.detail = detail
+
+
+@attrs.frozen
+class StartParams:
+    """A validated C{startStream}, with the spec's defaults."""
+
+    role: str
+    external_id: str
+    language: str
+    sampling_rate: int = 8000
+    encoding: str = "L16"
+    smart_formatting: bool = True
+    detailed_token: bool = False
+    audio_recording_allowed: bool = False
+    redaction_output: str = "redacted"
+
+
+@attrs.frozen
+class VocabularyPhrase:
+    phrase: str
+    sounds_like: tuple[str, ...] = ()
+    category: str | None = None
+
+
+# Events for the transport.
+@attrs.frozen
+class Send:
+    message: dict
+
+
+@attrs.frozen
+class Started:
+    params: StartParams
+
+
+@attrs.frozen
+class Audio:
+    pcm: bytes
+
+
+@attrs.frozen
+class Flush:
+    """Flush the recogniser, then call L{DirectSession.flushed}."""
+
+
+@attrs.frozen
+class Close:
+    """Close the socket; C{code} is the application status code."""
+
+    code: int
+
+
+class State(enum.Enum):
+    AWAITING_START = "awaiting startStream"
+    STREAMING = "streaming"
+    FLUSHING = "flushing"
+    CLOSED = "closed"
+
+
+def status(code: int, detail: str = "") -> dict:
+    description = STATUS_DESCRIPTIONS[code]
+    return {"code": str(code), "description": f"{description}: {detail}" if detail else description}
+
+
+def _bool(message: dict, key: str, default: bool) -> bool:
+    value = message.get(key, default)
+    if not isinstance(value, bool):
+        raise SessionError(4040, f"{key} must be true or false")
+    return value
+
+
+class DirectSession:
+    """
+    @param canonical_language: the supported spelling of a language tag, or
+        None when it cannot be transcribed.
+    @param now: seconds, for C{streamingSeconds}.
+    """
+
+    def __init__(
+        self,
+        stream_id: str,
+        canonical_language: Callable[[str], str | None],
+        now: Callable[[], float],
+        max_message_bytes: int = 65536,
+        max_vocabulary: int = 1000,
+        max_phrase_chars: int = 100,
+    ):
+        self.stream_id = stream_id
+        self.state = State.AWAITING_START
+        self.params: StartParams | None = None
+        self.vocabulary: list[VocabularyPhrase] = []
+        self.audio_bytes = 0
+        self.transcripts = 0
+        self._canonical = canonical_language
+        self._now = now
+        self._started_at: float | None = None
+        self._max_message_bytes = max_message_bytes
+        self._max_vocabulary = max_vocabulary
+        self._max_phrase_chars = max_phrase_chars
+        self._odd_byte = b""
+        self._final_code = 1000
+        self._final_detail = ""
+
+    # -- input from the client -------------------------------------------
+
+    def receive_text(self, text: str) -> list:
+        if self.state is State.CLOSED:
+            return []
+        if self.state is State.FLUSHING:
+            # Anything but audio after finishStream: dropped, and the final
+            # response reports the wrong order.
+            self._final_code, self._final_detail = 4056, "message after finishStream"
+            return []
+        try:
+            return self._dispatch(self._parse(text))
+        except SessionError as e:
+            return self._end(e.code, e.detail)
+
+    def receive_bytes(self, data: bytes) -> list:
+        if self.state is State.AWAITING_START:
+            return self._end(4056, "audio before startStream")
+        if self.state is not State.STREAMING:
+            return []  # audio after finishStream is dropped
+        if len(data) > self._max_message_bytes:
+            return self._end(
+                4040, f"audio message of {len(data)} bytes exceeds {self._max_message_bytes}"
+            )
+        data = self._odd_byte + data
+        whole = len(data) - len(data) % 2
+        self._odd_byte = data[whole:]
+        if not whole:
+            return []
+        self.audio_bytes += whole
+        return [Audio(data[:whole])]
+
+    # -- input from the gateway ------------------------------------------
+
+    def utterance(self, utterance: Utterance) -> list:
+        if self.state is State.CLOSED or self.params is None:
+            return []
+        self.transcripts += 1
+        return [Send(transcript_message(utterance, self.params.detailed_token))]
+
+    def flushed(self) -> list:
+        """The recogniser has delivered everything: send the final response."""
+        if self.state is not State.FLUSHING:
+            return []
+        return self._final()
+
+    def idle_timeout(self) -> list:
+        return self._end(4083)
+
+    def duration_exceeded(self) -> list:
+        return self._end(4090)
+
+    def shutting_down(self) -> list:
+        return self._end(5001)
+
+    def internal_error(self, detail: str = "") -> list:
+        return self._end(5000, detail)
+
+    # -- internals --------------------------------------------------------
+
+    def _parse(self, text: str) -> dict:
+        if len(text.encode("utf-8")) > self._max_message_bytes:
+            raise SessionError(4040, "message too large")
+        try:
+            message = json.loads(text)
+        except ValueError:
+            raise SessionError(4040, "not JSON") from None
+        if not isinstance(message, dict) or not isinstance(message.get("message"), str):
+            raise SessionError(4040, "expected a JSON object with a \"message\" field")
+        return message
+
+    def _dispatch(self, message: dict) -> list:
+        kind = message["message"]
+        if kind == "startStream":
+            if self.state is not State.AWAITING_START:
+                raise SessionError(4056, "startStream sent twice")
+            return self._start(message)
+        if kind == "updateVocabulary":
+            return self._update_vocabulary(message)
+        if kind == "finishStream":
+            if self.state is not State.STREAMING:
+                raise SessionError(4056, "finishStream before startStream")
+            self.state = State.FLUSHING
+            return [Flush()]
+        raise SessionError(4040, f"unknown message {kind!r}")
+
+    def _start(self, message: dict) -> list:
+        sender = message.get("sender")
+        if not isinstance(sender, dict):
+            raise SessionError(4040, "sender is required")
+        role, external_id = sender.get("role"), sender.get("externalId")
+        if role not in ROLES:
+            raise SessionError(4040, "sender.role must be \"customer\" or \"agent\"")
+        if not isinstance(external_id, str) or not external_id:
+            raise SessionError(4040, "sender.externalId is required")
+        language = message.get("language", "en-US")
+        if not isinstance(language, str):
+            raise SessionError(4040, "language must be a string")
+        canonical = self._canonical(language)
+        if canonical is None:
+            raise SessionError(4050, language)
+        rate = message.get("samplingRate", 8000)
+        if not isinstance(rate, int) or isinstance(rate, bool):
+            raise SessionError(4040, "samplingRate must be an integer")
+        if rate != 8000:
+            raise SessionError(4053, str(rate))
+        encoding = message.get("encoding", "L16")
+        if encoding != "L16":
+            raise SessionError(4051, str(encoding))
+        smart = _bool(message, "smartFormatting", True)
+        detailed = _bool(message, "detailedToken", False)
+        recording = _bool(message, "audioRecordingAllowed", False)
+        redaction = message.get("redactionOutput", "redacted")
+        if redaction not in REDACTION_OUTPUTS:
+            raise SessionError(4040, f"redactionOutput must be one of {', '.join(REDACTION_OUTPUTS)}")
+        if redaction != "unredacted" and not smart:
+            raise SessionError(4092)
+        if redaction != "unredacted" and detailed:
+            raise SessionError(4093)
+        self.params = StartParams(
+            role, external_id, canonical, rate, encoding, smart, detailed, recording, redaction
+        )
+        self.state = State.STREAMING
+        self._started_at = self._now()
+        return [
+            Started(self.params),
+            Send({"message": "startResponse", "streamID": self.stream_id, "status": status(1000)}),
+        ]
+
+    def _update_vocabulary(self, message: dict) -> list:
+        phrases = message.get("phrases")
+        try:
+            parsed = [self._phrase(p) for p in phrases] if isinstance(phrases, list) and phrases else None
+        except SessionError as e:
+            return [Send({"message": "vocabularyResponse", "status": status(e.code, e.detail)})]
+        if parsed is None:
+            return [Send({"message": "vocabularyResponse", "status": status(4091, "phrases must be a non-empty list")})]
+        if len(self.vocabulary) + len(parsed) > self._max_vocabulary:
+            return [Send({"message": "vocabularyResponse",
+                          "status": status(4084, f"at most {self._max_vocabulary} phrases per session")})]
+        self.vocabulary.extend(parsed)
+        return [Send({"message": "vocabularyResponse", "status": status(1000)})]
+
+    def _phrase(self, item) -> VocabularyPhrase:
+        if not isinstance(item, dict) or not isinstance(item.get("phrase"), str) or not item["phrase"].strip():
+            raise SessionError(4091, "each entry needs a non-empty \"phrase\"")
+        sounds_like = item.get("soundsLike", [])
+        if not isinstance(sounds_like, list) or not all(isinstance(s, str) and s.strip() for s in sounds_like):
+            raise SessionError(4091, "soundsLike must be a list of strings")
+        category = item.get("category")
+        if category is not None and category not in VOCABULARY_CATEGORIES:
+            raise SessionError(4091, f"category must be one of {', '.join(VOCABULARY_CATEGORIES)}")
+        for text in [item["phrase"], *sounds_like]:
+            if len(text) > self._max_phrase_chars:
+                raise SessionError(4084, f"phrase longer than {self._max_phrase_chars} characters")
+        return VocabularyPhrase(item["phrase"], tuple(sounds_like), category)
+
+    def _end(self, code: int, detail: str = "") -> list:
+        if self.state in (State.CLOSED, State.FLUSHING):
+            return []
+        self._final_code, self._final_detail = code, detail
+        if self.state is State.STREAMING:
+            self.state = State.FLUSHING
+            return [Flush()]
+        return self._final()
+
+    def summary(self) -> dict:
+        started = self._started_at
+        seconds = math.ceil(self._now() - started) if started is not None else 0
+        return {
+            "totalAudioBytes": self.audio_bytes,
+            "audioDurationMs": self.audio_bytes // BYTES_PER_MS,
+            "streamingSeconds": seconds,
+            "transcripts": self.transcripts,
+        }
+
+    def _final(self) -> list:
+        self.state = State.CLOSED
+        final = {
+            "message": "finalResponse",
+            "streamId": self.stream_id,
+            "status": status(self._final_code, self._final_detail),
+            "summary": self.summary(),
+        }
+        return [Send(final), Close(self._final_code)]

@@ -1,0 +1,1 @@
+"""Twilio Media Streams ingress (C{<Start><Stream>} forks of a call)."""

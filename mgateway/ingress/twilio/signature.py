@@ -1,0 +1,43 @@
+"""
+Twilio's request signature (C{X-Twilio-Signature}) on the WebSocket upgrade:
+base64 of HMAC-SHA1, keyed with the account's auth token, over the URL
+Twilio requested (for a POST, followed by the sorted form parameters).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from urllib.parse import urlsplit, urlunsplit
+
+_DEFAULT_PORTS = {"https": 443, "wss": 443, "http": 80, "ws": 80}
+
+
+def twilio_signature(auth_token: str, url: str, params: dict | None = None) -> str:
+    data = url + "".join(k + v for k, v in sorted((params or {}).items()))
+    digest = hmac.new(auth_token.encode("utf-8"), data.encode("utf-8"), hashlib.sha1).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _port_variants(url: str) -> list[str]:
+    """Twilio may sign the URL with or without the scheme's default port."""
+    parts = urlsplit(url)
+    default = _DEFAULT_PORTS.get(parts.scheme)
+    host = parts.hostname or ""
+    if parts.port is None and default:
+        other = parts._replace(netloc=f"{host}:{default}")
+    elif parts.port == default:
+        other = parts._replace(netloc=host)
+    else:
+        return [url]
+    return [url, urlunsplit(other)]
+
+
+def valid_signature(auth_token: str, url: str, signature: str | None) -> bool:
+    if not signature:
+        return False
+    return any(
+        hmac.compare_digest(twilio_signature(auth_token, candidate), signature)
+        for candidate in _port_variants(url)
+    )

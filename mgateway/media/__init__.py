@@ -1,0 +1,9 @@
+"""
+Media cores shared by the ingress adapters: RTP parsing, reordering and loss
+filling, codecs (G.711, G.729) and comfort noise. Pure code: bytes in, PCM
+out (16-bit little-endian, 8 kHz mono); the transports live elsewhere.
+"""
+
+
+class MediaError(Exception):
+    """Media that cannot be used: a malformed packet, an unusable payload."""

@@ -1,0 +1,46 @@
+"""
+The one door to speech recognition for the rest of the gateway: which languages
+can be transcribed, and a transcriber for a stream.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+
+from mgateway.asr.models import ModelRegistry
+from mgateway.asr.transcriber import StreamTranscriber
+from mgateway.transcript import Utterance
+
+
+class SpeechEngine:
+    """
+    Binds the loaded models to the ASR thread pool.
+
+    @ivar models: the L{ModelRegistry} (one shared Vosk model per language).
+    """
+
+    def __init__(self, models: ModelRegistry, threadpool, reactor):
+        self.models = models
+        self._threadpool = threadpool
+        self._reactor = reactor
+
+    def ready(self) -> Deferred:
+        """Fires once every configured model finished loading (or failed to)."""
+        return self.models.wait_loaded()
+
+    def canonical(self, language: str) -> str | None:
+        """The configured spelling of C{language}, or None if it cannot be transcribed."""
+        return self.models.canonical(language)
+
+    def transcriber(
+        self, language: str, on_utterance: Callable[[Utterance], None], offset_ms: int = 0
+    ) -> StreamTranscriber:
+        return StreamTranscriber(
+            self.models.recognizer_factory(language),
+            self._threadpool,
+            self._reactor,
+            on_utterance,
+            offset_ms=offset_ms,
+        )

@@ -1,0 +1,1 @@
+"""Durable utterance storage behind L{mgateway.interfaces.ITranscriptStore}."""

@@ -1,0 +1,61 @@
+"""The stored form of one utterance, and its after-call JSON."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+from ulid import ULID
+
+from mgateway.transcript import TranscriptEvent
+from mgateway.wire import timestamp
+
+
+@attrs.frozen
+class StoredMessage:
+    """
+    One row of the after-call store.
+
+    @ivar message_id: a ULID string: unique and sortable by creation time.
+    @ivar created: when the gateway produced the message (aware, UTC).
+    @ivar spoken: wall-clock end of the utterance (aware, UTC); the
+        C{clientTimestamp} of the after-call API.
+    """
+
+    message_id: str
+    namespace: str
+    conversation_id: str
+    stream_id: str
+    role: str
+    sender_external_id: str | None
+    text: str
+    start_ms: int
+    end_ms: int
+    created: datetime
+    spoken: datetime
+
+    @classmethod
+    def from_event(cls, event: TranscriptEvent) -> StoredMessage:
+        return cls(
+            message_id=str(ULID.from_datetime(event.created)),
+            namespace=event.namespace,
+            conversation_id=event.conversation_id,
+            stream_id=event.stream_id,
+            role=event.sender.role,
+            sender_external_id=event.sender.external_id,
+            text=event.utterance.text,
+            start_ms=event.utterance.start_ms,
+            end_ms=event.utterance.end_ms,
+            created=event.created,
+            spoken=event.spoken,
+        )
+
+    def to_json(self) -> dict:
+        """An item of C{GET /conversation/v1/conversation/messages}."""
+        return {
+            "text": self.text,
+            "sender": {"role": self.role, "externalId": self.sender_external_id},
+            "messageId": self.message_id,
+            "createdTimestamp": timestamp(self.created),
+            "clientTimestamp": timestamp(self.spoken),
+        }

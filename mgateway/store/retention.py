@@ -1,0 +1,74 @@
+"""Deletes stored transcripts once they are older than the retention period."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from mgateway.interfaces import ITranscriptStore
+
+log = Logger()
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class RetentionService(Service):
+    """
+    Purges the store when started, then every C{interval_seconds}.
+
+    A purge that fails is logged and the next one runs on time; a purge still
+    running when the next is due delays it (the store is never asked twice at
+    once). Stopping waits for a purge in progress.
+    """
+
+    def __init__(
+        self,
+        store: ITranscriptStore,
+        clock: IReactorTime,
+        retention: timedelta,
+        interval_seconds: float,
+        now: Callable[[], datetime] = utc_now,
+    ):
+        self._store = store
+        self._clock = clock
+        self._retention = retention
+        self._interval = interval_seconds
+        self._now = now
+        self._loop: LoopingCall | None = None
+        self._stopped: Deferred | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self._purge)
+        self._loop.clock = self._clock
+        self._stopped = self._loop.start(self._interval, now=True)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        self._loop.stop()
+        return self._stopped.addCallback(lambda _: None)
+
+    def _purge(self) -> Deferred:
+        older_than = self._now() - self._retention
+        d = maybeDeferred(self._store.purge, older_than)
+        d.addCallbacks(
+            lambda count: log.info(
+                "purged {count} transcript messages created before {older_than}",
+                count=count,
+                older_than=older_than.isoformat(),
+            ),
+            lambda failure: log.failure(
+                "purging transcript messages created before {older_than} failed",
+                failure,
+                older_than=older_than.isoformat(),
+            ),
+        )
+        return d

@@ -1,0 +1,278 @@
+"""
+The transcript table, shared by the SQLite and PostgreSQL stores.
+
+One portable schema (TEXT and BIGINT only), its migrations, its statements and
+L{PooledTranscriptStore}: the part of a store that runs those statements on a
+dedicated thread pool, one DB-API connection per worker thread. A backend only
+says how to connect, how many threads to use and how its SQL differs
+(L{Dialect}).
+
+Times are stored as BIGINT microseconds since the Unix epoch, UTC: exact for a
+Python L{datetime}, so a message reads back equal to the one stored, and they
+compare and index the same way in both databases.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList, fail
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from mgateway.interfaces import ITranscriptStore
+from mgateway.store.message import StoredMessage
+
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: DDL of each schema version, oldest first: version N is C{MIGRATIONS[N - 1]}.
+#: A later version is a new entry here, never an edit of an older one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """
+        CREATE TABLE messages (
+            message_id TEXT PRIMARY KEY,
+            namespace TEXT NOT NULL,
+            conversation_id TEXT NOT NULL,
+            stream_id TEXT NOT NULL,
+            role TEXT NOT NULL,
+            sender_external_id TEXT,
+            text TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            end_ms BIGINT NOT NULL,
+            created_us BIGINT NOT NULL,
+            spoken_us BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX messages_by_conversation
+            ON messages (conversation_id, spoken_us, created_us)
+        """,
+        "CREATE INDEX messages_by_created ON messages (created_us)",
+    ),
+)
+
+#: Columns in the order of L{StoredMessage}'s fields.
+COLUMNS = (
+    "message_id",
+    "namespace",
+    "conversation_id",
+    "stream_id",
+    "role",
+    "sender_external_id",
+    "text",
+    "start_ms",
+    "end_ms",
+    "created_us",
+    "spoken_us",
+)
+
+
+class StoreError(Exception):
+    """The transcript store cannot do what was asked (closed, or a schema it does not know)."""
+
+
+@attrs.frozen
+class Dialect:
+    """
+    What differs between the SQL of two databases.
+
+    @ivar param: the DB-API placeholder (C{?} or C{%s}).
+    @ivar begin_schema_change: statements that open the transaction in which
+        the schema is checked and migrated, holding a lock that keeps other
+        processes sharing the database out until it commits.
+    """
+
+    param: str
+    begin_schema_change: tuple[str, ...]
+
+    def insert(self) -> str:
+        values = ", ".join([self.param] * len(COLUMNS))
+        return f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES ({values})"
+
+    def select(self) -> str:
+        return (
+            f"SELECT {', '.join(COLUMNS)} FROM messages WHERE conversation_id = {self.param}"
+            f" ORDER BY spoken_us, created_us, message_id LIMIT {self.param}"
+        )
+
+    def delete_older(self) -> str:
+        return f"DELETE FROM messages WHERE created_us < {self.param}"
+
+    def record_version(self) -> str:
+        return f"INSERT INTO schema_version (version) VALUES ({self.param})"
+
+
+def micros(when: datetime) -> int:
+    """Microseconds since the epoch of an aware datetime."""
+    return (when - EPOCH) // _MICROSECOND
+
+
+def moment(value: int) -> datetime:
+    """The aware UTC datetime of microseconds since the epoch."""
+    return EPOCH + value * _MICROSECOND
+
+
+def to_row(message: StoredMessage) -> tuple:
+    return (
+        *attrs.astuple(message, recurse=False)[:-2],
+        micros(message.created),
+        micros(message.spoken),
+    )
+
+
+def from_row(row: Sequence) -> StoredMessage:
+    return StoredMessage(*row[:-2], created=moment(row[-2]), spoken=moment(row[-1]))
+
+
+def migrate(connection: Any, dialect: Dialect) -> None:
+    """
+    Bring the schema of an autocommit connection up to the latest version.
+
+    @raise StoreError: the database holds a newer schema than this code knows.
+    """
+    cursor = connection.cursor()
+    for statement in dialect.begin_schema_change:
+        cursor.execute(statement)
+    try:
+        cursor.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        cursor.execute("SELECT MAX(version) FROM schema_version")
+        current = cursor.fetchone()[0] or 0
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"the transcript database has schema version {current}; "
+                f"this gateway knows versions up to {len(MIGRATIONS)}"
+            )
+        for version in range(current + 1, len(MIGRATIONS) + 1):
+            for statement in MIGRATIONS[version - 1]:
+                cursor.execute(statement)
+            cursor.execute(dialect.record_version(), (version,))
+    except BaseException:
+        cursor.execute("ROLLBACK")
+        raise
+    cursor.execute("COMMIT")
+
+
+@implementer(ITranscriptStore)
+class PooledTranscriptStore:
+    """
+    An L{ITranscriptStore} whose every statement runs on its own thread pool.
+
+    Each worker thread opens its own connection the first time it needs one
+    (and again if the database dropped it); the first connection of the store
+    also migrates the schema, so no statement can reach a table before it
+    exists, even when work is queued before L{start} has finished. Connections
+    are in autocommit mode: every statement is its own transaction.
+
+    The pool starts with L{start} or with the first piece of work; L{close}
+    lets the work already handed over finish, then stops the threads and
+    closes the connections. Anything asked after L{close} fails with
+    L{StoreError}.
+    """
+
+    def __init__(self, reactor, dialect: Dialect, threads: int, name: str):
+        self._reactor = reactor
+        self._dialect = dialect
+        self._pool = ThreadPool(minthreads=threads, maxthreads=threads, name=name)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: set = set()
+        self._migrated = False
+        self._running: set[Deferred] = set()
+        self._closed = False
+
+    def _connect(self) -> Any:
+        """Open one autocommit DB-API connection (on a worker thread)."""
+        raise NotImplementedError
+
+    def _usable(self, connection: Any) -> bool:
+        """Whether a connection opened earlier can still be used."""
+        return True
+
+    def start(self) -> Deferred:
+        """Start the threads, connect and migrate the schema; fires with L{None}."""
+
+        def connect() -> None:
+            self._connection()
+
+        return self._run(connect)
+
+    def add(self, message: StoredMessage) -> Deferred:
+        def insert() -> None:
+            self._execute(self._dialect.insert(), to_row(message))
+
+        return self._run(insert)
+
+    def messages(self, conversation_id: str, limit: int) -> Deferred:
+        def select() -> list[StoredMessage]:
+            cursor = self._connection().cursor()
+            cursor.execute(self._dialect.select(), (conversation_id, limit))
+            return [from_row(row) for row in cursor.fetchall()]
+
+        return self._run(select)
+
+    def purge(self, older_than: datetime) -> Deferred:
+        def delete() -> int:
+            return self._execute(self._dialect.delete_older(), (micros(older_than),))
+
+        return self._run(delete)
+
+    def close(self) -> Deferred:
+        if self._closed:
+            return fail(StoreError("the transcript store is already closed"))
+        self._closed = True
+        finished = DeferredList(list(self._running))
+        finished.addCallback(lambda _: self._release())
+        return finished
+
+    def _release(self) -> None:
+        # Every piece of work has finished, so the threads are idle and
+        # joining them does not hold up the reactor.
+        self._pool.stop()
+        for connection in self._connections:
+            connection.close()
+        self._connections.clear()
+
+    def _run(self, work: Callable[[], Any]) -> Deferred:
+        if self._closed:
+            return fail(StoreError("the transcript store is closed"))
+        if not self._pool.started:
+            self._pool.start()
+        # Tracked apart from the caller's Deferred, whose callbacks close()
+        # neither waits for nor consumes.
+        done = Deferred()
+        self._running.add(done)
+
+        def finished(result):
+            self._running.discard(done)
+            done.callback(None)
+            return result
+
+        return deferToThreadPool(self._reactor, self._pool, work).addBoth(finished)
+
+    def _execute(self, statement: str, params: tuple) -> int:
+        cursor = self._connection().cursor()
+        cursor.execute(statement, params)
+        return cursor.rowcount
+
+    def _connection(self) -> Any:
+        """This worker thread's connection, opened (and the schema migrated) on first use."""
+        connection = getattr(self._local, "connection", None)
+        if connection is None or not self._usable(connection):
+            dropped, connection = connection, self._connect()
+            self._local.connection = connection
+            with self._lock:
+                self._connections.discard(dropped)
+                self._connections.add(connection)
+        if not self._migrated:
+            with self._lock:
+                if not self._migrated:
+                    migrate(connection, self._dialect)
+                    self._migrated = True
+        return connection

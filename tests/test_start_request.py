@@ -1,0 +1,75 @@
+"""Validation of Start/Stop request bodies: which problem gets which code."""
+
+import pytest
+
+from mgateway.calls.errors import ApiError
+from mgateway.calls.requests import parse_start, parse_stop
+
+BASE = {"namespace": "siprec", "guid": "00002542391662063156",
+        "customerId": "TT9833237", "agentId": "RE223444211993"}
+
+
+def code(body):
+    with pytest.raises(ApiError) as e:
+        parse_start(body, "en-US")
+    return e.value.code
+
+
+def test_spec_example_parses_with_defaults():
+    start = parse_start({**BASE, "autotranscribeParams": {"language": "en-US"},
+                         "siprecParams": {"mediaLineOrder": "CUSTOMER_FIRST"}}, "en-US")
+    assert start.transcribe.language == "en-US"
+    assert start.transcribe.redaction_output == "redacted"
+    assert start.transcribe.detailed_token is False
+    assert start.media_line_order == "CUSTOMER_FIRST"
+    assert start.track_map == {"inbound": "customer", "outbound": "agent"}
+
+
+def test_default_language_comes_from_the_configuration():
+    assert parse_start(BASE, "ko-KR").transcribe.language == "ko-KR"
+
+
+@pytest.mark.parametrize("missing", ["namespace", "guid", "customerId", "agentId"])
+def test_missing_required_field_is_400_201(missing):
+    body = dict(BASE)
+    del body[missing]
+    assert code(body) == "400-201"
+
+
+@pytest.mark.parametrize("body", [
+    {**BASE, "namespace": "skype"},
+    {**BASE, "guid": 42},
+    {**BASE, "siprecParams": {"mediaLineOrder": "SIDEWAYS"}},
+    {**BASE, "twilioParams": {"trackMap": {"inbound": "robot"}}},
+    {**BASE, "amazonConnectParams": {"startSelectorType": "LATER"}},
+    {**BASE, "siprecParams": []},
+    ["not", "an", "object"],
+    None,
+])
+def test_gateway_parameter_problems_are_400_201(body):
+    assert code(body) == "400-201"
+
+
+@pytest.mark.parametrize("params", [
+    {"language": ""},
+    {"detailedToken": "yes"},
+    {"redactionOutput": "sometimes"},
+    {"detailedToken": True},
+    {"detailedToken": True, "redactionOutput": "redacted_and_unredacted"},
+    "en-US",
+])
+def test_transcription_parameter_problems_are_400_202(params):
+    assert code({**BASE, "autotranscribeParams": params}) == "400-202"
+
+
+def test_detailed_tokens_with_unredacted_output_is_accepted():
+    start = parse_start({**BASE, "autotranscribeParams": {
+        "detailedToken": True, "redactionOutput": "unredacted"}}, "en-US")
+    assert start.transcribe.detailed_token
+
+
+def test_stop_needs_namespace_and_guid():
+    assert parse_stop({"namespace": "twilio", "guid": "CA1"}).guid == "CA1"
+    with pytest.raises(ApiError) as e:
+        parse_stop({"namespace": "twilio"})
+    assert e.value.code == "400-201"

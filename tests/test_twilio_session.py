@@ -1,0 +1,148 @@
+"""Twilio Media Streams frames through the sans-I/O stream state machine."""
+
+import json
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from mgateway.ingress.twilio.session import Audio, Dropped, Started, Stopped, StreamError, TwilioStream
+from mgateway.ingress.twilio.signature import twilio_signature, valid_signature
+from mgateway.media.g711 import ulaw_decode, ulaw_encode
+from mgateway.media.noise import comfort_noise
+from mgateway.media.timeline import TrackTimeline
+from tests.support.twilio_peer import TwilioPeer
+
+
+def tone(ms: int, value: int = 1000) -> bytes:
+    return value.to_bytes(2, "little", signed=True) * (8 * ms)
+
+
+def feed(stream, frames):
+    events = []
+    for frame in frames:
+        events += stream.receive(frame)
+    return events
+
+
+def audio_of(events, track):
+    return b"".join(e.pcm for e in events if isinstance(e, Audio) and e.track == track)
+
+
+def test_documented_session_yields_start_audio_per_track_and_stop():
+    peer = TwilioPeer("CA5b040e075515c424391012acc5a870cf")
+    stream = TwilioStream()
+    pcm = {"inbound": tone(200, 1000), "outbound": tone(200, -1000)}
+    events = feed(stream, [peer.connected(), peer.start({"FirstName": "Jane"}),
+                           *peer.media_frames(pcm), peer.dtmf("1"), peer.stop()])
+    started = events[0]
+    assert started == Started("CA5b040e075515c424391012acc5a870cf", peer.stream_sid,
+                              ("inbound", "outbound"), {"FirstName": "Jane"})
+    for track in ("inbound", "outbound"):
+        out = audio_of(events, track)
+        # The first timestamp is 52 ms: the timeline starts at the stream's 0.
+        assert out[: 52 * 16] == comfort_noise(52 * 8)
+        assert out[52 * 16 :] == ulaw_decode(ulaw_encode(pcm[track]))
+    assert isinstance(events[-1], Stopped)
+    assert stream.counts["dtmf"] == 1
+
+
+def test_lost_and_reordered_frames_do_not_shift_later_audio():
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    pcm = b"".join(i.to_bytes(2, "little", signed=True) * 160 for i in range(50))  # 50 frames, each distinct
+    clean = TwilioStream()
+    expected = audio_of(feed(clean, [peer.start(), *peer.media_frames({"inbound": pcm})]), "inbound")
+    lossy = TwilioStream()
+    peer2 = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    events = feed(lossy, [peer2.start(), *peer2.media_frames({"inbound": pcm}, skip={5, 6, 20}, swap={30})])
+    out = audio_of(events, "inbound")
+    frame = 320
+    assert len(out) >= len(expected) - frame, "the timeline keeps its length"
+    # Lost frames became noise; the reordered frame's late copy was trimmed;
+    # everything after lines up sample for sample.
+    assert out[5 * frame : 7 * frame] == comfort_noise(2 * 160, start=5 * 160)
+    assert out[32 * frame : 50 * frame] == expected[32 * frame : 50 * frame]
+    assert out[:5 * frame] == expected[:5 * frame]
+
+
+def test_media_before_start_closes_only_with_a_policy_error():
+    peer = TwilioPeer("CA1")
+    with pytest.raises(StreamError) as e:
+        TwilioStream().receive(peer.media("inbound", b"\xff" * 160, 0))
+    assert e.value.close_code == 4008
+
+
+@pytest.mark.parametrize("frame", ["not json", "[1,2]", '{"no": "event"}'])
+def test_non_json_frames_close_the_socket(frame):
+    with pytest.raises(StreamError) as e:
+        TwilioStream().receive(frame)
+    assert e.value.close_code == 4007
+
+
+def test_malformed_media_is_dropped_and_the_stream_goes_on():
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    stream = TwilioStream(max_dropped=2)
+    stream.receive(peer.start())
+    bad = json.loads(peer.media("inbound", b"\xff" * 160, 0))
+    bad["media"]["payload"] = "***not base64***"
+    assert [type(e) for e in stream.receive(json.dumps(bad))] == [Dropped]
+    missing = json.loads(peer.media("inbound", b"\xff" * 160, 0))
+    del missing["media"]["timestamp"]
+    assert [type(e) for e in stream.receive(json.dumps(missing))] == [Dropped]
+    assert audio_of(stream.receive(peer.media("inbound", b"\xff" * 160, 0)), "inbound")
+    with pytest.raises(StreamError):
+        stream.receive(json.dumps(bad))
+
+
+def test_unknown_events_and_marks_are_counted_not_fatal():
+    peer = TwilioPeer("CA1")
+    stream = TwilioStream()
+    stream.receive(peer.start())
+    assert stream.receive(json.dumps({"event": "mark", "mark": {"name": "x"}})) == []
+    assert stream.receive(json.dumps({"event": "brand-new"})) == []
+    assert stream.counts["brand-new"] == 1
+
+
+def test_unsupported_media_format_is_refused():
+    peer = TwilioPeer("CA1")
+    start = json.loads(peer.start())
+    start["start"]["mediaFormat"]["sampleRate"] = 16000
+    with pytest.raises(StreamError):
+        TwilioStream().receive(json.dumps(start))
+
+
+@settings(max_examples=50)
+@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 40)), min_size=1, max_size=40))
+def test_timeline_position_always_follows_the_latest_timestamp(chunks):
+    timeline = TrackTimeline(max_gap_ms=1000)
+    for timestamp, ms in sorted(chunks):
+        before = timeline.position_ms
+        out = timeline.place(timestamp, b"\x02\x00" * 8 * ms)
+        assert len(out) % 2 == 0
+        assert timeline.position_ms == before + len(out) // 16
+        assert timeline.position_ms >= min(timestamp + ms, before)
+
+
+def test_timeline_caps_a_huge_jump_and_reanchors():
+    timeline = TrackTimeline(max_gap_ms=100)
+    timeline.place(0, b"\x02\x00" * 160)
+    out = timeline.place(3_600_000, b"\x02\x00" * 160)
+    assert len(out) == (100 + 20) * 16
+    assert len(timeline.place(3_600_020, b"\x02\x00" * 160)) == 320
+
+
+def test_signature_matches_twilio_algorithm_with_and_without_default_port():
+    token, url = "12345", "wss://gw.example.com/mg-twilio-autotranscribe/twilio-media/abc"
+    signature = twilio_signature(token, url)
+    assert valid_signature(token, url, signature)
+    assert valid_signature(token, "wss://gw.example.com:443/mg-twilio-autotranscribe/twilio-media/abc",
+                           signature)
+    assert not valid_signature(token, url + "x", signature)
+    assert not valid_signature("other", url, signature)
+    assert not valid_signature(token, url, None)
+
+
+def test_signature_matches_the_vector_published_with_twilios_libraries():
+    params = {"CallSid": "CA1234567890ABCDE", "Caller": "+14158675309", "Digits": "1234",
+              "From": "+14158675309", "To": "+18005551212"}
+    assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params) == \
+        "RSOYDt4T1cUTdK1PDd93/VVr8B8="
