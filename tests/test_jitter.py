@@ -236,6 +236,26 @@ def test_the_codec_conceals_a_short_loss_and_noise_covers_the_rest():
     assert blocks(out)[5:] == [5, 6, 7, 8, 9]
 
 
+def test_g729_concealment_carries_the_voice_over_a_lost_packet():
+    tone = (np.sin(np.arange(FRAME * 20) / 6) * 8000).astype("<i2").tobytes()
+    frames = G729Encoder().encode(tone)
+    payloads = [frames[2 * i] + frames[2 * i + 1] for i in range(20)]
+    sent = [RtpPacket(18, i, i * FRAME, SSRC, payloads[i]) for i in range(20) if i != 10]
+    decoder = G729Decoder()
+    jitter = JitterBuffer(18, decoder.decode, conceal=decoder.conceal)
+    out = samples(run(jitter, sent))
+    assert len(out) == 20 * FRAME
+    lost = out[10 * FRAME : 11 * FRAME].astype(float)
+    assert np.sqrt(np.mean(lost**2)) > 1000, "the lost 20 ms should sound like the tone, not like noise"
+    assert jitter.lost == 1
+
+
+def test_separate_gaps_get_different_stretches_of_noise():
+    out = run(buffer(), [packet(i) for i in range(10) if i not in (2, 6)])
+    assert blocks(out) == [0, 1, "noise", 3, 4, 5, "noise", 7, 8, 9]
+    assert out[2 * 2 * FRAME : 3 * 2 * FRAME] != out[6 * 2 * FRAME : 7 * 2 * FRAME]
+
+
 def test_concealment_is_not_used_where_nothing_was_lost():
     jitter = buffer(conceal=lambda: pytest.fail("concealment without a loss"))
     sent = [packet(i) for i in range(5)] + [packet(i, ts=5000 + (i + 1) * FRAME) for i in range(5, 8)]
@@ -261,7 +281,8 @@ def test_a_payload_the_codec_rejects_becomes_comfort_noise():
 def test_a_g711_stream_with_loss_decodes_to_the_full_timeline():
     tone = (np.sin(np.arange(FRAME * 20) / 3) * 10000).astype("<i2").tobytes()
     payload = ulaw_encode(tone)
-    sent = [RtpPacket(0, 7 + i, 99 + i * FRAME, SSRC, payload[i * FRAME : (i + 1) * FRAME]) for i in range(20)]
+    payloads = [payload[i * FRAME : (i + 1) * FRAME] for i in range(20)]
+    sent = [RtpPacket(0, 7 + i, 99 + i * FRAME, SSRC, payloads[i]) for i in range(20)]
     jitter = JitterBuffer(0, ulaw_decode)
     out = run(jitter, sent[:8] + sent[9:])
     assert len(out) == len(tone)

@@ -134,9 +134,10 @@ packets = st.builds(
 
 @given(packets)
 def test_a_built_packet_parses_back_to_the_same_fields(packet):
-    fields = {name: getattr(packet, name) for name in (
-        "marker", "csrcs", "extension", "padding")}
-    datagram = build_rtp(packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc, packet.payload, **fields)
+    datagram = build_rtp(
+        packet.payload_type, packet.sequence, packet.timestamp, packet.ssrc, packet.payload,
+        marker=packet.marker, csrcs=packet.csrcs, extension=packet.extension, padding=packet.padding,
+    )
     assert parse_rtp(datagram) == packet
 
 

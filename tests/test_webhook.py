@@ -160,6 +160,8 @@ class ScriptedReceiver(Resource):
     def _respond(request, status) -> bytes:
         # A body, so that the client must read it before the connection can be reused.
         request.setResponseCode(status)
+        if 300 <= status < 400:
+            request.setHeader(b"Location", b"/elsewhere")
         request.setHeader(b"Content-Type", b"application/json")
         return json.dumps({"status": status}).encode()
 
@@ -383,6 +385,18 @@ async def test_error_statuses_are_counted_failed_not_retried_and_other_targets_s
         assert arrivals == Counter(e.utterance.text for e in events), (path, arrivals)
     failures = [(e["guid"], e["status"]) for e in warnings(webhook_log)]
     assert sorted(failures) == sorted((e.conversation_id, 500) for e in events)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redirect_is_a_failed_post_and_not_followed(receiver, sinks):
+    receiver.answer = lambda received: 307 if received.path == "/hook" else 200
+    sink = sinks(f"{receiver.url}/hook", auth="secret", secret_name="X-Webhook-Secret",
+                 secret="s3cret")
+    sink.deliver(event())
+    assert await sink.drain(10)
+
+    assert [post.path for post in receiver.received] == ["/hook"]
+    assert sink.stats == stats(failed=1)
 
 
 @pytest_twisted.ensureDeferred

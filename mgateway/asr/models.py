@@ -48,6 +48,8 @@ class LanguageUnavailable(Exception):
 
 class ModelRegistry:
     """
+    The loaded model of each configured language, and recognisers on it.
+
     @param languages: C{(tag, model directory or None if missing, required)}
         for each configured language.
     @param overlay_root: where model overlays are built (see
@@ -101,12 +103,16 @@ class ModelRegistry:
         def loaded(result):
             model, untunable = result
             if untunable is not None:
-                log.warn("{reason}; loaded with its built-in decoding options", reason=str(untunable), language=tag)
+                log.warn(
+                    "{reason}; loaded with its built-in decoding options", reason=str(untunable), language=tag
+                )
             self._models[tag] = model
             log.info("language {language} loaded from {model}", language=tag, model=str(path))
 
         def failed(failure: Failure):
-            log.failure("model of {language} at {model} failed to load", failure, language=tag, model=str(path))
+            log.failure(
+                "model of {language} at {model} failed to load", failure, language=tag, model=str(path)
+            )
             return self._unavailable(tag, required, f"its model at {path} failed to load")
 
         return loading.addCallbacks(loaded, failed)
@@ -121,7 +127,9 @@ class ModelRegistry:
     def _read_model(self, path: Path) -> tuple[vosk.Model, UntunableModel | None]:
         """Runs on the pool: build the overlay, then load the model through it."""
         try:
-            directory = endpoint_overlay(path, self._overlay_root, self._endpoint_silence_ms, self._max_utterance_ms)
+            directory = endpoint_overlay(
+                path, self._overlay_root, self._endpoint_silence_ms, self._max_utterance_ms
+            )
         except UntunableModel as untunable:
             return vosk.Model(str(path)), untunable
         return vosk.Model(str(directory)), None

@@ -37,9 +37,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-#: Seconds added to the configured trailing silence for Kaldi rules 3 and 4.
-RULE3_EXTRA_SECONDS = 0.5
-RULE4_EXTRA_SECONDS = 1.5
+#: Milliseconds added to the configured trailing silence for Kaldi rules 3 and 4.
+RULE3_EXTRA_MS = 500
+RULE4_EXTRA_MS = 1500
 
 #: Feature extraction options set in C{conf/mfcc.conf}.
 FEATURE_OPTIONS = {"dither": "0"}
@@ -61,14 +61,17 @@ class UntunableModel(Exception):
 
 def endpoint_options(endpoint_silence_ms: int, max_utterance_ms: int) -> dict[str, str]:
     """The Kaldi options, without their C{--}, that the overlay sets in C{model.conf}."""
-    silence = endpoint_silence_ms / 1000
     return {
-        "endpoint.rule2.min-trailing-silence": str(silence),
-        "endpoint.rule3.min-trailing-silence": str(silence + RULE3_EXTRA_SECONDS),
-        "endpoint.rule4.min-trailing-silence": str(silence + RULE4_EXTRA_SECONDS),
-        "endpoint.rule5.min-utterance-length": str(max_utterance_ms / 1000),
+        "endpoint.rule2.min-trailing-silence": _seconds(endpoint_silence_ms),
+        "endpoint.rule3.min-trailing-silence": _seconds(endpoint_silence_ms + RULE3_EXTRA_MS),
+        "endpoint.rule4.min-trailing-silence": _seconds(endpoint_silence_ms + RULE4_EXTRA_MS),
+        "endpoint.rule5.min-utterance-length": _seconds(max_utterance_ms),
         "endpoint.rule5.must-contain-nonsilence": "false",
     }
+
+
+def _seconds(ms: int) -> str:
+    return str(ms / 1000)
 
 
 def rewrite_conf(original: str, options: dict[str, str]) -> str:

@@ -19,8 +19,6 @@ class ASRThreadPool(Service):
     @ivar threadpool: the L{ThreadPool} to hand to L{deferToThreadPool}.
     """
 
-    name = "asr-pool"
-
     def __init__(self, size: int):
         self.threadpool = ThreadPool(minthreads=size, maxthreads=size, name="asr")
 

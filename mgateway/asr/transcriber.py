@@ -26,8 +26,9 @@ class StreamTranscriber:
 
     Each job takes all the audio that arrived while the previous one ran, so
     a busy pool means fewer, larger jobs rather than a growing queue of
-    20 ms ones. The recogniser is created by the first job, on a worker
-    thread, and released by the last.
+    20 ms ones. The recogniser is created by the first job and released by
+    the last (or after L{abort}), on the pool: both take tens of
+    milliseconds.
 
     If the recogniser raises, the failure is logged, the stream's remaining
     audio is dropped and no more utterances come; L{finish} still fires
@@ -53,8 +54,8 @@ class StreamTranscriber:
         self._bytes_per_second = sample_rate * 2
         self.fed_bytes = 0
         self._pending = bytearray()
-        # Only ever touched by the one job in flight, or on the reactor
-        # thread when none is.
+        # Set and cleared on the pool only, by one job (or the release) at a
+        # time; the reactor thread only looks at it while no job runs.
         self._recognizer: IRecognizer | None = None
         self._busy = False
         self._finishing = False
@@ -101,7 +102,7 @@ class StreamTranscriber:
         self._finishing = True
         self._pending.clear()
         if not self._busy:
-            self._recognizer = None
+            self._drop_recognizer()
         self._complete()
 
     def _next_job(self) -> None:
@@ -125,7 +126,7 @@ class StreamTranscriber:
     def _job_done(self, utterances: list[Utterance], flush: bool) -> None:
         self._busy = False
         if self._done:  # aborted while the job ran
-            self._recognizer = None
+            self._drop_recognizer()
             return
         for utterance in utterances:
             self._deliver(utterance.shifted(self._offset_ms))
@@ -136,7 +137,7 @@ class StreamTranscriber:
 
     def _job_failed(self, failure: Failure) -> None:
         self._busy = False
-        self._recognizer = None
+        self._drop_recognizer()
         if self._done:
             return
         log.failure(
@@ -149,6 +150,17 @@ class StreamTranscriber:
         self._finishing = True
         self._pending.clear()
         self._complete()
+
+    def _drop_recognizer(self) -> None:
+        """
+        Let the recogniser go on the pool, not here: freeing a used Kaldi
+        recogniser takes tens of milliseconds.
+        """
+        if self._recognizer is not None:
+            self._threadpool.callInThread(self._forget_recognizer)
+
+    def _forget_recognizer(self) -> None:
+        self._recognizer = None
 
     def _deliver(self, utterance: Utterance) -> None:
         try:

@@ -128,6 +128,7 @@ class WebhookSink:
 
     @property
     def stats(self) -> WebhookStats:
+        """A snapshot of the counts."""
         return WebhookStats(
             sent=self._counts["sent"],
             failed=self._counts["failed"],
@@ -190,7 +191,7 @@ class WebhookSink:
         d.addCallbacks(
             self._answered, self._unanswered, callbackArgs=(event,), errbackArgs=(event,)
         )
-        d.addBoth(self._settled, d)
+        d.addBoth(self._settled, d, event)
 
     async def _post(self, event: TranscriptEvent) -> int:
         body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
@@ -200,6 +201,8 @@ class WebhookSink:
             params=self._params,
             data=body.encode("utf-8"),
             headers=self._headers,
+            # A redirect is an answer like any other non-2xx: following it
+            # would hand the utterance and the secret to another host.
             allow_redirects=False,
             unbuffered=True,
         )
@@ -243,9 +246,14 @@ class WebhookSink:
                 reason=_reason(failure),
             )
 
-    def _settled(self, result, d: Deferred) -> None:
+    def _settled(self, result, d: Deferred, event: TranscriptEvent) -> None:
         if isinstance(result, Failure):
-            log.failure("webhook bookkeeping failed", result)
+            log.failure(
+                "webhook bookkeeping failed after the POST for {guid} (stream {stream_id})",
+                result,
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+            )
         self._in_flight.discard(d)
         self._pump()
         if self._idle():

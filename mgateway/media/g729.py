@@ -125,7 +125,8 @@ class G729Decoder(_Channel):
             frame = payload[i * FRAME_BYTES : (i + 1) * FRAME_BYTES]
             decode(context, frame, FRAME_BYTES, 0, 0, 0, address + 2 * FRAME_SAMPLES * i)
         if rest:
-            decode(context, payload[-SID_BYTES:], SID_BYTES, 0, 1, 0, address + 2 * FRAME_SAMPLES * frames)
+            sid = payload[-SID_BYTES:]
+            decode(context, sid, SID_BYTES, 0, 1, 0, address + 2 * FRAME_SAMPLES * frames)
         return _pcm(signal)
 
     def conceal(self) -> bytes:
@@ -144,7 +145,8 @@ class G729Encoder(_Channel):
 
     def __init__(self, vad: bool = False):
         library = _require()
-        super().__init__(library, library.initBcg729EncoderChannel(int(vad)), library.closeBcg729EncoderChannel)
+        context = library.initBcg729EncoderChannel(int(vad))
+        super().__init__(library, context, library.closeBcg729EncoderChannel)
 
     def encode(self, pcm: bytes) -> list[bytes]:
         """

@@ -16,7 +16,9 @@ Sources, tried in a configurable order:
   - C{gcid}: Ribbon/Sonus C{callData/gcid};
   - C{genesys}: the C{X-GenesysConversationID} header, else AudioCodes'
     C{GenesysUUID} in the metadata;
-  - C{header}: a header named in the configuration (or the metadata's copy of it);
+  - C{header}: a header named in the configuration: the metadata's copy of
+    the recorded call's header (Oracle C{<apkt:header label=...>}), else the
+    request's own;
   - C{session-id}: the metadata's first session id (decoded when Avaya SBCE
     puts a UCID there).
 
@@ -182,7 +184,8 @@ def _gtd_guid(request: Request) -> str | None:
 def _custom_header(request: Request, metadata: RecordingMetadata | None, name: str | None) -> str | None:
     if not name:
         return None
-    return _header(request, name) or _extension(metadata, f"header:{name.lower()}")
+    # The metadata's copy is the recorded call's own header; the request's may be the recording leg's.
+    return _extension(metadata, f"header:{name.lower()}") or _header(request, name)
 
 
 def _session_id(metadata: RecordingMetadata | None) -> str | None:

@@ -145,8 +145,23 @@ class CSeq:
     method: str
 
 
+class _Parameters:
+    """Case-insensitive access to a value's C{;name=value} parameters."""
+
+    params: tuple[tuple[str, str | None], ...]
+
+    def param(self, name: str) -> str | None:
+        """The value of parameter C{name}; None when absent or valueless."""
+        name = name.lower()
+        return next((value for key, value in self.params if key.lower() == name), None)
+
+    def has_param(self, name: str) -> bool:
+        name = name.lower()
+        return any(key.lower() == name for key, _ in self.params)
+
+
 @attrs.frozen
-class NameAddress:
+class NameAddress(_Parameters):
     """
     A From, To or Contact value: C{"Display" <uri>;param=value}.
 
@@ -158,41 +173,19 @@ class NameAddress:
     uri: str
     params: tuple[tuple[str, str | None], ...] = ()
 
-    def param(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.params:
-            if key.lower() == name:
-                return value
-        return None
-
-    def has_param(self, name: str) -> bool:
-        name = name.lower()
-        return any(key.lower() == name for key, _ in self.params)
-
     @property
     def tag(self) -> str | None:
         return self.param("tag")
 
 
 @attrs.frozen
-class Via:
+class Via(_Parameters):
     """One Via element: C{SIP/2.0/UDP host:port;branch=...;rport}."""
 
     transport: str
     host: str
     port: int | None
     params: tuple[tuple[str, str | None], ...] = ()
-
-    def param(self, name: str) -> str | None:
-        name = name.lower()
-        for key, value in self.params:
-            if key.lower() == name:
-                return value
-        return None
-
-    def has_param(self, name: str) -> bool:
-        name = name.lower()
-        return any(key.lower() == name for key, _ in self.params)
 
     @property
     def branch(self) -> str | None:
@@ -255,37 +248,13 @@ class Response(_HeaderAccess):
 
 def split_list(value: str) -> list[str]:
     """Split a header value on the commas that are outside quotes and angle brackets."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    depth = 0
-    for char in value:
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif char == "<":
-            depth += 1
-        elif char == ">":
-            depth = max(0, depth - 1)
-        elif char == "," and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
-            continue
-        current.append(char)
-    parts.append("".join(current).strip())
-    return [part for part in parts if part]
+    return [part.strip() for part in _split_outside_quotes(value, ",", brackets=True) if part.strip()]
 
 
 def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     """
-    Parse C{;name=value;flag} parameters. Quoted values keep their quotes
-    removed; the text must be empty or start with C{;}.
+    Parse C{;name=value;flag} parameters (quoted values are unquoted); the
+    text must be empty or start with C{;}.
     """
     text = text.strip()
     if not text:
@@ -311,10 +280,12 @@ def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
     return tuple(params)
 
 
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
+def _split_outside_quotes(text: str, separator: str, brackets: bool = False) -> list[str]:
+    """Split on C{separator} outside quoted strings (and, with C{brackets}, outside C{<...>})."""
     pieces: list[str] = []
     current: list[str] = []
     quoted = escaped = False
+    depth = 0
     for char in text:
         if quoted:
             if escaped:
@@ -325,7 +296,9 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
                 quoted = False
         elif char == '"':
             quoted = True
-        elif char == separator:
+        elif brackets and char in "<>":
+            depth = depth + 1 if char == "<" else max(0, depth - 1)
+        elif char == separator and depth == 0:
             pieces.append("".join(current))
             current = []
             continue

@@ -328,7 +328,9 @@ def build_answer(
 
 
 def _answer_section(media: Media, stream: AcceptedStream) -> Iterator[str]:
-    formats = [stream.payload_type] + ([stream.telephone_event_pt] if stream.telephone_event_pt is not None else [])
+    formats = [stream.payload_type]
+    if stream.telephone_event_pt is not None:
+        formats.append(stream.telephone_event_pt)
     yield f"m=audio {stream.port} {media.proto} {' '.join(map(str, formats))}"
     yield f"a=rtpmap:{stream.payload_type} {stream.codec}/{CLOCK_RATE}"
     if stream.telephone_event_pt is not None:

@@ -28,10 +28,9 @@ class GatewayServiceMaker:
         from mgateway.service import make_service
 
         try:
-            config = load_config(options["config"])
+            return make_service(load_config(options["config"]))
         except ConfigError as e:
             raise SystemExit(f"asapp-mg: {e}") from None
-        return make_service(config)
 
 
 serviceMaker = GatewayServiceMaker()
