@@ -44,11 +44,6 @@ async def open_twilio(gateway, url=None):
     return await opened, factory
 
 
-async def call(gateway, path, body):
-    response = await gateway.post(path, body)
-    return response.code, await response.json()
-
-
 @pytest_twisted.ensureDeferred
 async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, webhook):
     sid = call_sid()
@@ -61,7 +56,7 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
     body = {"namespace": "twilio", "guid": sid, "customerId": "TT9833237", "agentId": "RE223444211993",
             "autotranscribeParams": {"language": "ko-KR"},
             "twilioParams": {"trackMap": {"inbound": "agent", "outbound": "customer"}}}
-    code, started = await call(gateway, "/mg-autotranscribe/v1/start-streaming", body)
+    code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
     assert code == 200, started
     ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
 
@@ -70,7 +65,7 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
     legs = gateway.service.registry.find("twilio", sid).legs
     await until(reactor, lambda: legs["inbound"].position_bytes == len(inbound) + 52 * 16
                 and legs["outbound"].position_bytes == len(outbound) + 52 * 16)
-    code, stopped = await call(gateway, "/mg-autotranscribe/v1/stop-streaming",
+    code, stopped = await gateway.post_json("/mg-autotranscribe/v1/stop-streaming",
                                {"namespace": "twilio", "guid": sid})
     assert code == 200
     summaries = {role: stopped["autotranscribeResponse"][role]["summary"] for role in ids}
@@ -81,7 +76,9 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
     await factory.closed
 
     expected = summaries["agent"]["transcripts"] + summaries["customer"]["transcripts"]
-    assert summaries["agent"]["transcripts"] >= 2 and summaries["customer"]["transcripts"] >= 2
+    # customer.wav holds two sentences with a clear pause; agent.wav is only
+    # required to produce speech.
+    assert summaries["customer"]["transcripts"] >= 2 and summaries["agent"]["transcripts"] >= 1
     mine = lambda received: [r for r in received if r.body["externalConversationId"] == sid]
     await webhook.wait_until(lambda received: len(mine(received)) >= expected)
     for post in mine(webhook.received):
@@ -90,13 +87,13 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
         assert post.body["sender"]["externalId"] == {"customer": "TT9833237", "agent": "RE223444211993"}[role]
     response = await gateway.get("/conversation/v1/conversation/messages", externalId=sid)
     assert len((await response.json())["items"]) == expected
-    code, body = await call(gateway, "/mg-autotranscribe/v1/start-streaming", body)
+    code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
     assert body["error"]["code"] == "400-203", "the stream ended with the call"
 
 
 @pytest_twisted.ensureDeferred
 async def test_start_before_the_stream_connects_is_400_203(gateway):
-    code, body = await call(gateway, "/mg-autotranscribe/v1/start-streaming", {
+    code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", {
         "namespace": "twilio", "guid": call_sid(), "customerId": "c", "agentId": "a",
         "autotranscribeParams": {"language": "ko-KR"}})
     assert (code, body["error"]["code"]) == (400, "400-203")

@@ -10,6 +10,8 @@ import treq
 
 from mgateway.config import load_config
 from mgateway.service import make_service
+from tests.support.audiohook_client import API_KEY as AUDIOHOOK_API_KEY
+from tests.support.audiohook_client import CLIENT_SECRET as AUDIOHOOK_CLIENT_SECRET
 
 TWILIO_AUTH_TOKEN = "twilio-auth-token-for-tests"
 API_ID = "test-app"
@@ -37,6 +39,20 @@ api_secret = "{API_SECRET}"
 [twilio]
 auth_token = "{TWILIO_AUTH_TOKEN}"
 
+[audiohook]
+auth_failure = "reject"
+
+[audiohook.keys]
+"{AUDIOHOOK_API_KEY}" = "{AUDIOHOOK_CLIENT_SECRET}"
+
+[sip]
+udp_interface = "127.0.0.1"
+udp_port = 0
+listen = ["tcp:0:interface=127.0.0.1"]
+rtp_interface = "127.0.0.1"
+rtp_port_min = 41000
+rtp_port_max = 43999
+
 [asr]
 threads = 2
 default_language = "ko-KR"
@@ -62,6 +78,11 @@ class RunningGateway:
     def post(self, path: str, body=None, headers=AUTH, raw: bytes | None = None):
         data = raw if raw is not None else (json.dumps(body).encode() if body is not None else b"")
         return treq.post(self.base + path, data=data, headers=headers)
+
+    async def post_json(self, path: str, body) -> tuple[int, dict]:
+        """POST with the test app's credentials: (status, JSON body)."""
+        response = await self.post(path, body)
+        return response.code, await response.json()
 
     def get(self, path: str, headers=AUTH, **params):
         return treq.get(self.base + path, headers=headers, params=params)

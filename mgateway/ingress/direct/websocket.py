@@ -30,16 +30,15 @@ from mgateway.transcript import Sender, TranscriptEvent, Utterance
 log = Logger()
 
 TOKEN_AUDIENCE = "direct"
-#: WebSocket close codes 4000-4999 are the application's own: the spec's 4xxx
-#: status codes are used as they are. Codes outside that range map to the
-#: nearest standard close code.
-_CLOSE_CODES = {1000: 1000, 5000: 1011, 5001: 1001}
 
 
 def close_code(status_code: int) -> int:
-    if 4000 <= status_code <= 4999:
-        return status_code
-    return _CLOSE_CODES.get(status_code, 1011)
+    """
+    WebSocket close codes 4000-4999 are the application's own: the spec's 4xxx
+    status codes are used as they are. Others (1000, 5000, 5001) close
+    normally (1000); the finalResponse sent just before says why.
+    """
+    return status_code if 4000 <= status_code <= 4999 else 1000
 
 
 class DirectStreamProtocol(WebSocketServerProtocol):

@@ -1,0 +1,82 @@
+"""
+The direct API's server-side limits (idle timeout, duration limit, shutdown),
+driven by an injected clock over a real loopback socket.
+"""
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import Clock
+
+from mgateway.api.tokens import TokenSigner
+from mgateway.ingress.direct.websocket import DirectStreamFactory
+from tests.support.audio import until
+from tests.support.scripted_engine import ScriptedEngine
+from tests.support.wsclient import connect
+
+START = {"message": "startStream", "sender": {"role": "agent", "externalId": "A1"}}
+
+
+class Collect:
+    def __init__(self):
+        self.events = []
+
+    def deliver(self, event):
+        self.events.append(event)
+
+
+async def open_session(clock, **limits):
+    tokens = TokenSigner(b"k" * 32, 300, clock)
+    factory = DirectStreamFactory(
+        tokens=tokens, engine=ScriptedEngine(), sink=Collect(), clock=clock,
+        idle_timeout=limits.get("idle", 60), max_duration=limits.get("duration", 10800),
+        max_message_bytes=65536,
+    )
+    port = reactor.listenTCP(0, factory, interface="127.0.0.1")
+    url = f"ws://127.0.0.1:{port.getHost().port}/?token={tokens.issue('direct', 'app')}"
+    opened, client_factory = connect(url)
+    client = await opened
+    client.send_json(START)
+    assert (await client.next_message())["message"] == "startResponse"
+    return factory, port, client, client_factory
+
+
+@pytest_twisted.ensureDeferred
+async def test_idle_connection_gets_4083_after_the_configured_time():
+    clock = Clock()
+    factory, port, client, client_factory = await open_session(clock, idle=60)
+    client.send_audio(b"\x00\x00" * 160)
+    clock.advance(59)
+    assert not client_factory.closed.called
+    clock.advance(1)
+    final = await client.next_message()
+    assert final["message"] == "finalResponse"
+    assert final["status"]["code"] == "4083"
+    assert (await client_factory.closed)[0] == 4083
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_stream_over_the_duration_limit_gets_4090():
+    clock = Clock()
+    factory, port, client, client_factory = await open_session(clock, idle=60, duration=120)
+    (session,) = [p.session for p in factory.sessions]
+    for sent in range(1, 5):
+        client.send_audio(b"\x00\x00" * 160)
+        await until(reactor, lambda: session.audio_bytes == 320 * sent)
+        clock.advance(30)
+    final = await client.next_message()
+    assert final["status"]["code"] == "4090"
+    assert (await client_factory.closed)[0] == 4090
+    await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_shutdown_sends_5001_then_closes():
+    clock = Clock()
+    factory, port, client, client_factory = await open_session(clock)
+    closed = factory.shut_down()
+    final = await client.next_message()
+    assert final["status"] == {"code": "5001", "description": "Service shutting down"}
+    assert (await client_factory.closed)[0] == 1000
+    await closed
+    await port.stopListening()
