@@ -12,10 +12,13 @@ start with a message an operator can act on instead of a traceback.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import hashlib
 import hmac
 import importlib.util
+import ipaddress
 import json
 import math
 import os
@@ -35,6 +38,8 @@ from twisted.internet.endpoints import (
 )
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
+
+from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
 
 
 class ConfigError(Exception):
@@ -146,6 +151,24 @@ class TwilioConfig:
 
 
 @attrs.frozen
+class AudioHookConfig:
+    """
+    Genesys Cloud AudioHook Monitor.
+
+    @ivar keys: API key -> base64 client secret; an empty secret lets that key
+        connect without a signature. No keys: every session is refused.
+    @ivar auth_failure: C{"reject"} (HTTP 401 at the upgrade) or
+        C{"disconnect"} (accept, then C{disconnect} as unauthorized).
+    """
+
+    path: str
+    keys: Mapping[str, str] = attrs.field(repr=False)
+    auth_failure: str
+    max_message_bytes: int
+    allow_l16: bool
+
+
+@attrs.frozen
 class WebhookConfig:
     """Real-time transcript POSTs; off when C{url} is empty."""
 
@@ -170,6 +193,34 @@ class StoreConfig:
 
 
 @attrs.frozen
+class SipConfig:
+    """
+    The SIPREC Session Recording Server.
+
+    @ivar listen: stream listeners (TCP, TLS) as Twisted endpoint strings;
+        UDP is C{udp_interface}:C{udp_port} (port 0: any free port).
+    @ivar rtp_address: the address our SDP answers give for RTP, C{rtp_interface}
+        unless that is a wildcard.
+    @ivar call_id_sources: where the call's guid is looked for, in order (see
+        L{mgateway.sip.callid}); the SIP Call-ID when none has it.
+    """
+
+    enabled: bool
+    udp_interface: str
+    udp_port: int
+    listen: tuple[str, ...]
+    max_message_bytes: int
+    rtp_interface: str
+    rtp_address: str
+    rtp_port_min: int
+    rtp_port_max: int
+    rtp_receive_buffer_bytes: int
+    accept_plain_invites: bool
+    call_id_sources: tuple[str, ...]
+    call_id_header: str
+
+
+@attrs.frozen
 class Config:
     source: Path
     gateway: GatewayConfig
@@ -178,8 +229,10 @@ class Config:
     asr: AsrConfig
     direct: DirectConfig
     twilio: TwilioConfig
+    audiohook: AudioHookConfig
     webhook: WebhookConfig
     store: StoreConfig
+    sip: SipConfig
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
@@ -221,8 +274,10 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         asr=_asr(document.table("asr"), base_dir),
         direct=_direct(document.table("direct")),
         twilio=_twilio(document.table("twilio")),
+        audiohook=_audiohook(document.table("audiohook")),
         webhook=_webhook(document.table("webhook"), base_dir),
         store=_store(document.table("store"), gateway.data_dir),
+        sip=_sip(document.table("sip")),
     )
 
 
@@ -268,6 +323,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "max_message_bytes": 65536,
         "max_gap_ms": 60000,
     },
+    "audiohook": {
+        "path": "/mg-genesysaudiohook-autotranscribe/",
+        "auth_failure": "disconnect",
+        "max_message_bytes": 65536,
+        "allow_l16": False,
+        "keys": {},
+    },
     "webhook": {
         "url": "",
         "auth": "none",
@@ -286,6 +348,21 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "retention_days": 7,
         "purge_interval_seconds": 3600,
     },
+    "sip": {
+        "enabled": True,
+        "udp_interface": "127.0.0.1",
+        "udp_port": 5070,
+        "listen": ["tcp:5070:interface=127.0.0.1"],
+        "max_message_bytes": 65536,
+        "rtp_interface": "127.0.0.1",
+        "rtp_address": "",
+        "rtp_port_min": 20000,
+        "rtp_port_max": 29999,
+        "rtp_receive_buffer_bytes": 8388608,
+        "accept_plain_invites": False,
+        "call_id_sources": list(CALL_ID_SOURCES),
+        "call_id_header": "",
+    },
 }
 
 #: One [[auth.apps]] table; exactly one of the two secrets must be given.
@@ -301,6 +378,7 @@ _BARE_KEY = re.compile(r"[A-Za-z0-9_]+")
 _LANGUAGE_TAG = re.compile(r"[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*")
 _SHA256_HEX = re.compile(r"[0-9a-fA-F]{64}")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_URL_PATH = re.compile(r"/[!$&'()*+,;=:@%A-Za-z0-9._~/-]*")
 
 
 # -- the sections ---------------------------------------------------------------
@@ -484,6 +562,38 @@ def _twilio(table: _Table) -> TwilioConfig:
     )
 
 
+def _audiohook(table: _Table) -> AudioHookConfig:
+    path = table.string("path", non_empty=True)
+    if not _URL_PATH.fullmatch(path):
+        raise table.error("path", f'expected a URL path starting with "/", got {_describe(path)}')
+    keys = table.open_table("keys")
+    secrets = {}
+    for api_key in keys.data:
+        if not api_key:
+            raise keys.error(api_key, "expected a non-empty API key")
+        secret = keys.string(api_key)
+        if not _is_base64(secret):
+            raise keys.error(
+                api_key, f"expected the base64 client secret (empty: unsigned), got {_describe(secret)}"
+            )
+        secrets[api_key] = secret
+    return AudioHookConfig(
+        path=path,
+        keys=secrets,
+        auth_failure=table.choice("auth_failure", ("reject", "disconnect")),
+        max_message_bytes=table.integer("max_message_bytes", minimum=1024),
+        allow_l16=table.boolean("allow_l16"),
+    )
+
+
+def _is_base64(text: str) -> bool:
+    try:
+        base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return True
+
+
 def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
     url = table.string("url")
     if url and not _is_url(url, ("http", "https")):
@@ -525,6 +635,58 @@ def _store(table: _Table, data_dir: Path) -> StoreConfig:
         dsn=dsn,
         retention_days=table.number("retention_days", minimum=0, exclusive=True),
         purge_interval_seconds=table.number("purge_interval_seconds", minimum=0, exclusive=True),
+    )
+
+
+def _sip(table: _Table) -> SipConfig:
+    listen = table.string_list("listen")
+    for description in listen:
+        _check_endpoint(table, description)
+    rtp_interface = _ip_address(table, "rtp_interface")
+    rtp_address = _ip_address(table, "rtp_address") if table.string("rtp_address") else ""
+    if not rtp_address and ipaddress.ip_address(rtp_interface).is_unspecified:
+        raise table.error("rtp_address", f"must be set when rtp_interface is {rtp_interface} (every interface)")
+    low, high = _port(table, "rtp_port_min", 1), _port(table, "rtp_port_max", 1)
+    if high < low + low % 2:
+        raise table.error("rtp_port_max", f"expected an even port from rtp_port_min ({low}) up, got {high}")
+    sources = table.string_list("call_id_sources")
+    for source in sources:
+        if source not in CALL_ID_SOURCES or sources.count(source) > 1:
+            raise table.error(
+                "call_id_sources",
+                f"expected distinct names among {', '.join(CALL_ID_SOURCES)}, got {_quote(source)}",
+            )
+    header = table.string("call_id_header")
+    if header and not _HEADER_NAME.fullmatch(header):
+        raise table.error("call_id_header", f"expected a SIP header name, got {_describe(header)}")
+    return SipConfig(
+        enabled=table.boolean("enabled"),
+        udp_interface=_ip_address(table, "udp_interface"),
+        udp_port=_port(table, "udp_port", 0),
+        listen=listen,
+        max_message_bytes=table.integer("max_message_bytes", minimum=4096),
+        rtp_interface=rtp_interface,
+        rtp_address=rtp_address or rtp_interface,
+        rtp_port_min=low,
+        rtp_port_max=high,
+        rtp_receive_buffer_bytes=table.integer("rtp_receive_buffer_bytes", minimum=65536),
+        accept_plain_invites=table.boolean("accept_plain_invites"),
+        call_id_sources=sources,
+        call_id_header=header,
+    )
+
+
+def _ip_address(table: _Table, name: str) -> str:
+    text = table.string(name)
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise table.error(name, f"expected an IP address, got {_describe(text)}") from None
+
+
+def _port(table: _Table, name: str, minimum: int) -> int:
+    return table._value(
+        name, f"a port number from {minimum} to 65535", lambda v: _is_integer(v) and minimum <= v <= 65535
     )
 
 
@@ -608,6 +770,13 @@ class _Table:
 
         return tuple(self._value(name, "a non-empty array of strings", accepts))
 
+    def string_list(self, name: str) -> tuple[str, ...]:
+        """An array of strings, possibly empty."""
+        def accepts(value):
+            return isinstance(value, list) and all(isinstance(s, str) for s in value)
+
+        return tuple(self._value(name, "an array of strings", accepts))
+
     def path(self, name: str, base: Path) -> Path:
         """A non-empty path, resolved against C{base} when relative."""
         return base / self.string(name, non_empty=True)
@@ -616,6 +785,11 @@ class _Table:
         """The sub-table C{name}, whose own keys and defaults are C{defaults[name]}."""
         value = self._value(name, "a table", lambda v: isinstance(v, dict))
         return _Table(self.source, self.key_of(name), value, self.defaults[name])
+
+    def open_table(self, name: str) -> _Table:
+        """The sub-table C{name}, whose keys are the user's to choose (none is unknown)."""
+        value = self._value(name, "a table", lambda v: isinstance(v, dict))
+        return _Table(self.source, self.key_of(name), value, value)
 
     def tables_by_name(self, name: str, keys: Mapping) -> list[tuple[str, _Table]]:
         """The table C{name} of named tables, each holding C{keys}."""

@@ -25,7 +25,9 @@ from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
 from mgateway.config import Config
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.webhook import WebhookSink
+from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
+from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
@@ -132,6 +134,15 @@ class Gateway(MultiService):
             max_message_bytes=config.twilio.max_message_bytes,
             max_gap_ms=config.twilio.max_gap_ms,
         )
+        self.audiohook = AudioHookFactory(
+            registry=self.registry,
+            clock=reactor,
+            keys=config.audiohook.keys,
+            auth_failure=config.audiohook.auth_failure,
+            max_message_bytes=config.audiohook.max_message_bytes,
+            allow_l16=config.audiohook.allow_l16,
+            languages=self.models.available,
+        )
         self.api = RestApi(
             auth=config.auth,
             registry=self.registry,
@@ -144,18 +155,13 @@ class Gateway(MultiService):
                 DIRECT_STREAM_PATH: WebSocketResource(self.direct),
                 TWILIO_STREAM_PATH: WebSocketResource(self.twilio),
             },
+            configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
         )
+        self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
         self.ports = []
         self.listening = None
 
     def startService(self):
-        for lang in self.config.missing_languages():
-            log.warn(
-                "language {language} disabled: no Vosk model at {model}; "
-                "run `asapp-mg fetch-model {language}` or fix asr.languages.\"{language}\".model",
-                language=lang.language,
-                model=lang.model,
-            )
         super().startService()
         self.listening = ensureDeferred(self._serve())
         self.listening.addErrback(self._fatal)
@@ -170,6 +176,8 @@ class Gateway(MultiService):
             port = await serverFromString(self.reactor, description).listen(site)
             self.ports.append(port)
             log.info("listening on {description}", description=description)
+        if self.siprec is not None:
+            await self.siprec.listen()
         return self.ports
 
     def _fatal(self, failure):
@@ -180,9 +188,12 @@ class Gateway(MultiService):
     async def _stop(self):
         await DeferredList([p.stopListening() for p in self.ports], consumeErrors=True)
         self.ports = []
+        if self.siprec is not None:
+            await self.siprec.stop()
         grace = self.config.gateway.shutdown_grace_seconds
         await DeferredList(
-            [self.direct.shut_down(), self.registry.shut_down()], consumeErrors=True
+            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.registry.shut_down()],
+            consumeErrors=True,
         )
         if self.webhook is not None:
             await self.webhook.drain(grace)

@@ -210,6 +210,153 @@ dsn = "postgresql://u:dsn-password@db/x"
     assert hashlib.sha256(b"app-secret-value").digest().hex() not in shown
 
 
+def test_audiohook_defaults_refuse_every_session_until_keys_are_configured(tmp_path):
+    audiohook = load(tmp_path, APP).audiohook
+    assert audiohook.path == "/mg-genesysaudiohook-autotranscribe/"
+    assert audiohook.keys == {}
+    assert (audiohook.auth_failure, audiohook.max_message_bytes, audiohook.allow_l16) == (
+        "disconnect", 65536, False,
+    )
+
+
+def test_audiohook_settings_and_keys_are_read(tmp_path):
+    audiohook = load(
+        tmp_path,
+        APP
+        + """
+[audiohook]
+path = "/genesys/audiohook"
+auth_failure = "reject"
+max_message_bytes = 4096
+allow_l16 = true
+[audiohook.keys]
+"SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh" = "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU="
+unsigned-key = ""
+""",
+    ).audiohook
+    assert (audiohook.path, audiohook.auth_failure, audiohook.max_message_bytes, audiohook.allow_l16) == (
+        "/genesys/audiohook", "reject", 4096, True,
+    )
+    assert audiohook.keys == {
+        "SGVsbG8sIEkgYW0gdGhlIEFQSSBrZXkh": "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU=",
+        "unsigned-key": "",
+    }
+    assert "TXlTdXBlclNlY3JldEtleVRlbGxOby0xITJAMyM0JDU=" not in repr(audiohook)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param('[audiohook]\npath = "mg-genesysaudiohook"\n',
+                     'audiohook.path: expected a URL path starting with "/", got a string "mg-genesysaudiohook"',
+                     id="relative path"),
+        pytest.param('[audiohook]\npath = "/audiohook?x=1"\n',
+                     'audiohook.path: expected a URL path starting with "/", got a string "/audiohook?x=1"',
+                     id="path with a query"),
+        pytest.param('[audiohook]\nauth_failure = "ignore"\n',
+                     'audiohook.auth_failure: expected one of "reject", "disconnect", got a string "ignore"',
+                     id="unknown failure policy"),
+        pytest.param("[audiohook]\nmax_message_bytes = 100\n",
+                     "audiohook.max_message_bytes: expected an integer >= 1024, got an integer 100",
+                     id="messages too small for audio"),
+        pytest.param('[audiohook]\nkeys = "k"\n', 'audiohook.keys: expected a table, got a string "k"',
+                     id="keys not a table"),
+        pytest.param('[audiohook.keys]\nk = "not base64!"\n',
+                     'audiohook.keys.k: expected the base64 client secret (empty: unsigned), '
+                     'got a string "not base64!"', id="secret not base64"),
+        pytest.param('[audiohook.keys]\n"a+b=" = 7\n',
+                     'audiohook.keys."a+b=": expected a string, got an integer 7', id="secret not a string"),
+        pytest.param('[audiohook.keys]\n"" = ""\n', 'audiohook.keys."": expected a non-empty API key',
+                     id="empty api key"),
+    ],
+)
+def test_bad_audiohook_settings_are_refused(tmp_path, text, expected):
+    message = refusal(tmp_path, text + APP)
+    assert message.removeprefix(f"{tmp_path / 'asapp-mg.toml'}: ") == expected
+
+
+def test_sip_defaults_listen_on_loopback_5070_with_the_documented_rtp_range(tmp_path):
+    sip = load(tmp_path, APP).sip
+    assert (sip.enabled, sip.udp_interface, sip.udp_port, sip.listen) == (
+        True, "127.0.0.1", 5070, ("tcp:5070:interface=127.0.0.1",),
+    )
+    assert (sip.rtp_interface, sip.rtp_address, sip.rtp_port_min, sip.rtp_port_max) == (
+        "127.0.0.1", "127.0.0.1", 20000, 29999,
+    )
+    assert sip.rtp_receive_buffer_bytes == 8 * 1024 * 1024
+    assert sip.accept_plain_invites is False
+    assert sip.call_id_sources == ("uui", "ucid", "cisco-guid", "gcid", "genesys", "header", "session-id")
+    assert sip.call_id_header == ""
+
+
+def test_sip_settings_are_read(tmp_path):
+    sip = load(
+        tmp_path,
+        APP
+        + """
+[sip]
+enabled = false
+udp_interface = "::"
+udp_port = 0
+listen = []
+rtp_interface = "0.0.0.0"
+rtp_address = "198.51.100.7"
+rtp_port_min = 16384
+rtp_port_max = 16385
+accept_plain_invites = true
+call_id_sources = ["header", "uui"]
+call_id_header = "X-Recorded-Call"
+""",
+    ).sip
+    assert (sip.enabled, sip.udp_interface, sip.udp_port, sip.listen) == (False, "::", 0, ())
+    assert (sip.rtp_interface, sip.rtp_address, sip.rtp_port_min, sip.rtp_port_max) == (
+        "0.0.0.0", "198.51.100.7", 16384, 16385,
+    )
+    assert sip.accept_plain_invites is True
+    assert (sip.call_id_sources, sip.call_id_header) == (("header", "uui"), "X-Recorded-Call")
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        pytest.param('[sip]\nrtp_interface = "0.0.0.0"\n',
+                     "sip.rtp_address: must be set when rtp_interface is 0.0.0.0 (every interface)",
+                     id="wildcard rtp interface without an address"),
+        pytest.param('[sip]\nudp_interface = "localhost"\n',
+                     'sip.udp_interface: expected an IP address, got a string "localhost"', id="host name"),
+        pytest.param("[sip]\nudp_port = 70000\n",
+                     "sip.udp_port: expected a port number from 0 to 65535, got an integer 70000", id="udp port"),
+        pytest.param("[sip]\nrtp_port_min = 0\n",
+                     "sip.rtp_port_min: expected a port number from 1 to 65535, got an integer 0",
+                     id="rtp port 0"),
+        pytest.param("[sip]\nrtp_port_min = 30001\nrtp_port_max = 30001\n",
+                     "sip.rtp_port_max: expected an even port from rtp_port_min (30001) up, got 30001",
+                     id="no even port in range"),
+        pytest.param('[sip]\ncall_id_sources = ["uui", "ucdi"]\n',
+                     'sip.call_id_sources: expected distinct names among uui, ucid, cisco-guid, gcid, genesys, '
+                     'header, session-id, got "ucdi"', id="unknown call id source"),
+        pytest.param('[sip]\ncall_id_sources = ["uui", "uui"]\n',
+                     'sip.call_id_sources: expected distinct names among uui, ucid, cisco-guid, gcid, genesys, '
+                     'header, session-id, got "uui"', id="source twice"),
+        pytest.param('[sip]\ncall_id_header = "X Bad"\n',
+                     'sip.call_id_header: expected a SIP header name, got a string "X Bad"', id="bad header"),
+        pytest.param("[sip]\nrtp_receive_buffer_bytes = 1024\n",
+                     "sip.rtp_receive_buffer_bytes: expected an integer >= 65536, got an integer 1024",
+                     id="tiny receive buffer"),
+        pytest.param("[sip]\nlisten = \"tcp:5070\"\n",
+                     'sip.listen: expected an array of strings, got a string "tcp:5070"', id="listen not an array"),
+    ],
+)
+def test_bad_sip_settings_are_refused(tmp_path, text, expected):
+    message = refusal(tmp_path, text + APP)
+    assert message.removeprefix(f"{tmp_path / 'asapp-mg.toml'}: ") == expected
+
+
+def test_sip_stream_listener_that_twisted_cannot_parse_is_refused(tmp_path):
+    message = refusal(tmp_path, '[sip]\nlisten = ["tcp:notaport"]\n' + APP)
+    assert "sip.listen" in message and "tcp:notaport" in message
+
+
 # -- listeners -----------------------------------------------------------------
 
 

@@ -82,7 +82,8 @@ async def test_gateway_starts_serves_and_stops_on_sigterm(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     config = write_config(tmp_path)
-    config.write_text(config.read_text().replace("tcp:0:", f"tcp:{port}:"))
+    # The first listener is the HTTP one.
+    config.write_text(config.read_text().replace("tcp:0:", f"tcp:{port}:", 1))
     twistd = run_twistd("-n", "--pidfile=", "asapp-mg", "--config", str(config), cwd=tmp_path)
     await twistd.wait_for(f"listening on tcp:{port}")
     response = await treq.get(f"http://127.0.0.1:{port}/health")

@@ -10,6 +10,7 @@ from typing import Any
 
 from klein import Klein
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mgateway.api.responses import error_body, generic_error, json_body, request_id
@@ -37,18 +38,44 @@ def _json(request, max_bytes: int, error=None) -> Any:
         raise error("request body is not valid JSON") from None
 
 
+class _ConfiguredPaths(Resource):
+    """
+    WebSocket resources at paths read from the configuration, served in front
+    of the Klein app (whose routes are fixed when its class is defined). A
+    path matches with or without its trailing slash.
+    """
+
+    isLeaf = True
+
+    def __init__(self, app: Resource, resources: dict):
+        super().__init__()
+        self._app = app
+        self._resources = {_without_slash(path): resource for path, resource in resources.items()}
+
+    def render(self, request):
+        path = _without_slash(request.path.decode("utf-8", "replace"))
+        return self._resources.get(path, self._app).render(request)
+
+
+def _without_slash(path: str) -> str:
+    return path.rstrip("/") or "/"
+
+
 class RestApi:
     """
     @param registry: the L{mgateway.calls.registry.CallRegistry}.
     @param store: the L{mgateway.interfaces.ITranscriptStore}.
     @param websockets: path -> twisted.web resource (Autobahn
         C{WebSocketResource}) for each WebSocket ingress.
+    @param configured_websockets: the same, for ingresses whose path comes
+        from the configuration (AudioHook).
     """
 
     app = Klein()
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
-                 default_language: str, max_body_bytes: int, websockets: dict):
+                 default_language: str, max_body_bytes: int, websockets: dict,
+                 configured_websockets: dict | None = None):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -57,9 +84,10 @@ class RestApi:
         self._default_language = default_language
         self._max_body = max_body_bytes
         self._websockets = websockets
+        self._configured_websockets = configured_websockets or {}
 
     def resource(self):
-        return self.app.resource()
+        return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
 
     def _authenticate(self, request) -> str:
         header = lambda name: (request.getHeader(name) or None)

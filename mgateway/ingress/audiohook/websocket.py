@@ -1,0 +1,303 @@
+"""
+The Genesys Cloud AudioHook Monitor transport: the upgrade request is
+authenticated (API key and HTTP message signature), then Autobahn frames go
+in and out of an L{AudioHookSession}, and each channel's audio goes into the
+call registry under the Genesys conversation id (namespace
+C{genesysaudiohook}: C{external} is the customer, C{internal} the agent).
+
+Everything the client sends is answered synchronously, before anything else
+runs: C{opened} and C{pong} never wait on the ASR pool or the store, so
+Genesys' 5 s open timeout and ping deadline hold under load.
+
+Closing the socket is left to Genesys, which closes it after our C{closed}.
+To end a session from our side (shut-down, a refused session, a protocol
+error) we send C{disconnect} and answer the C{close} that follows; only a
+client that does not close in time is dropped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.task import deferLater
+from twisted.logger import Logger
+
+from mgateway.calls.registry import MediaAttachment
+from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID, format_duration, is_uuid
+from mgateway.ingress.audiohook.session import (
+    RATE,
+    Audio,
+    AudioHookSession,
+    Closed,
+    Discarded,
+    Disconnected,
+    Error,
+    Opened,
+    Paused,
+    Probed,
+    Resumed,
+    SessionPolicy,
+    Updated,
+)
+from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
+from mgateway.media.noise import comfort_noise
+
+log = Logger()
+
+NAMESPACE = "genesysaudiohook"
+AUTH_FAILURES = ("reject", "disconnect")
+#: Every failed authentication is answered this long after the upgrade
+#: request arrived, whatever went wrong, so that its timing reveals nothing
+#: (the reference server waits at least 500 ms too).
+AUTH_FAILURE_SECONDS = 0.5
+#: The longest gap (discarded audio, a pause the client reports) filled with
+#: comfort noise at once; a longer one is filled only this far, so memory and
+#: recognition time stay bounded.
+MAX_GAP_SAMPLES = 60 * RATE
+#: How long a client told to go as unauthorized has to close its socket
+#: before it is dropped (the reference client's own close timeout).
+UNAUTHORIZED_CLOSE_SECONDS = 10
+SAMPLE_NS = NS_PER_SECOND // RATE
+
+
+class AudioHookProtocol(WebSocketServerProtocol):
+    session: AudioHookSession | None = None
+    media: MediaAttachment | None = None
+    #: For the logs until C{open} names the conversation.
+    conversation_id = "(not opened)"
+    #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
+    unauthorized = False
+    _drop_timer = None
+    #: Samples fed to each leg, and samples of gaps too long to fill.
+    _fed_samples = 0
+    _skipped_samples = 0
+
+    def onConnect(self, request):
+        factory = self.factory
+        arrived = factory.clock.seconds()
+        try:
+            client = factory.authenticate(request.headers, self.http_request_uri)
+        except SignatureError as e:
+            return self._refuse(request, e, arrived)
+        self.session = factory.new_session(client.session_id, client.organization_id)
+        log.info("audiohook session {session_id} connected from {peer} (organization {organization_id}, "
+                 "correlation {correlation_id}, key {api_key})", session_id=client.session_id,
+                 peer=request.peer, organization_id=client.organization_id,
+                 correlation_id=client.correlation_id, api_key=client.api_key)
+        return None
+
+    def _refuse(self, request, error: SignatureError, arrived: float) -> Deferred:
+        """
+        After L{AUTH_FAILURE_SECONDS}: HTTP 401, or (C{disconnect} policy) a
+        socket that is only told it is unauthorized. A session without a
+        usable C{Audiohook-Session-Id} cannot be spoken to, so it always gets 401.
+        """
+        factory = self.factory
+        session_id = request.headers.get("audiohook-session-id", "").strip()
+        log.warn("audiohook session {session_id} from {peer} refused: {reason}",
+                 session_id=session_id or "(none)", peer=request.peer, reason=str(error))
+
+        def answer():
+            if factory.auth_failure == "reject" or not is_uuid(session_id) or self.state == self.STATE_CLOSED:
+                raise ConnectionDeny(401, "Unauthorized")
+            self.session = factory.new_session(session_id, None)
+            self.unauthorized = True
+
+        delay = max(0.0, arrived + AUTH_FAILURE_SECONDS - factory.clock.seconds())
+        return deferLater(factory.clock, delay, answer)
+
+    def onOpen(self):
+        self.factory.sessions.add(self)
+        if self.unauthorized:
+            self.disconnect("unauthorized")
+            self._drop_timer = self.factory.clock.callLater(UNAUTHORIZED_CLOSE_SECONDS, self.drop)
+
+    def onMessage(self, payload: bytes, isBinary: bool):
+        if isBinary:
+            events = self.session.receive_bytes(payload)
+        else:
+            events = self.session.receive_text(payload.decode("utf-8", "replace"))
+        for event in events:
+            self._handle(event)
+        self._send()
+
+    def disconnect(self, reason: str) -> None:
+        """Ask the client to end the session (it answers with C{close})."""
+        if self.session.disconnect(reason):
+            log.info("audiohook session {session_id}: disconnecting ({reason})",
+                     session_id=self.session.session_id, reason=reason)
+            self._send()
+
+    def drop(self) -> None:
+        """The client did not close after our C{disconnect}: cut it off."""
+        if self.state != self.STATE_CLOSED:
+            log.warn("audiohook session {session_id} did not close in time: dropped",
+                     session_id=self.session.session_id)
+            self.dropConnection(abort=True)
+
+    def _send(self) -> None:
+        for text in self.session.data_to_send():
+            if self.state == self.STATE_OPEN:
+                self.sendMessage(text.encode("utf-8"), isBinary=False)
+
+    def _handle(self, event) -> None:
+        session_id = self.session.session_id
+        if isinstance(event, Audio):
+            self._audio(event)
+        elif isinstance(event, Opened):
+            self._opened(event)
+        elif isinstance(event, (Resumed, Discarded)):
+            log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
+            self._fill_to(self.session.position_ns)
+        elif isinstance(event, Closed):
+            log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
+                     "at {position}", session_id=session_id, conversation_id=self.conversation_id,
+                     reason=event.reason, position=format_duration(self.session.position_ns))
+            self._hang_up()
+        elif isinstance(event, Probed):
+            self.conversation_id = NULL_UUID
+            log.info("audiohook session {session_id}: connection probe of organization {organization_id}",
+                     session_id=session_id, organization_id=event.organization_id)
+        elif isinstance(event, (Disconnected, Error)):
+            log.warn("audiohook session {session_id} of conversation {conversation_id}: {event}",
+                     session_id=session_id, conversation_id=self.conversation_id, event=event)
+        elif isinstance(event, (Paused, Updated)):
+            log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
+
+    def _opened(self, event: Opened) -> None:
+        self.conversation_id = event.conversation_id
+        try:
+            self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels)
+        except ValueError as e:
+            log.warn("audiohook session {session_id}: {reason}", session_id=event.session_id, reason=str(e))
+            self.disconnect("error")
+            return
+        log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
+                 "{channels}, participant {participant}, language {language}",
+                 session_id=event.session_id, conversation_id=event.conversation_id,
+                 media_format=event.media.format, channels=list(event.media.channels),
+                 participant=event.participant.id, language=event.language)
+
+    def _audio(self, event: Audio) -> None:
+        self._fill_to(event.position_ns)
+        for channel, pcm in event.pcm.items():
+            self.media.audio(channel, pcm)
+        # Every channel of a frame holds the same number of samples.
+        self._fed_samples += len(pcm) // 2
+
+    def _fill_to(self, position_ns: int) -> None:
+        """
+        Comfort noise on every channel up to C{position_ns}, where the client
+        says its audio continues: utterance times then match the call.
+        """
+        if self.media is None:
+            return
+        gap = position_ns // SAMPLE_NS - self._skipped_samples - self._fed_samples
+        if gap <= 0:
+            return
+        fill = min(gap, MAX_GAP_SAMPLES)
+        self._skipped_samples += gap - fill
+        noise = comfort_noise(fill, start=self._fed_samples)
+        for channel in self.media.legs:
+            self.media.audio(channel, noise)
+        self._fed_samples += fill
+
+    def _hang_up(self) -> None:
+        media, self.media = self.media, None
+        if media is not None:
+            media.hang_up()
+
+    def onClose(self, wasClean, code, reason):
+        self.factory.sessions.discard(self)
+        if self._drop_timer is not None and self._drop_timer.active():
+            self._drop_timer.cancel()
+        if self.media is not None:
+            # The socket went away without a close transaction: the call still
+            # ends and its streams are flushed.
+            log.warn("audiohook session {session_id} of conversation {conversation_id} lost ({code})",
+                     session_id=self.session.session_id, conversation_id=self.conversation_id, code=code)
+            self._hang_up()
+
+
+class AudioHookFactory(WebSocketServerFactory):
+    """
+    @param keys: API key -> base64 client secret (empty: that key may connect
+        unsigned). No keys: every session is refused.
+    @param auth_failure: C{"reject"} (HTTP 401 at the upgrade) or
+        C{"disconnect"} (accept, then C{disconnect} with reason
+        C{unauthorized}, which is what Genesys expects).
+    @param languages: the languages listed in C{opened} when C{open} asks.
+    """
+
+    protocol = AudioHookProtocol
+
+    def __init__(
+        self,
+        *,
+        registry,
+        clock,
+        keys: Mapping[str, str],
+        auth_failure: str = "disconnect",
+        max_message_bytes: int = 65536,
+        allow_l16: bool = False,
+        languages: Callable[[], Iterable[str]] = tuple,
+    ):
+        super().__init__()
+        if auth_failure not in AUTH_FAILURES:
+            raise ValueError(f"auth_failure must be one of {AUTH_FAILURES}, not {auth_failure!r}")
+        self.registry = registry
+        self.clock = clock
+        self.keys = dict(keys)
+        self.auth_failure = auth_failure
+        self.allow_l16 = allow_l16
+        self.languages = languages
+        self.nonces = NonceCache()
+        self.sessions: set[AudioHookProtocol] = set()
+        # failByDrop=False: a peer that sends an oversized message (1009)
+        # still gets a closing handshake that says why.
+        self.setProtocolOptions(
+            maxMessagePayloadSize=max_message_bytes,
+            maxFramePayloadSize=max_message_bytes,
+            failByDrop=False,
+        )
+        if not self.keys:
+            log.warn("AudioHook refuses every session: no API key is configured ([audiohook.keys])")
+
+    def authenticate(self, headers: Mapping[str, str], request_uri: str) -> VerifiedClient:
+        """Check an upgrade request's headers (lower-case names) and signature."""
+        return verify_upgrade("GET", request_uri, headers.get("host", ""), headers, self.keys,
+                              self.clock.seconds(), self.nonces)
+
+    def new_session(self, session_id: str, organization_id: str | None) -> AudioHookSession:
+        policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
+        return AudioHookSession(self.clock.seconds, policy, session_id=session_id,
+                                organization_id=organization_id)
+
+    def shut_down(self, grace: float) -> Deferred:
+        """
+        Ask every open session to end (C{disconnect}, reason C{completed}) and
+        wait for the clients to close their sockets; those still open after
+        C{grace} seconds are dropped.
+        """
+        sessions = list(self.sessions)
+        for protocol in sessions:
+            protocol.disconnect("completed")
+        closing = DeferredList([protocol.is_closed for protocol in sessions], consumeErrors=True)
+        if sessions:
+            timer = self.clock.callLater(grace, _drop, sessions)
+            closing.addBoth(_cancelled, timer)
+        return closing
+
+
+def _drop(sessions: list[AudioHookProtocol]) -> None:
+    for protocol in sessions:
+        protocol.drop()
+
+
+def _cancelled(result, timer):
+    if timer.active():
+        timer.cancel()
+    return result

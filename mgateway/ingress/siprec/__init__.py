@@ -1,0 +1,1 @@
+"""SIPREC ingress: the Session Recording Server's transports, RTP sockets and service."""

@@ -1,0 +1,145 @@
+"""
+RTP reception for recorded streams: one UDP socket per accepted m-line, on a
+port from the configured range, each packet through a jitter buffer into the
+call's leg as PCM.
+
+Every socket gets a large receive buffer: a burst of packets larger than the
+kernel's default buffer (about 200 kB) is lost before the reactor reads it.
+RTCP, which may share the port (RFC 5761) or use the next one, is ignored.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Callable
+
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from mgateway.media.g711 import alaw_decode, ulaw_decode
+from mgateway.media.g729 import G729Decoder, load_bcg729
+from mgateway.media.jitter import JitterBuffer
+from mgateway.media.rtp import RtpError, is_rtcp, parse_rtp
+from mgateway.sip.errors import SIPError
+
+log = Logger()
+
+_G711 = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
+
+
+def decodable_codecs() -> dict[str, int]:
+    """The codecs we can offer to decode, by static payload type: G.729 only when bcg729 loads."""
+    codecs = {"PCMU": 0, "PCMA": 8}
+    if load_bcg729() is not None:
+        codecs["G729"] = 18
+    return codecs
+
+
+def jitter_buffer(codec: str, payload_type: int) -> JitterBuffer:
+    """A jitter buffer decoding C{codec} sent as C{payload_type}."""
+    if codec in _G711:
+        return JitterBuffer(payload_type, _G711[codec])
+    decoder = G729Decoder()
+    return JitterBuffer(payload_type, decoder.decode, conceal=decoder.conceal)
+
+
+class RtpReceiver(DatagramProtocol):
+    """
+    One recorded stream's socket. It drops what arrives until it knows its
+    codec (L{use}) and where its audio goes (C{deliver}).
+
+    @ivar deliver: takes each run of decoded PCM, in timeline order.
+    @ivar on_hold: packets are dropped (the offer said nothing is sent now).
+    """
+
+    def __init__(self):
+        self.codec: str | None = None
+        self.payload_type: int | None = None
+        self.jitter: JitterBuffer | None = None
+        self.deliver: Callable[[bytes], None] | None = None
+        self.on_hold = False
+        self.malformed = 0
+        self.port = None
+
+    def datagramReceived(self, data: bytes, addr) -> None:
+        if self.on_hold or self.jitter is None or self.deliver is None or is_rtcp(data):
+            return
+        try:
+            packet = parse_rtp(data)
+        except RtpError:
+            self.malformed += 1
+            return
+        pcm = self.jitter.push(packet)
+        if pcm:
+            self.deliver(pcm)
+
+    def _flush(self) -> None:
+        pcm = self.jitter.flush() if self.jitter is not None else b""
+        if pcm and self.deliver is not None:
+            self.deliver(pcm)
+
+    def use(self, codec: str, payload_type: int) -> None:
+        """Decode C{codec} sent as C{payload_type}; on a change (re-INVITE) what is buffered goes out first."""
+        if (codec, payload_type) == (self.codec, self.payload_type):
+            return
+        self._flush()
+        self.codec, self.payload_type = codec, payload_type
+        self.jitter = jitter_buffer(codec, payload_type)
+
+    def hold(self, on_hold: bool) -> None:
+        """
+        Pause or resume. On resume the stream starts a fresh timeline where it
+        stands: the time on hold is not part of the recording.
+        """
+        if on_hold == self.on_hold:
+            return
+        self._flush()
+        self.on_hold = on_hold
+        if not on_hold and self.codec is not None:
+            self.jitter = jitter_buffer(self.codec, self.payload_type)
+
+    def close(self):
+        """Release what is buffered, then stop listening; returns what C{stopListening} does."""
+        self._flush()
+        self.on_hold = True
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+class RtpPorts:
+    """
+    Listens for RTP on even ports of C{[low, high]} (the odd one above each is
+    left for RTCP), round robin so that a port just freed is not reused at once.
+    """
+
+    def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int):
+        self.reactor = reactor
+        self.interface = interface
+        self.ports = list(range(low + low % 2, high + 1, 2))
+        self.receive_buffer = receive_buffer
+        self._next = 0
+
+    def listen(self, receiver: RtpReceiver) -> int:
+        """
+        Bind C{receiver} to a free port; its number.
+
+        @raise SIPError: 503 when every port of the range is taken.
+        """
+        for _ in range(len(self.ports)):
+            number = self.ports[self._next]
+            self._next = (self._next + 1) % len(self.ports)
+            try:
+                port = self.reactor.listenUDP(number, receiver, interface=self.interface)
+            except CannotListenError:
+                continue
+            self._enlarge(port)
+            receiver.port = port
+            return number
+        raise SIPError(503, "Service Unavailable", "no free RTP port in the configured range")
+
+    def _enlarge(self, port) -> None:
+        try:
+            port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
+        except OSError as e:
+            log.warn("cannot raise SO_RCVBUF of RTP port {port}: {error}", port=port.getHost().port, error=e)

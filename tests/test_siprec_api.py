@@ -1,0 +1,112 @@
+"""
+SIPREC end to end: sipp as the recording client (real SIP over UDP and TCP),
+both recorded streams as RTP from a test sender, REST start/stop with the
+guid decoded from the Avaya UCID, transcripts on the HTTPS webhook and from
+the after-call endpoint.
+"""
+
+import re
+import uuid
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+
+from mgateway.ingress.siprec.srs import NAMESPACE
+from tests.support.audio import read_pcm, until
+from tests.support.siprec_peer import free_udp_port, go_on, new_ucid, run_sipp, send_streams
+
+
+def sip_target(gateway) -> str:
+    return f"127.0.0.1:{gateway.service.siprec.udp.getHost().port}"
+
+
+def recording(gateway, guid):
+    sessions = [s for s in gateway.service.siprec.server.sessions() if s.guid == guid]
+    return sessions[0] if sessions else None
+
+
+@pytest_twisted.ensureDeferred
+async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway, webhook, tmp_path):
+    uui, guid = new_ucid()
+    call_id = f"siprec-{uuid.uuid4().hex}"
+    sipp_port = free_udp_port()
+    sipp = run_sipp(reactor, "siprec_call.xml", sip_target(gateway), "-set", "uui", uui,
+                    port=sipp_port, call_id=call_id, workdir=tmp_path)
+    await until(reactor, lambda: recording(gateway, guid) is not None or sipp.ended.called)
+    session = recording(gateway, guid)
+    assert session is not None, sipp.output
+    assert sorted(session.ports) == [0, 1]
+
+    body = {"namespace": NAMESPACE, "guid": guid, "customerId": "TT9833237", "agentId": "RE223444211993",
+            "autotranscribeParams": {"language": "ko-KR"},
+            "siprecParams": {"mediaLineOrder": "CUSTOMER_FIRST"}}
+    code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
+    assert code == 200, started
+    ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
+
+    customer, agent = read_pcm("customer.wav"), read_pcm("agent.wav")
+    await send_streams(reactor, [(session.ports[0], customer), (session.ports[1], agent)])
+    legs = gateway.service.registry.find(NAMESPACE, guid).legs
+    await until(reactor, lambda: legs["0"].position_bytes == len(customer)
+                and legs["1"].position_bytes == len(agent))
+    code, stopped = await gateway.post_json("/mg-autotranscribe/v1/stop-streaming",
+                                            {"namespace": NAMESPACE, "guid": guid})
+    assert code == 200, stopped
+    summaries = {role: stopped["autotranscribeResponse"][role]["summary"] for role in ids}
+    assert summaries["customer"]["totalAudioBytes"] == len(customer)
+    assert summaries["agent"]["totalAudioBytes"] == len(agent)
+    assert summaries["customer"]["transcripts"] >= 2 and summaries["agent"]["transcripts"] >= 1
+
+    expected = summaries["agent"]["transcripts"] + summaries["customer"]["transcripts"]
+    mine = lambda received: [r for r in received if r.body["externalConversationId"] == guid]
+    await webhook.wait_until(lambda received: len(mine(received)) >= expected)
+    for post in mine(webhook.received):
+        role = post.body["sender"]["role"]
+        assert post.body["streamId"] == ids[role]
+        assert post.body["sender"]["externalId"] == {"customer": "TT9833237", "agent": "RE223444211993"}[role]
+
+    # Hold, resume and BYE: sipp checks the answers (a=inactive, then a=recvonly).
+    go_on(reactor, sipp_port, call_id)
+    assert await sipp.ended == 0, sipp.output
+    await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+    code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
+    assert (code, body["error"]["code"]) == (400, "400-203"), "the call ended with the BYE"
+    response = await gateway.get("/conversation/v1/conversation/messages", externalId=guid)
+    assert len((await response.json())["items"]) == expected
+
+
+def sip_tcp_target(gateway) -> str:
+    return f"127.0.0.1:{gateway.service.siprec.streams[0].getHost().port}"
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("scenario, transport", [
+    ("siprec_short.xml", "t1"),
+    ("siprec_short.xml", "u1"),
+    ("cancel.xml", "u1"),
+])
+async def test_recording_client_flows_complete_and_the_call_ends_with_them(gateway, tmp_path, scenario, transport):
+    uui, guid = new_ucid()
+    target = sip_tcp_target(gateway) if transport == "t1" else sip_target(gateway)
+    sipp = run_sipp(reactor, scenario, target, "-set", "uui", uui, transport=transport, workdir=tmp_path)
+    # sipp checks every answer: two accepted recvonly streams, our +sip.srs Contact.
+    assert await sipp.ended == 0, sipp.output
+    await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_options_keep_alive_gets_200(gateway, tmp_path):
+    sipp = run_sipp(reactor, "options.xml", sip_target(gateway), workdir=tmp_path)
+    assert await sipp.ended == 0, sipp.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_200_ok_is_retransmitted_over_udp_until_the_ack_comes(gateway, tmp_path):
+    uui, guid = new_ucid()
+    sipp = run_sipp(reactor, "siprec_lost_ack.xml", sip_target(gateway), "-set", "uui", uui, workdir=tmp_path)
+    assert await sipp.ended == 0, sipp.output
+    # sipp's final screen: the 200 to the INVITE, received once, then retransmitted.
+    counts = re.search(r"^\s*200 <-+\s+1\s+(\d+)", sipp.output, re.MULTILINE)
+    assert counts and int(counts[1]) >= 1, sipp.output
+    await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)

@@ -1,0 +1,291 @@
+"""
+The Session Recording Server with real RTP sockets on loopback: every real
+SIPREC body gets a correct answer, refusals are clean SIP errors, hold pauses
+a stream, BYE closes it. SIP messages go straight into the server through a
+fake channel; the transports are exercised by tests/test_siprec_api.py.
+"""
+
+import socket
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.defer import succeed
+from twisted.internet.protocol import DatagramProtocol
+
+from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver, decodable_codecs
+from mgateway.ingress.siprec.srs import RecordingServer, is_recording_session
+from mgateway.media.g711 import ulaw_encode
+from mgateway.media.g729 import G729Encoder
+from mgateway.media.rtp import build_rtp
+from mgateway.sip.message import parse_message
+from mgateway.sip.sdp import parse_sdp
+from tests.support.audio import read_pcm, until
+from tests.support.siprec_samples import BODIES, FULL_INVITE, body_content_type, invite_around, sample
+from tests.test_sip_uas import FakeChannel, request
+
+
+class Attachment:
+    def __init__(self, legs):
+        self.legs = legs
+        self.pcm = {leg: b"" for leg in legs}
+        self.hung_up = False
+
+    def audio(self, leg, pcm):
+        self.pcm[leg] += pcm
+
+    def hang_up(self):
+        self.hung_up = True
+        return succeed(None)
+
+
+class Registry:
+    def __init__(self):
+        self.calls = {}
+
+    def attach(self, namespace, guid, legs):
+        if guid in self.calls:
+            raise ValueError(f"{guid} is attached")
+        self.calls[guid] = Attachment(legs)
+        return self.calls[guid]
+
+
+@pytest.fixture
+def server():
+    ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
+    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs())
+    yield srs
+    srs.close()
+
+
+def sample_invite(name: str):
+    if name == FULL_INVITE:
+        return parse_message(sample(name))
+    body = sample(name)
+    return parse_message(invite_around(body, body_content_type(body)).replace(b"sample-1", name.encode()))
+
+
+#: The guid each sample's call gets with the default source order, and where it was found.
+GUIDS = {
+    "drachtio_acme_fronting_avaya_ucid_body.txt": ("04099475671585313765", "Oracle's apkt:ucid"),
+    "drachtio_avaya_sbce_body.txt": ("00112238841573563457", "the UCID as session id"),
+    "drachtio_cisco_cube_body.txt": ("2432917800-1464078823-2314850559-1455670872", "CUBE's GCI"),
+    "drachtio_ribbon_sonus_body.txt": ("241205267", "Ribbon's gcid"),
+    "drachtio_broadworks_body_mangled.txt": ("rs-call-1@192.0.2.20", "the Call-ID: no usable metadata"),
+}
+
+
+@pytest.mark.parametrize("name", BODIES + (FULL_INVITE,))
+def test_every_sample_offer_is_answered_stream_for_stream_on_listening_ports(server, name):
+    invite = sample_invite(name)
+    channel = FakeChannel()
+    server.uas.receive(invite, channel)
+    trying, answer = channel.take()
+    assert (trying.status, answer.status) == (100, 200), answer.headers.get("Warning")
+    (session,) = server.sessions()
+    offered = session.offer.media
+    answered = parse_sdp(answer.body).media
+    assert len(answered) == len(offered)
+    for index, (ours, theirs) in enumerate(zip(answered, offered)):
+        assert ours.label == theirs.label
+        assert ours.port == session.ports[index] > 0
+        assert ours.direction == ("inactive" if theirs.direction == "inactive" else "recvonly")
+        assert set(ours.formats) <= set(theirs.formats)
+    if name in GUIDS:
+        assert session.guid == GUIDS[name][0], GUIDS[name][1]
+    assert list(server.registry.calls[session.guid].legs) == [str(i) for i in range(len(offered))]
+
+
+def plain_invite(offer: bytes, branch: str = "z9hG4bK-sample-1"):
+    """An INVITE without SIPREC indicators (as Cisco network-based recording sends)."""
+    return parse_message(invite_around(offer, "application/sdp").replace(b";+sip.src", b"")
+                         .replace(b"Require: siprec\r\n", b"").replace(b"z9hG4bK-sample-1", branch.encode()))
+
+
+OFFER = (b"v=0\r\no=SRC 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+         b"m=audio 30000 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n"
+         b"m=audio 30002 RTP/AVP 0\r\na=label:2\r\na=sendonly\r\n")
+
+
+def test_recording_sessions_are_recognised_by_require_or_the_src_feature_tag():
+    assert is_recording_session(request("INVITE", extra="Require: siprec\r\n"))
+    contact = request("INVITE")
+    assert is_recording_session(contact), "+sip.src in Contact"
+    assert not is_recording_session(plain_invite(OFFER))
+    broadworks = parse_message(invite_around(b"v=0\r\n", "application/sdp").replace(b";+sip.src", b";src")
+                               .replace(b"Require: siprec\r\n", b""))
+    assert is_recording_session(broadworks)
+
+
+def test_plain_invite_is_refused_unless_configured_to_record_it(server):
+    channel = FakeChannel()
+    server.uas.receive(plain_invite(OFFER), channel)
+    assert channel.statuses() == [100, 488]
+    server.accept_plain = True
+    server.uas.receive(plain_invite(OFFER, branch="z9hG4bK-plain-2"), channel)
+    assert channel.statuses() == [100, 200]
+
+
+@pytest.mark.parametrize("content_type, body, status", [
+    ("application/sdp", OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 3"), 488),
+    ("application/sdp", OFFER.replace(b"m=audio 30000", b"m=audio port"), 400),
+    ("text/plain", b"hello", 415),
+    ("multipart/mixed;boundary=x", b"--x\r\nContent-Type: text/plain\r\n\r\nhi\r\n--x--\r\n", 415),
+    ("application/rs-metadata+xml", b"<?xml version='1.0'?><recording/>", 488),
+])
+def test_offers_we_cannot_take_get_a_clean_error(server, content_type, body, status):
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(body, content_type)), channel)
+    assert channel.statuses() == [100, status]
+    assert server.sessions() == [] and server.registry.calls == {}
+
+
+#: How tests.support.siprec_samples.invite_around identifies its dialog.
+IN_SAMPLE_DIALOG = {"call_id": "rs-call-1@192.0.2.20", "from_tag": "src-tag"}
+
+
+class Sender(DatagramProtocol):
+    sequence = 0
+
+    def send(self, port, count=3, payload_type=0):
+        for _ in range(count):
+            packet = build_rtp(payload_type, self.sequence, 160 * self.sequence, 1234, ulaw_encode(b"\x10\x00" * 160))
+            self.transport.write(packet, ("127.0.0.1", port))
+            self.sequence += 1
+
+
+def answer_of(channel):
+    return parse_sdp(channel.take()[-1].body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_hold_pauses_a_stream_and_resuming_keeps_its_port(server):
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
+    tag = channel.take()[-1].to_address.tag
+    server.uas.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, **IN_SAMPLE_DIALOG), channel)
+    (session,) = server.sessions()
+    ports = dict(session.ports)
+    attachment = server.registry.calls[session.guid]
+    sender = Sender()
+    listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
+    try:
+        sender.send(ports[0], count=10)
+        await until(reactor, lambda: len(attachment.pcm["0"]) > 0)
+
+        held = OFFER.replace(b"a=sendonly", b"a=inactive").replace(b"30000", b"31000")
+        server.uas.receive(request("INVITE", cseq=2, branch="z9hG4bK-hold", to_tag=tag,
+                                   **IN_SAMPLE_DIALOG, body=held), channel)
+        answer = answer_of(channel)
+        assert [m.direction for m in answer.media] == ["inactive", "inactive"]
+        assert [m.port for m in answer.media] == [ports[0], ports[1]], "our ports stay put"
+        before = len(attachment.pcm["0"])
+        sender.send(ports[0], count=10)
+        # RTCP (a receiver report) on the RTP port is ignored too.
+        listening.write(b"\x81\xc9\x00\x07" + bytes(28), ("127.0.0.1", ports[1]))
+        server.uas.receive(request("ACK", cseq=2, branch="z9hG4bK-ack2", to_tag=tag,
+                                   **IN_SAMPLE_DIALOG), channel)
+
+        server.uas.receive(request("INVITE", cseq=3, branch="z9hG4bK-resume", to_tag=tag,
+                                   **IN_SAMPLE_DIALOG, body=OFFER), channel)
+        assert [m.direction for m in answer_of(channel).media] == ["recvonly", "recvonly"]
+        assert len(attachment.pcm["0"]) == before, "nothing recorded while on hold"
+        assert attachment.pcm["1"] == b""
+        sender.send(ports[0], count=10)
+        await until(reactor, lambda: len(attachment.pcm["0"]) > before)
+    finally:
+        listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bye_flushes_hangs_up_and_frees_the_ports(server):
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
+    tag = channel.take()[-1].to_address.tag
+    (session,) = server.sessions()
+    attachment = server.registry.calls[session.guid]
+    ports = list(session.ports.values())
+    receiver = session.receivers[0]
+    sender = Sender()
+    listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
+    try:
+        # Two packets: the jitter buffer holds them, waiting for the stream to settle.
+        sender.send(ports[0], count=2)
+        await until(reactor, lambda: receiver.jitter.received == 2)
+    finally:
+        listening.stopListening()
+    assert attachment.pcm["0"] == b""
+    server.uas.receive(request("BYE", cseq=2, branch="z9hG4bK-bye", to_tag=tag, **IN_SAMPLE_DIALOG),
+                       channel)
+    assert channel.statuses() == [200]
+    assert len(attachment.pcm["0"]) == 2 * 320, "flushed before the hang-up"
+    assert attachment.hung_up and server.sessions() == []
+    await until(reactor, lambda: all(can_bind(port) for port in ports))
+
+
+def can_bind(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_a_second_recording_of_the_same_call_is_refused_busy(server):
+    channel = FakeChannel()
+    server.uas.receive(sample_invite("drachtio_cisco_cube_body.txt"), channel)
+    again = sample_invite("drachtio_cisco_cube_body.txt")
+    headers = again.headers.replaced("Call-ID", "other@192.0.2.20").replaced(
+        "Via", "SIP/2.0/UDP 192.0.2.20:5060;branch=z9hG4bK-again")
+    again = again.__class__("INVITE", again.uri, headers, again.body)
+    server.uas.receive(again, channel)
+    assert channel.statuses() == [100, 200, 100, 486]
+
+
+@pytest_twisted.ensureDeferred
+async def test_exhausted_port_range_gets_503_and_frees_what_it_took(server):
+    server.ports.ports = server.ports.ports[:1]
+    (only,) = server.ports.ports
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
+    assert channel.statuses() == [100, 503]
+    assert server.registry.calls == {} and server.sessions() == []
+    await until(reactor, lambda: can_bind(only))
+
+
+def test_rtp_sockets_get_the_configured_receive_buffer():
+    requested = 1 << 20
+    ports = RtpPorts(reactor, "127.0.0.1", 45000, 45999, requested)
+    receiver = RtpReceiver()
+    ports.listen(receiver)
+    try:
+        size = receiver.port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        # Linux doubles what it is asked for, up to twice net.core.rmem_max.
+        allowed = int(Path("/proc/sys/net/core/rmem_max").read_text())
+        assert size == 2 * min(requested, allowed)
+    finally:
+        receiver.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
+    offer = (b"v=0\r\no=SRC 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+             b"m=audio 30000 RTP/AVP 18 101\r\na=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=no\r\n"
+             b"a=rtpmap:101 telephone-event/8000\r\na=label:1\r\na=sendonly\r\n")
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(offer, "application/sdp")), channel)
+    (media,) = answer_of(channel).media
+    assert (media.formats, media.fmtp(18)) == (("18", "101"), "annexb=no")
+    (session,) = server.sessions()
+    attachment = server.registry.calls[session.guid]
+    frames = G729Encoder().encode(read_pcm("single.wav")[: 320 * 20])
+    sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
+    try:
+        for i in range(0, len(frames), 2):
+            sender.write(build_rtp(18, i // 2, 80 * i, 99, frames[i] + frames[i + 1]), ("127.0.0.1", session.ports[0]))
+        await until(reactor, lambda: len(attachment.pcm["0"]) >= 320 * 20)
+    finally:
+        sender.stopListening()
+    assert len(attachment.pcm["0"]) == 320 * 20, "80 samples per 10 ms frame"
