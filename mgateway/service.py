@@ -125,6 +125,7 @@ class Gateway(MultiService):
             idle_timeout=config.direct.idle_timeout_seconds,
             max_duration=config.direct.max_duration_seconds,
             max_message_bytes=config.direct.max_message_bytes,
+            default_language=config.asr.default_language,
         )
         self.twilio = TwilioStreamFactory(
             tokens=self.tokens,

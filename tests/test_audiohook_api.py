@@ -337,9 +337,10 @@ async def test_disconnect_policy_accepts_then_disconnects_as_unauthorized():
         opened, client_factory = upgrade(client, number)
         await held_for_the_failure_delay(clock)
         session = Session(client, await opened, client_factory)
-        session.send(client.open())  # Genesys opens at once; it is not answered
+        session.send(client.open())  # Genesys opens at once; the answer is the disconnect
         disconnect = await session.reply()
         assert (disconnect["type"], disconnect["parameters"]) == ("disconnect", {"reason": "unauthorized"})
+        assert (disconnect["seq"], disconnect["clientseq"]) == (1, 1), "in answer to the open"
         await session.close("disconnect")
         assert factory.registry.find(NAMESPACE, client.conversation_id) is None
     finally:
@@ -355,6 +356,7 @@ async def test_an_unauthorized_client_that_does_not_close_is_dropped():
         opened, client_factory = upgrade(client, number)
         await held_for_the_failure_delay(clock)
         session = Session(client, await opened, client_factory)
+        session.send(client.open())
         assert (await session.reply())["type"] == "disconnect"
         clock.advance(UNAUTHORIZED_CLOSE_SECONDS * 0.9)
         assert not client_factory.closed.called

@@ -463,6 +463,24 @@ def test_seq_gap_disconnects_but_the_close_still_gets_closed():
     assert (call.last["type"], call.last["clientseq"]) == ("closed", 4)
 
 
+def test_the_disconnect_after_a_seq_gap_acknowledges_the_last_good_message():
+    call = Call()
+    call.open()
+    call.client.seq += 5
+    call.raw(call.client.ping())
+    assert (call.last["type"], call.last["clientseq"]) == ("disconnect", 1)
+
+
+def test_a_refused_session_answers_its_open_with_an_unauthorized_disconnect():
+    call = Call()
+    call.session.refuse()
+    assert call.text(call.client.open()) == [Disconnected("unauthorized", None)]
+    assert (call.last["type"], call.last["clientseq"], call.last["parameters"]) == (
+        "disconnect", 1, {"reason": "unauthorized"})
+    assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
+    assert call.last["type"] == "closed"
+
+
 def test_second_open_is_an_error():
     call = Call()
     call.open()

@@ -188,3 +188,47 @@ def test_twilio_track_map_and_per_track_attachments():
     assert registry.find("twilio", "CA1") is not None, "the other track still feeds the call"
     outbound.hang_up()
     assert registry.find("twilio", "CA1") is None
+
+
+def test_a_leg_fed_by_a_live_attachment_cannot_be_attached_twice():
+    registry, *_ = make()
+    registry.attach("twilio", "CA1", ["inbound"])
+    with pytest.raises(ValueError, match="already attached"):
+        registry.attach("twilio", "CA1", ["inbound", "outbound"])
+    assert list(registry.find("twilio", "CA1").legs) == ["inbound"], "a refused attach takes nothing"
+
+
+def test_a_track_that_reconnects_continues_its_timeline_and_its_stream():
+    registry, engine, sink, _ = make()
+    inbound = registry.attach("twilio", "CA1", ["inbound"])
+    registry.attach("twilio", "CA1", ["outbound"])
+    body = {"namespace": "twilio", "guid": "CA1", "customerId": "c", "agentId": "a"}
+    (customer_stream_id,) = {s.stream_id for role, s in run(registry.start(parse_start(body, "en-US"))).items()
+                             if role == "customer"}
+    inbound.audio("inbound", b"\x00\x00" * 800)  # 100 ms
+    inbound.hang_up()
+    inbound.audio("inbound", b"\x00\x00" * 800)
+    again = registry.attach("twilio", "CA1", ["inbound"])
+    again.audio("inbound", b"\x00\x00" * 800)
+    (customer,) = engine.transcribers
+    assert bytes(customer.fed) == b"\x00\x00" * 1600, "nothing through the hung-up attachment"
+    customer.say(Utterance("hello", 100, 190))
+    (event,) = sink.events
+    assert (event.sender.role, event.stream_id) == ("customer", customer_stream_id)
+
+
+def test_a_released_m_line_can_be_fed_again_by_a_new_attachment():
+    registry, engine, *_ = make()
+    first = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body()))
+    first.release("1")
+    first.audio("1", b"\x01\x00" * 160)
+    assert [t for t in engine.transcribers if t.fed] == [], "a released leg is not fed"
+    second = registry.attach("siprec", GUID, ["1"])
+    second.audio("1", b"\x01\x00" * 160)
+    first.audio("0", b"\x02\x00" * 160)
+    assert sorted(bytes(t.fed) for t in engine.transcribers) == [b"\x01\x00" * 160, b"\x02\x00" * 160]
+    first.hang_up()
+    assert registry.find("siprec", GUID) is not None, "the new attachment still feeds the call"
+    second.hang_up()
+    assert registry.find("siprec", GUID) is None

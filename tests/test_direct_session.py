@@ -44,6 +44,12 @@ def closes(events):
     return [e.code for e in events if isinstance(e, Close)]
 
 
+def test_start_without_a_language_takes_the_configured_default():
+    session, _ = make(default_language="es-US")
+    events = session.receive_text(json.dumps(START))
+    assert [e.params.language for e in events if isinstance(e, Started)] == ["es-US"]
+
+
 def test_start_applies_spec_defaults_and_answers_start_response():
     session, _ = make()
     events = session.receive_text(json.dumps(START))

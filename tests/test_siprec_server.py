@@ -14,6 +14,8 @@ from twisted.internet import reactor
 from twisted.internet.defer import succeed
 from twisted.internet.protocol import DatagramProtocol
 
+from mgateway.calls.registry import CallRegistry
+from mgateway.calls.roles import media_line_roles
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver, decodable_codecs
 from mgateway.ingress.siprec.srs import RecordingServer, is_recording_session
 from mgateway.media.g711 import ulaw_encode
@@ -22,6 +24,7 @@ from mgateway.media.rtp import build_rtp
 from mgateway.sip.message import parse_message
 from mgateway.sip.sdp import parse_sdp
 from tests.support.audio import read_pcm, until
+from tests.support.scripted_engine import ScriptedEngine
 from tests.support.siprec_samples import BODIES, FULL_INVITE, body_content_type, invite_around, sample
 from tests.test_sip_uas import FakeChannel, request
 
@@ -181,9 +184,11 @@ async def test_hold_pauses_a_stream_and_resuming_keeps_its_port(server):
         assert [m.direction for m in answer.media] == ["inactive", "inactive"]
         assert [m.port for m in answer.media] == [ports[0], ports[1]], "our ports stay put"
         before = len(attachment.pcm["0"])
+        read = [session.receivers[i].datagrams for i in (0, 1)]
         sender.send(ports[0], count=10)
         # RTCP (a receiver report) on the RTP port is ignored too.
         listening.write(b"\x81\xc9\x00\x07" + bytes(28), ("127.0.0.1", ports[1]))
+        await until(reactor, lambda: [session.receivers[i].datagrams for i in (0, 1)] == [read[0] + 10, read[1] + 1])
         server.uas.receive(request("ACK", cseq=2, branch="z9hG4bK-ack2", to_tag=tag,
                                    **IN_SAMPLE_DIALOG), channel)
 
@@ -289,3 +294,36 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
     finally:
         sender.stopListening()
     assert len(attachment.pcm["0"]) == 320 * 20, "80 samples per 10 ms frame"
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_m_line_removed_and_offered_again_is_recorded_again():
+    registry = CallRegistry(ScriptedEngine(), [], reactor, {"siprec": media_line_roles()})
+    ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
+    server = RecordingServer(reactor, registry, ports, media_address="127.0.0.1", codecs=decodable_codecs())
+    channel = FakeChannel()
+    sender = Sender()
+    listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
+    try:
+        server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
+        tag = channel.take()[-1].to_address.tag
+        server.uas.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, **IN_SAMPLE_DIALOG), channel)
+        (session,) = server.sessions()
+        removed = OFFER.replace(b"m=audio 30002", b"m=audio 0")
+        server.uas.receive(request("INVITE", cseq=2, branch="z9hG4bK-remove", to_tag=tag,
+                                   **IN_SAMPLE_DIALOG, body=removed), channel)
+        assert [m.port for m in answer_of(channel).media][1] == 0
+        server.uas.receive(request("ACK", cseq=2, branch="z9hG4bK-ack2", to_tag=tag, **IN_SAMPLE_DIALOG), channel)
+        server.uas.receive(request("INVITE", cseq=3, branch="z9hG4bK-again", to_tag=tag,
+                                   **IN_SAMPLE_DIALOG, body=OFFER), channel)
+        reply = channel.take()[-1]
+        assert reply.status == 200, reply.headers.get("Warning")
+        port = parse_sdp(reply.body).media[1].port
+        assert port == session.ports[1] > 0
+        leg = registry.find("siprec", session.guid).legs["1"]
+        before = leg.position_bytes
+        sender.send(port, count=10)
+        await until(reactor, lambda: leg.position_bytes > before)
+    finally:
+        listening.stopListening()
+        await server.close()

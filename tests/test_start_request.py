@@ -41,6 +41,7 @@ def test_missing_required_field_is_400_201(missing):
     {**BASE, "guid": 42},
     {**BASE, "siprecParams": {"mediaLineOrder": "SIDEWAYS"}},
     {**BASE, "twilioParams": {"trackMap": {"inbound": "robot"}}},
+    {**BASE, "twilioParams": {"trackMap": {"inbound": "customer", "outbound": "customer"}}},
     {**BASE, "amazonConnectParams": {"startSelectorType": "LATER"}},
     {**BASE, "siprecParams": []},
     ["not", "an", "object"],
@@ -60,6 +61,17 @@ def test_gateway_parameter_problems_are_400_201(body):
 ])
 def test_transcription_parameter_problems_are_400_202(params):
     assert code({**BASE, "autotranscribeParams": params}) == "400-202"
+
+
+@pytest.mark.parametrize("given, track_map", [
+    ({}, {"inbound": "customer", "outbound": "agent"}),
+    ({"inbound": "agent"}, {"inbound": "agent", "outbound": "customer"}),
+    ({"outbound": "customer"}, {"inbound": "agent", "outbound": "customer"}),
+    ({"inbound": "customer", "outbound": "agent"}, {"inbound": "customer", "outbound": "agent"}),
+])
+def test_a_track_left_out_of_the_track_map_carries_the_other_participant(given, track_map):
+    start = parse_start({**BASE, "twilioParams": {"trackMap": given}}, "en-US")
+    assert start.track_map == track_map
 
 
 def test_detailed_tokens_with_unredacted_output_is_accepted():

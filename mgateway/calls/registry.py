@@ -38,10 +38,16 @@ class CallState(enum.Enum):
 
 
 class _Leg:
-    """One media leg: its position on its own timeline, in bytes of PCM."""
+    """
+    One media leg: its position on its own timeline, in bytes of PCM, and
+    the attachment feeding it now (None between a released feed and the
+    next: a Twilio track that reconnects, an m-line offered again). The
+    position outlives the feed, so a leg fed again continues its timeline.
+    """
 
     def __init__(self) -> None:
         self.position_bytes = 0
+        self.owner: MediaAttachment | None = None
 
     @property
     def position_ms(self) -> int:
@@ -190,13 +196,21 @@ class MediaAttachment:
 
     def audio(self, leg_id: str, pcm: bytes) -> None:
         """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
-        if not self._hung_up:
+        if not self._hung_up and self.call.legs[leg_id].owner is self:
             self.call.audio(leg_id, pcm)
+
+    def release(self, leg_id: str) -> None:
+        """Stop feeding one leg (its m-line was removed): another attachment may take it."""
+        leg = self.call.legs.get(leg_id)
+        if leg is not None and leg.owner is self:
+            leg.owner = None
 
     def hang_up(self) -> Deferred:
         if self._hung_up:
             return succeed(None)
         self._hung_up = True
+        for leg_id in self.legs:
+            self.release(leg_id)
         self.call.attachments -= 1
         if self.call.attachments > 0:
             return succeed(None)
@@ -232,20 +246,25 @@ class CallRegistry:
         return self._calls.get((namespace, guid))
 
     def attach(self, namespace: str, guid: str, legs: Sequence[str]) -> MediaAttachment:
-        """Add media legs to the call (created if new)."""
+        """
+        Feed media legs into the call (created if new). A leg another
+        attachment feeds now is refused with C{ValueError}; one fed before
+        and released is taken over, its timeline continuing.
+        """
         call = self._calls.get((namespace, guid))
         if call is None:
             call = Call(self, namespace, guid, self._mappers[namespace])
             self._calls[(namespace, guid)] = call
             log.info("call {namespace}/{guid} attached", namespace=namespace, guid=guid)
-        duplicate = set(legs) & set(call.legs)
+        duplicate = [leg for leg in legs if leg in call.legs and call.legs[leg].owner is not None]
         if duplicate:
             raise ValueError(f"legs {sorted(duplicate)} already attached to {namespace}/{guid}")
+        attachment = MediaAttachment(call, legs)
         for leg in legs:
-            call.legs[leg] = _Leg()
+            call.legs.setdefault(leg, _Leg()).owner = attachment
         call.attachments += 1
         call._remap()
-        return MediaAttachment(call, legs)
+        return attachment
 
     def _forget(self, call: Call) -> None:
         if self._calls.get((call.namespace, call.guid)) is call:

@@ -124,11 +124,20 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
 
     twilio = _object(body.get("twilioParams"), "twilioParams", bad_parameter)
     track_map_in = _object(twilio.get("trackMap"), "twilioParams.trackMap", bad_parameter)
-    track_map = {
-        track: _choice(track_map_in, track, ("customer", "agent"), default, bad_parameter,
+    given = {
+        track: _choice(track_map_in, track, ("customer", "agent"), None, bad_parameter,
                        f"twilioParams.trackMap.{track}")
-        for track, default in (("inbound", "customer"), ("outbound", "agent"))
+        for track in ("inbound", "outbound")
     }
+    # A track left out carries the other participant (none given: inbound is the customer).
+    other = {"customer": "agent", "agent": "customer"}
+    inbound = given["inbound"] or (other[given["outbound"]] if given["outbound"] else "customer")
+    track_map = {"inbound": inbound, "outbound": given["outbound"] or other[inbound]}
+    if track_map["inbound"] == track_map["outbound"]:
+        raise bad_parameter(
+            f"twilioParams.trackMap maps both tracks to {track_map['inbound']}: "
+            "one track must be the customer and the other the agent"
+        )
 
     siprec = _object(body.get("siprecParams"), "siprecParams", bad_parameter)
     order = _choice(siprec, "mediaLineOrder", MEDIA_LINE_ORDERS, None, bad_parameter,

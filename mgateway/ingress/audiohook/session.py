@@ -225,6 +225,7 @@ class AudioHookSession:
         #: Audio frames that arrived after a C{disconnect} or C{closed}.
         self.dropped_frames = 0
         self._start_paused = False
+        self._unauthorized = False
         self._outgoing: list[str] = []
         self._handlers = {
             "open": self._open,
@@ -252,21 +253,23 @@ class AudioHookSession:
         if self.session_id == NULL_UUID:
             self.session_id = message["id"]
         expected_seq = self.clientseq + 1
-        self.clientseq = message["seq"]
         kind, parameters = message["type"], message["parameters"]
-        if kind == "close":
-            return self._close(parameters)
-        if self.state is State.DISCONNECTING:
+        if kind == "close" or self.state is State.DISCONNECTING:
+            self.clientseq = message["seq"]
+            if kind == "close":
+                return self._close(parameters)
             if kind == "ping":
                 self._send("pong", {})
             return []
         try:
+            # clientseq stays at the last good message until this one passes.
             if message["seq"] != expected_seq:
                 raise ProtocolError(f"Invalid seq value {message['seq']} (expected {expected_seq})")
             if message["serverseq"] > self.seq:
                 raise ProtocolError(f"Invalid serverseq value {message['serverseq']} (last sent {self.seq})")
             if message["id"] != self.session_id:
                 raise ProtocolError(f"Session identifier mismatch: {message['id']} is not {self.session_id}")
+            self.clientseq = message["seq"]
             handler = self._handlers.get(kind)
             if handler is None:
                 raise ProtocolError(f"{kind!r} is not a supported client message")
@@ -320,9 +323,19 @@ class AudioHookSession:
 
     # --- client messages ---------------------------------------------------
 
+    def refuse(self) -> None:
+        """
+        The client failed authentication: answer its C{open} with
+        C{disconnect} (reason C{unauthorized}), as Genesys's reference server does.
+        """
+        self._unauthorized = True
+
     def _open(self, parameters: dict) -> list:
         if self.state is not State.AWAITING_OPEN:
             raise ProtocolError(f"Unexpected 'open' in state {self.state.value}")
+        if self._unauthorized:
+            self.disconnect("unauthorized")
+            return [Disconnected("unauthorized", None)]
         _check_open(parameters)
         organization_id = parameters["organizationId"]
         if self._organization_id is not None and organization_id != self._organization_id:

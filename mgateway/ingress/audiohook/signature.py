@@ -148,8 +148,8 @@ def verify_upgrade(
         key may connect unsigned (as the reference server allows).
     @param now: POSIX seconds.
     @param max_skew: seconds the client's clock may be off: C{created} may
-        be this far in the future, C{expires} and C{created + max_age} this
-        far in the past.
+        be this far in the future, and C{expires} must be at least this far
+        ahead (the reference verifier's rule).
     @param max_age: seconds after C{created} a signature is good for, even
         if its C{expires} is later (the reference server's 10 s).
     @raise SignatureError: see its reasons.
@@ -190,9 +190,11 @@ def verify_upgrade(
         raise SignatureError("missing-created")
     if created > now + max_skew:
         raise SignatureError("created-in-future", f"created {created}, now {now:.0f}")
-    if expires is not None and expires + max_skew < now:
-        raise SignatureError("expired", f"expires {expires}, now {now:.0f}")
-    if created + max_age + max_skew < now:
+    # As Genesys's reference verifier: a signature must stay valid for at
+    # least max_skew more seconds and be at most max_age old.
+    if expires is not None and expires < now + max_skew:
+        raise SignatureError("expired", f"expires {expires}, now {now:.0f}, {max_skew:g} s of validity needed")
+    if created + max_age < now:
         raise SignatureError("too-old", f"created {created}, now {now:.0f}, max age {max_age:g} s")
 
     base = upgrade_signature_base(method, path_with_query, authority, fields, fields["signature-input"])
@@ -202,9 +204,9 @@ def verify_upgrade(
     nonce_cache.purge(now)
     if nonce in nonce_cache:
         raise SignatureError("replayed-nonce", nonce)
-    keep_until = created + max_age + max_skew
+    keep_until = created + max_age
     if expires is not None:
-        keep_until = min(keep_until, expires + max_skew)
+        keep_until = min(keep_until, expires)
     nonce_cache.add(nonce, keep_until)
     return client
 

@@ -112,7 +112,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
     def onOpen(self):
         self.factory.sessions.add(self)
         if self.unauthorized:
-            self.disconnect("unauthorized")
+            # Its open gets disconnect(unauthorized); it then has this long to close.
+            self.session.refuse()
             self._drop_timer = self.factory.clock.callLater(UNAUTHORIZED_CLOSE_SECONDS, self.drop)
 
     def onMessage(self, payload: bytes, isBinary: bool):

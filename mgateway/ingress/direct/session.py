@@ -125,6 +125,8 @@ class DirectSession:
     @param canonical_language: the supported spelling of a language tag, or
         None when it cannot be transcribed.
     @param now: seconds, for C{streamingSeconds}.
+    @param default_language: the language of a C{startStream} that names
+        none (the spec's is C{en-US}; the gateway passes C{asr.default_language}).
     """
 
     def __init__(
@@ -135,8 +137,10 @@ class DirectSession:
         max_message_bytes: int = 65536,
         max_vocabulary: int = 1000,
         max_phrase_chars: int = 100,
+        default_language: str = "en-US",
     ):
         self.stream_id = stream_id
+        self.default_language = default_language
         self.state = State.AWAITING_START
         self.params: StartParams | None = None
         self.vocabulary: list[VocabularyPhrase] = []
@@ -247,7 +251,7 @@ class DirectSession:
             raise SessionError(4040, "sender.role must be \"customer\" or \"agent\"")
         if not isinstance(external_id, str) or not external_id:
             raise SessionError(4040, "sender.externalId is required")
-        language = message.get("language", "en-US")
+        language = message.get("language", self.default_language)
         if not isinstance(language, str):
             raise SessionError(4040, "language must be a string")
         canonical = self._canonical(language)

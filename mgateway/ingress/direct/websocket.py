@@ -60,6 +60,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
             factory.engine.canonical,
             factory.clock.seconds,
             max_message_bytes=factory.max_message_bytes,
+            default_language=factory.default_language,
         )
         self._timers = {}
         return None
@@ -160,9 +161,11 @@ class DirectStreamFactory(WebSocketServerFactory):
         idle_timeout: float,
         max_duration: float,
         max_message_bytes: int,
+        default_language: str = "en-US",
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
     ):
         super().__init__()
+        self.default_language = default_language
         self.tokens = tokens
         self.engine = engine
         self.sink = sink

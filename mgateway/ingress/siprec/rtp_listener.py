@@ -51,6 +51,7 @@ class RtpReceiver(DatagramProtocol):
 
     @ivar deliver: takes each run of decoded PCM, in timeline order.
     @ivar on_hold: packets are dropped (the offer said nothing is sent now).
+    @ivar datagrams: every datagram read from the socket, used or not.
     """
 
     def __init__(self):
@@ -60,9 +61,11 @@ class RtpReceiver(DatagramProtocol):
         self.deliver: Callable[[bytes], None] | None = None
         self.on_hold = False
         self.malformed = 0
+        self.datagrams = 0
         self.port = None
 
     def datagramReceived(self, data: bytes, addr) -> None:
+        self.datagrams += 1
         if self.on_hold or self.jitter is None or self.deliver is None or is_rtcp(data):
             return
         try:
