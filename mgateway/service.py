@@ -90,6 +90,7 @@ class Gateway(MultiService):
             max_utterance_ms=config.asr.max_utterance_ms,
             threadpool=self.pool.threadpool,
             reactor=reactor,
+            spares=config.asr.warm_recognizers,
         )
         self.engine = SpeechEngine(self.models, self.pool.threadpool, reactor)
 
@@ -109,7 +110,7 @@ class Gateway(MultiService):
             sinks,
             reactor,
             mappers={
-                "siprec": media_line_roles(),
+                "siprec": media_line_roles(config.sip.media_line_order),
                 "twilio": track_roles,
                 "genesysaudiohook": channel_roles,
             },
@@ -142,6 +143,7 @@ class Gateway(MultiService):
             auth_failure=config.audiohook.auth_failure,
             max_message_bytes=config.audiohook.max_message_bytes,
             allow_l16=config.audiohook.allow_l16,
+            on_stop=config.audiohook.on_stop,
             languages=self.models.available,
         )
         self.api = RestApi(
@@ -168,10 +170,13 @@ class Gateway(MultiService):
         self.listening.addErrback(self._fatal)
 
     async def _serve(self):
+        """
+        Open the store, then every listener, then load the models: a
+        recording client or a Genesys probe is answered at once, however long
+        the models take (start-streaming waits for them). Fires once all is
+        ready, with the HTTP ports.
+        """
         await self.store.start()
-        await self.models.load()
-        available = sorted(self.models.available())
-        log.info("languages available: {languages}", languages=", ".join(available) or "none")
         site = Site(self.api.resource())
         for description in self.config.http.listen:
             port = await serverFromString(self.reactor, description).listen(site)
@@ -179,6 +184,9 @@ class Gateway(MultiService):
             log.info("listening on {description}", description=description)
         if self.siprec is not None:
             await self.siprec.listen()
+        await self.models.load()
+        available = sorted(self.models.available())
+        log.info("languages available: {languages}", languages=", ".join(available) or "none")
         return self.ports
 
     def _fatal(self, failure):

@@ -30,6 +30,10 @@ class SpeechEngine:
         """Fires once every configured model finished loading (or failed to)."""
         return self.models.wait_loaded()
 
+    @property
+    def loaded(self) -> bool:
+        return self.models.loaded
+
     def canonical(self, language: str) -> str | None:
         """The configured spelling of C{language}, or None if it cannot be transcribed."""
         return self.models.canonical(language)

@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+import vosk
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.threads import deferToThreadPool
@@ -32,6 +34,7 @@ from mgateway.asr.overlay import FEATURE_OPTIONS, UntunableModel, endpoint_overl
 from mgateway.asr.pool import ASRThreadPool
 from mgateway.asr.transcriber import StreamTranscriber
 from mgateway.asr.vosk_recognizer import utterance_from_result
+from mgateway.asr.warm import WarmRecognizers
 from mgateway.interfaces import IRecognizer
 from mgateway.transcript import Utterance, Word
 from tests.support.audio import chunks, pace, read_pcm, until
@@ -635,3 +638,35 @@ async def test_abort_drops_pending_audio_fires_finish_and_delivers_nothing_more(
 
     assert collected.utterances == []
     assert (bytes(recognizer.fed), recognizer.finished) == (b"a", False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_spares_and_recycled_recognizers_decode_exactly_as_a_fresh_one(pool, references, tmp_path):
+    """Same words, same times: what a recogniser decoded before is taken off Vosk's times."""
+    model = vosk.Model(str(endpoint_overlay(KO_MODEL, tmp_path, 500, 20_000)))
+    spares = WarmRecognizers(model, pool, spares=1)
+    spares.fill()
+    await until(reactor, lambda: spares.ready == 1, attempts=3000)
+    before = cold_recognizers()
+    for name in ("customer.wav", "agent.wav", "customer.wav"):
+        # The first is the spare warmed on noise; the next ones, the same
+        # recogniser given back by the stream before.
+        assert spares.ready == 1
+        decoded = await deferToThreadPool(reactor, pool, decode, spares.recognizer, recording(name))
+        assert decoded == references[name], name
+    assert cold_recognizers() == before
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_that_finds_no_spare_gets_a_new_one_which_becomes_a_spare(pool, references, tmp_path):
+    model = vosk.Model(str(endpoint_overlay(KO_MODEL, tmp_path, 500, 20_000)))
+    spares = WarmRecognizers(model, pool, spares=1)
+    before = cold_recognizers()
+    decoded = await deferToThreadPool(reactor, pool, decode, spares.recognizer, recording("agent.wav"))
+    assert decoded == references["agent.wav"]
+    assert cold_recognizers() == before + 1
+    assert spares.ready == 1, "given back when its stream ended"
+
+
+def cold_recognizers() -> float:
+    return REGISTRY.get_sample_value("asapp_mg_recognizers_total", {"warmth": "cold"}) or 0

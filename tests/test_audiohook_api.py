@@ -18,6 +18,7 @@ from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
 from mgateway.calls.registry import CallRegistry
+from mgateway.calls.requests import StopRequest, parse_start
 from mgateway.calls.roles import channel_roles
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.websocket import (
@@ -38,7 +39,8 @@ from tests.support.audiohook_client import (
     AudioHookClient,
 )
 from tests.support.gateway import start_gateway
-from tests.support.wsclient import connect
+from tests.support.scripted_engine import ScriptedEngine
+from tests.support.wsclient import connect, refusal
 
 PATH = "/mg-genesysaudiohook-autotranscribe/"
 OTHER_SECRET = base64.b64encode(b"not the configured client secret").decode()
@@ -112,12 +114,6 @@ async def open_session(port: int, client: AudioHookClient | None = None) -> Sess
     client = client or genesys(port)
     opened, factory = upgrade(client, port)
     return Session(client, await opened, factory)
-
-
-async def refusal(opened) -> str:
-    with pytest.raises(ConnectionRefusedError) as refused:
-        await opened
-    return str(refused.value)
 
 
 async def call(gateway, path, body):
@@ -447,5 +443,33 @@ async def test_sessions_that_do_not_answer_the_disconnect_are_dropped_after_the_
         await stopped
         await session.factory.closed
         assert factory.registry.find(NAMESPACE, session.client.conversation_id) is None
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("on_stop, disconnected", [("disconnect", True), ("keep", False)])
+@pytest_twisted.ensureDeferred
+async def test_stop_streaming_ends_the_session_only_when_configured_to(on_stop, disconnected):
+    factory, _ = factory_at_now(keys={API_KEY: CLIENT_SECRET}, on_stop=on_stop)
+    factory.registry.engine = ScriptedEngine()
+    port, number = await listening(factory)
+    try:
+        session = await open_session(number, genesys(number, client_secret=CLIENT_SECRET))
+        await session.open()
+        guid = session.client.conversation_id
+        start = parse_start({"namespace": NAMESPACE, "guid": guid, "customerId": "c", "agentId": "a"}, "en-US")
+        await factory.registry.start(start)
+        await factory.registry.stop(StopRequest(NAMESPACE, guid))
+        session.send(session.client.ping())
+        reply = await session.reply()
+        if disconnected:
+            assert (reply["type"], reply["parameters"]) == ("disconnect", {"reason": "completed"})
+            assert (await session.reply())["type"] == "pong", "pings are still answered until the close"
+            await session.close("disconnect")
+            assert factory.registry.find(NAMESPACE, guid) is None
+        else:
+            assert reply["type"] == "pong"
+            await factory.registry.start(start)  # resumed on the same session
+            await session.close()
     finally:
         await port.stopListening()

@@ -232,3 +232,13 @@ def test_a_released_m_line_can_be_fed_again_by_a_new_attachment():
     assert registry.find("siprec", GUID) is not None, "the new attachment still feeds the call"
     second.hang_up()
     assert registry.find("siprec", GUID) is None
+
+
+@pytest.mark.parametrize("default, requested, top", [
+    ("CUSTOMER_FIRST", None, "customer"),
+    ("AGENT_FIRST", None, "agent"),
+    ("AGENT_FIRST", "CUSTOMER_FIRST", "customer"),
+])
+def test_the_configured_media_line_order_applies_when_the_request_has_none(default, requested, top):
+    request = start_body(siprecParams={"mediaLineOrder": requested} if requested else {})
+    assert media_line_roles(default)(request, ["1", "0"]) == {"0": top, "1": "agent" if top == "customer" else "customer"}

@@ -285,6 +285,7 @@ def test_sip_defaults_listen_on_loopback_5070_with_the_documented_rtp_range(tmp_
     )
     assert sip.rtp_receive_buffer_bytes == 8 * 1024 * 1024
     assert sip.accept_plain_invites is False
+    assert (sip.codecs, sip.media_line_order) == (("PCMU", "PCMA", "G729"), "CUSTOMER_FIRST")
     assert sip.call_id_sources == ("uui", "ucid", "cisco-guid", "gcid", "genesys", "header", "session-id")
     assert sip.call_id_header == ""
 
@@ -304,6 +305,8 @@ rtp_address = "198.51.100.7"
 rtp_port_min = 16384
 rtp_port_max = 16385
 accept_plain_invites = true
+codecs = ["PCMA", "PCMU"]
+media_line_order = "AGENT_FIRST"
 call_id_sources = ["header", "uui"]
 call_id_header = "X-Recorded-Call"
 """,
@@ -313,6 +316,7 @@ call_id_header = "X-Recorded-Call"
         "0.0.0.0", "198.51.100.7", 16384, 16385,
     )
     assert sip.accept_plain_invites is True
+    assert (sip.codecs, sip.media_line_order) == (("PCMA", "PCMU"), "AGENT_FIRST")
     assert (sip.call_id_sources, sip.call_id_header) == (("header", "uui"), "X-Recorded-Call")
 
 
@@ -343,6 +347,12 @@ call_id_header = "X-Recorded-Call"
         pytest.param("[sip]\nrtp_receive_buffer_bytes = 1024\n",
                      "sip.rtp_receive_buffer_bytes: expected an integer >= 65536, got an integer 1024",
                      id="tiny receive buffer"),
+        pytest.param('[sip]\ncodecs = ["PCMU", "G722"]\n',
+                     'sip.codecs: expected distinct names among PCMU, PCMA, G729, got "G722"', id="unknown codec"),
+        pytest.param("[sip]\ncodecs = []\n", "sip.codecs: expected at least one codec", id="no codec"),
+        pytest.param('[sip]\nmedia_line_order = "customer_first"\n',
+                     'sip.media_line_order: expected one of "CUSTOMER_FIRST", "AGENT_FIRST", got a string '
+                     '"customer_first"', id="media line order"),
         pytest.param("[sip]\nlisten = \"tcp:5070\"\n",
                      'sip.listen: expected an array of strings, got a string "tcp:5070"', id="listen not an array"),
     ],

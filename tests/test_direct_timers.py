@@ -11,7 +11,7 @@ from mgateway.api.tokens import TokenSigner
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from tests.support.audio import until
 from tests.support.scripted_engine import ScriptedEngine
-from tests.support.wsclient import connect
+from tests.support.wsclient import connect, refusal
 
 START = {"message": "startStream", "sender": {"role": "agent", "externalId": "A1"}}
 
@@ -24,15 +24,19 @@ class Collect:
         self.events.append(event)
 
 
-async def open_session(clock, **limits):
+def listening(clock, engine=None, **limits):
     tokens = TokenSigner(b"k" * 32, 300, clock)
     factory = DirectStreamFactory(
-        tokens=tokens, engine=ScriptedEngine(), sink=Collect(), clock=clock,
+        tokens=tokens, engine=engine or ScriptedEngine(), sink=Collect(), clock=clock,
         idle_timeout=limits.get("idle", 60), max_duration=limits.get("duration", 10800),
         max_message_bytes=65536,
     )
     port = reactor.listenTCP(0, factory, interface="127.0.0.1")
-    url = f"ws://127.0.0.1:{port.getHost().port}/?token={tokens.issue('direct', 'app')}"
+    return factory, port, f"ws://127.0.0.1:{port.getHost().port}/?token={tokens.issue('direct', 'app')}"
+
+
+async def open_session(clock, **limits):
+    factory, port, url = listening(clock, **limits)
     opened, client_factory = connect(url)
     client = await opened
     client.send_json(START)
@@ -80,3 +84,13 @@ async def test_shutdown_sends_5001_then_closes():
     assert (await client_factory.closed)[0] == 1000
     await closed
     await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_opened_while_the_models_load_is_refused_with_503():
+    _, port, url = listening(Clock(), engine=ScriptedEngine(loaded=False))
+    try:
+        opened, _ = connect(url)
+        assert "[503]" in await refusal(opened)
+    finally:
+        await port.stopListening()

@@ -327,3 +327,17 @@ async def test_an_m_line_removed_and_offered_again_is_recorded_again():
     finally:
         listening.stopListening()
         await server.close()
+
+
+@pytest.mark.parametrize("preference, chosen", [(("PCMU", "PCMA"), "0"), (("PCMA", "PCMU"), "8")])
+def test_the_configured_codec_preference_picks_among_offered_codecs(preference, chosen):
+    ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
+    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs(),
+                          codec_preference=preference)
+    try:
+        channel = FakeChannel()
+        both = OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8")
+        srs.uas.receive(parse_message(invite_around(both, "application/sdp")), channel)
+        assert [m.formats for m in answer_of(channel).media] == [(chosen,), (chosen,)]
+    finally:
+        srs.close()

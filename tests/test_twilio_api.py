@@ -4,19 +4,21 @@ byte over a real WebSocket, REST start/stop with trackMap, transcripts on the
 HTTPS webhook and from the after-call endpoint.
 """
 
+import json
 import uuid
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from mgateway.api.tokens import TokenSigner
 from mgateway.ingress.twilio.signature import twilio_signature
 from tests.support.audio import pace, read_pcm, until
 from tests.support.gateway import TWILIO_AUTH_TOKEN
 from tests.support.twilio_peer import TwilioPeer
-from tests.support.wsclient import connect
+from tests.support.wsclient import connect, refusal
 
 
 def call_sid() -> str:
@@ -119,13 +121,14 @@ async def test_expired_forged_or_unsigned_streams_are_refused(gateway):
     past.advance(reactor.seconds() - 301)
     expired = TokenSigner(gateway.service.tokens._key, 300, past).issue("twilio", "test-app")
     direct_token = gateway.service.tokens.issue("direct", "test-app")
-    for bad in (f"{base}/{expired}", f"{base}/{direct_token}", url[:-3] + "xyz"):
-        opened, _ = connect(bad, headers=signed_headers(gateway, bad))
-        with pytest.raises(Exception):
-            await opened
-    opened, _ = connect(url, headers={"X-Twilio-Signature": "bm90IGl0"})
-    with pytest.raises(Exception):
-        await opened
+    with capturedLogs() as events:
+        for bad in (f"{base}/{expired}", f"{base}/{direct_token}", url[:-3] + "xyz"):
+            opened, _ = connect(bad, headers=signed_headers(gateway, bad))
+            assert "[401]" in await refusal(opened), bad
+        opened, _ = connect(url, headers={"X-Twilio-Signature": "bm90IGl0"})
+        assert "[403]" in await refusal(opened)
+    refused = [e for e in events if e.get("log_format", "").startswith("twilio stream refused")]
+    assert len(refused) == 4, refused
 
 
 @pytest_twisted.ensureDeferred
@@ -153,3 +156,43 @@ async def test_oversized_frame_gets_a_clean_close(gateway):
     client.send_text("x" * 200_000)
     code, _ = await factory.closed
     assert code == 1009
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_track_whose_socket_reconnects_goes_on_being_transcribed(gateway):
+    """One socket per track; Twilio reconnects the inbound one mid-call (its "Handling Failures")."""
+    sid = call_sid()
+    inbound, inbound_factory = await open_twilio(gateway)
+    outbound, outbound_factory = await open_twilio(gateway)
+    inbound.send_text(TwilioPeer(sid, tracks=["inbound"]).start())
+    outbound.send_text(TwilioPeer(sid, tracks=["outbound"]).start())
+    await until(reactor, lambda: len(getattr(gateway.service.registry.find("twilio", sid), "legs", ())) == 2)
+    code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", {
+        "namespace": "twilio", "guid": sid, "customerId": "c", "agentId": "a",
+        "autotranscribeParams": {"language": "ko-KR"}})
+    assert code == 200, started
+    part = read_pcm("single.wav")[:8000]  # 250 ms
+    first = TwilioPeer(sid, tracks=["inbound"], first_timestamp=0)
+    await pace(reactor, first.media_frames({"inbound": part}), inbound.send_text)
+    legs = gateway.service.registry.find("twilio", sid).legs
+    await until(reactor, lambda: legs["inbound"].position_bytes == len(part))
+    inbound.sendClose()
+    await inbound_factory.closed
+
+    again, again_factory = await open_twilio(gateway)
+    peer = TwilioPeer(sid, tracks=["inbound"], first_timestamp=0)
+    again.send_text(peer.start())
+    again.send_text(json.dumps({"event": "a-future-event", "sequenceNumber": "2", "streamSid": peer.stream_sid}))
+    await pace(reactor, peer.media_frames({"inbound": part}), again.send_text)
+    await until(reactor, lambda: legs["inbound"].position_bytes == 2 * len(part))
+    assert not again_factory.closed.called, "the reconnected track is taken, not refused"
+    code, stopped = await gateway.post_json("/mg-autotranscribe/v1/stop-streaming", {"namespace": "twilio", "guid": sid})
+    assert stopped["autotranscribeResponse"]["customer"]["summary"]["totalAudioBytes"] == 2 * len(part)
+    for client, factory in ((again, again_factory), (outbound, outbound_factory)):
+        client.sendClose()
+        await factory.closed
+
+    response = await gateway.get("/metrics", headers={})
+    assert response.code == 200
+    metrics = await response.text()
+    assert 'asapp_mg_twilio_frames_total{event="unknown"}' in metrics, metrics

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from klein import Klein
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
@@ -228,3 +229,9 @@ class RestApi:
     @app.route("/health", methods=["GET"])
     def health(self, request):
         return json_body(request, 200, {"status": "ok", "calls": len(self._registry)})
+
+    @app.route("/metrics", methods=["GET"])
+    def metrics(self, request):
+        """Prometheus metrics: webhook deliveries, recognisers, Twilio frames; no credentials, as /health."""
+        request.setHeader("Content-Type", CONTENT_TYPE_LATEST)
+        return generate_latest(REGISTRY)

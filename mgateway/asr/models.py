@@ -19,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay
 from mgateway.asr.vosk_recognizer import VoskRecognizer
+from mgateway.asr.warm import WarmRecognizers
 from mgateway.interfaces import IRecognizer
 
 log = Logger()
@@ -55,6 +56,8 @@ class ModelRegistry:
     @param overlay_root: where model overlays are built (see
         L{mgateway.asr.overlay}).
     @param threadpool: the ASR pool; models load there, off the reactor.
+    @param spares: warm recognisers kept ready per language (see
+        L{mgateway.asr.warm}); 0: every stream builds its own.
     @param kaldi_log_level: see L{KALDI_LOG_LEVEL}.
     """
 
@@ -66,6 +69,7 @@ class ModelRegistry:
         max_utterance_ms: int,
         threadpool: ThreadPool,
         reactor,
+        spares: int = 0,
         kaldi_log_level: int = KALDI_LOG_LEVEL,
     ):
         self._languages = tuple(languages)
@@ -75,7 +79,9 @@ class ModelRegistry:
         self._threadpool = threadpool
         self._reactor = reactor
         self._kaldi_log_level = kaldi_log_level
+        self._spares = spares
         self._models: dict[str, vosk.Model] = {}
+        self._warm: dict[str, WarmRecognizers] = {}
         self._started = False
         self._loaded = False
         self._failure: Failure | None = None
@@ -107,6 +113,9 @@ class ModelRegistry:
                     "{reason}; loaded with its built-in decoding options", reason=str(untunable), language=tag
                 )
             self._models[tag] = model
+            if self._spares:
+                self._warm[tag] = WarmRecognizers(model, self._threadpool, self._spares)
+                self._warm[tag].fill()
             log.info("language {language} loaded from {model}", language=tag, model=str(path))
 
         def failed(failure: Failure):
@@ -155,6 +164,11 @@ class ModelRegistry:
             self._waiters.append((waiter, report_failure))
         return waiter
 
+    @property
+    def loaded(self) -> bool:
+        """Every configured model finished loading (or failed to)."""
+        return self._loaded
+
     def wait_loaded(self) -> Deferred:
         """Fires (with None, never failing) once L{load} finished, well or not."""
         return self._when_loaded(report_failure=False)
@@ -178,6 +192,9 @@ class ModelRegistry:
         canonical = self.canonical(tag)
         if canonical is None:
             raise LanguageUnavailable(tag, self._why_unavailable(tag))
+        warm = self._warm.get(canonical)
+        if warm is not None and warm.sample_rate == sample_rate:
+            return warm.recognizer
         return functools.partial(VoskRecognizer, self._models[canonical], sample_rate)
 
     def _why_unavailable(self, tag: str) -> str:

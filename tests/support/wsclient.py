@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
 from twisted.internet.defer import Deferred, DeferredQueue
 
@@ -54,3 +55,10 @@ def connect(url: str, headers=None) -> tuple[Deferred, _Factory]:
     factory = _Factory(url, headers)
     connectWS(factory)
     return factory.opened, factory
+
+
+async def refusal(opened: Deferred) -> str:
+    """Why the upgrade was refused (autobahn's reason, with the HTTP status in brackets)."""
+    with pytest.raises(ConnectionRefusedError) as refused:
+        await opened
+    return str(refused.value)

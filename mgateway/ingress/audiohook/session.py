@@ -54,6 +54,14 @@ RATE = 8000
 
 
 
+#: How a session that fails authentication is answered: HTTP 401 at the
+#: upgrade, or a disconnect (reason unauthorized) once it opens.
+AUTH_FAILURES = ("reject", "disconnect")
+#: What a session does when stop-streaming stops its call: go on streaming
+#: (a later start resumes), or end with a disconnect (reason completed).
+ON_STOP = ("keep", "disconnect")
+
+
 @attrs.frozen
 class SessionPolicy:
     """

@@ -28,6 +28,8 @@ from twisted.logger import Logger
 from mgateway.calls.registry import MediaAttachment
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID, format_duration, is_uuid
 from mgateway.ingress.audiohook.session import (
+    AUTH_FAILURES,
+    ON_STOP,
     RATE,
     Audio,
     AudioHookSession,
@@ -48,7 +50,6 @@ from mgateway.media.noise import comfort_noise
 log = Logger()
 
 NAMESPACE = "genesysaudiohook"
-AUTH_FAILURES = ("reject", "disconnect")
 #: Every failed authentication is answered this long after the upgrade
 #: request arrived, whatever went wrong, so that its timing reveals nothing
 #: (the reference server waits at least 500 ms too).
@@ -171,7 +172,9 @@ class AudioHookProtocol(WebSocketServerProtocol):
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
         try:
-            self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels)
+            on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
+            self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels,
+                                                      on_stop=on_stop)
         except ValueError as e:
             log.warn("audiohook session {session_id}: {reason}", session_id=event.session_id, reason=str(e))
             self.disconnect("error")
@@ -181,6 +184,10 @@ class AudioHookProtocol(WebSocketServerProtocol):
                  session_id=event.session_id, conversation_id=event.conversation_id,
                  media_format=event.media.format, channels=list(event.media.channels),
                  participant=event.participant.id, language=event.language)
+
+    def _call_stopped(self) -> None:
+        """stop-streaming stopped the call, and the policy is to end the session then."""
+        self.disconnect("completed")
 
     def _audio(self, event: Audio) -> None:
         self._fill_to(event.position_ns)
@@ -244,9 +251,13 @@ class AudioHookFactory(WebSocketServerFactory):
         auth_failure: str = "disconnect",
         max_message_bytes: int = 65536,
         allow_l16: bool = False,
+        on_stop: str = "keep",
         languages: Callable[[], Iterable[str]] = tuple,
     ):
         super().__init__()
+        if on_stop not in ON_STOP:
+            raise ValueError(f"on_stop must be one of {ON_STOP}, not {on_stop!r}")
+        self.on_stop = on_stop
         if auth_failure not in AUTH_FAILURES:
             raise ValueError(f"auth_failure must be one of {AUTH_FAILURES}, not {auth_failure!r}")
         self.registry = registry

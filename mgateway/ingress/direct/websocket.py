@@ -47,6 +47,11 @@ class DirectStreamProtocol(WebSocketServerProtocol):
 
     def onConnect(self, request):
         factory = self.factory
+        if not factory.engine.loaded:
+            # Listeners open before the models load (so that Genesys probes
+            # and SIP are answered at once); a session now could only fail.
+            log.warn("direct stream refused from {peer}: the models are still loading", peer=request.peer)
+            raise ConnectionDeny(503, "Service Unavailable: models are loading")
         token = (request.params.get("token") or [""])[0]
         try:
             claims = factory.tokens.verify(token, TOKEN_AUDIENCE)

@@ -136,13 +136,15 @@ class RtpPorts:
                 port = self.reactor.listenUDP(number, receiver, interface=self.interface)
             except CannotListenError:
                 continue
-            self._enlarge(port)
+            enlarge_receive_buffer(port, self.receive_buffer)
             receiver.port = port
             return number
         raise SIPError(503, "Service Unavailable", "no free RTP port in the configured range")
 
-    def _enlarge(self, port) -> None:
-        try:
-            port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self.receive_buffer)
-        except OSError as e:
-            log.warn("cannot raise SO_RCVBUF of RTP port {port}: {error}", port=port.getHost().port, error=e)
+
+def enlarge_receive_buffer(port, size: int) -> None:
+    """Raise the SO_RCVBUF of a listening UDP port (the kernel caps it at twice net.core.rmem_max)."""
+    try:
+        port.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    except OSError as e:
+        log.warn("cannot raise SO_RCVBUF of UDP port {port}: {error}", port=port.getHost().port, error=e)

