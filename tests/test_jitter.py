@@ -309,3 +309,39 @@ def test_any_arrival_order_within_the_depth_gives_the_same_pcm(delays, dropped, 
     assert (shuffled.lost, shuffled.late, shuffled.duplicates) == (in_order.lost, 0, 0)
     if kept:
         assert len(expected) == 2 * FRAME * (kept[-1] - kept[0] + 1)
+
+
+def levels(pcm: bytes) -> np.ndarray:
+    """Per 160-sample frame: the packet number whose samples it holds, or -1 for noise."""
+    frames = np.frombuffer(pcm, "<i2").reshape(-1, FRAME)
+    return np.where(np.abs(frames).max(axis=1) < NOISE_CEILING, -1, frames[:, 0] - 1000)
+
+
+def test_a_quiet_sender_gets_noise_now_and_the_next_packet_fills_only_the_rest():
+    jitter = buffer()
+    heard = run_without_flush(jitter, [packet(i) for i in range(4)]) + jitter.flush()
+    quiet = jitter.idle(3 * FRAME)
+    assert len(quiet) == 2 * 3 * FRAME and levels(quiet).tolist() == [-1, -1, -1]
+    # Silence suppression: the sender resumes 5 frames after its last packet.
+    resumed = jitter.push(packet(4, ts=5000 + 9 * FRAME)) + jitter.flush()
+    assert levels(heard + quiet + resumed).tolist() == [0, 1, 2, 3, -1, -1, -1, -1, -1, 4]
+    assert jitter.position == 10 * FRAME
+
+
+def test_a_late_packet_after_a_quiet_spell_keeps_only_what_the_noise_did_not_cover():
+    jitter = buffer()
+    heard = run_without_flush(jitter, [packet(i) for i in range(4)]) + jitter.flush()
+    quiet = jitter.idle(FRAME + FRAME // 2)
+    late = jitter.push(packet(4)) + jitter.push(packet(5)) + jitter.flush()
+    assert len(heard + quiet + late) == 2 * 6 * FRAME, "the timeline is the sender's"
+    # The noise stood for all of packet 4 and the first half of packet 5.
+    assert np.frombuffer(late, "<i2").tolist() == [1005] * (FRAME // 2)
+
+
+def test_idle_before_the_first_packet_adds_nothing():
+    jitter = buffer()
+    assert jitter.idle(FRAME) == b"" and jitter.position == 0
+
+
+def run_without_flush(jitter, packets):
+    return b"".join(jitter.push(p) for p in packets)

@@ -12,11 +12,12 @@ import pytest
 import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
 from twisted.internet.protocol import DatagramProtocol
 
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import media_line_roles
-from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver, decodable_codecs
+from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs
 from mgateway.ingress.siprec.srs import RecordingServer, is_recording_session
 from mgateway.media.g711 import ulaw_encode
 from mgateway.media.g729 import G729Encoder
@@ -263,7 +264,7 @@ async def test_exhausted_port_range_gets_503_and_frees_what_it_took(server):
 def test_rtp_sockets_get_the_configured_receive_buffer():
     requested = 1 << 20
     ports = RtpPorts(reactor, "127.0.0.1", 45000, 45999, requested)
-    receiver = RtpReceiver()
+    receiver = ports.receiver()
     ports.listen(receiver)
     try:
         size = receiver.port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
@@ -272,6 +273,7 @@ def test_rtp_sockets_get_the_configured_receive_buffer():
         assert size == 2 * min(requested, allowed)
     finally:
         receiver.close()
+        ports.stop()
 
 
 @pytest_twisted.ensureDeferred
@@ -341,3 +343,37 @@ def test_the_configured_codec_preference_picks_among_offered_codecs(preference, 
         assert [m.formats for m in answer_of(channel).media] == [(chosen,), (chosen,)]
     finally:
         srs.close()
+
+
+def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
+    """Silence suppression: noise reaches the call while the sender is silent, and the timeline stays right."""
+    clock = Clock()
+    ports = RtpPorts(reactor, "127.0.0.1", 45000, 45999, 1 << 20, clock=clock)
+    receiver = ports.receiver()
+    ports.listen(receiver)
+    delivered = []
+    receiver.deliver = delivered.append
+    receiver.use("PCMU", 0)
+    speech = ulaw_encode(b"\x00\x20" * 160)
+
+    def send(index):
+        receiver.datagramReceived(build_rtp(0, index, 160 * index, 1234, speech), ("127.0.0.1", 30000))
+
+    try:
+        for index in range(10):
+            send(index)
+            clock.advance(0.02)
+        heard = sum(map(len, delivered))
+        clock.advance(0.1)
+        assert sum(map(len, delivered)) == heard, "a pause shorter than QUIET_AFTER_SECONDS is left alone"
+        for _ in range(8):  # one second of silence in all
+            clock.advance(0.1)
+        filled = sum(map(len, delivered)) - heard
+        assert 2 * 8000 * 0.8 <= filled <= 2 * 8000 * 1.0
+        # The sender speaks again 1.5 s after its last packet: its timestamps say where.
+        send(10 + 75)
+        delivered.append(receiver.jitter.flush())
+        assert sum(map(len, delivered)) == 2 * 160 * (10 + 75 + 1)
+    finally:
+        receiver.close()
+        ports.stop()

@@ -61,6 +61,9 @@ class _Source:
         self.resume: int | None = None
         #: Whether packets were given up on since the last release.
         self.after_loss = False
+        #: Where the playout point stood when L{JitterBuffer.idle} began
+        #: filling a quiet spell, until a packet comes from beyond the noise.
+        self.quiet_from: int | None = None
         #: Extended sequence number -> (extended timestamp, payload, or None for
         #: a packet of another payload type that only holds its place).
         self.pending: dict[int, tuple[int, bytes | None]] = {}
@@ -157,6 +160,27 @@ class JitterBuffer:
         """Release everything buffered, giving up on any missing packets."""
         if self._source is not None:
             self._release(self._source, force=True)
+        return self._take()
+
+    def idle(self, samples: int) -> bytes:
+        """
+        The sender has sent nothing for a while (silence suppression without
+        comfort-noise packets, a stalled link): release what is buffered and
+        C{samples} of comfort noise now, so that recognition hears the
+        silence as it happens rather than when the next packet comes. The
+        packet that ends the quiet spell fills only what is left of its gap;
+        of a packet that was late rather than absent, what overlaps the noise
+        is cut, so the timeline stays the sender's. Nothing before the first
+        packet.
+        """
+        source = self._source
+        if source is None or source.playout is None:
+            return b""
+        self._release(source, force=True)
+        if source.quiet_from is None:
+            source.quiet_from = source.playout
+        self._append(comfort_noise(samples, self._noise_dbfs, start=self.position))
+        source.playout += samples
         return self._take()
 
     def _from_previous_source(self, packet: RtpPacket) -> bool:
@@ -280,8 +304,16 @@ class JitterBuffer:
         except MediaError:
             self.undecodable += 1
             return
+        end = timestamp + len(pcm) // 2
+        if source.quiet_from is not None:
+            if source.quiet_from <= timestamp < source.playout:
+                # Late, not absent: noise already stands where its start belongs.
+                pcm = pcm[2 * (source.playout - timestamp) :]
+                end = max(end, source.playout)
+            else:  # past the noise (or a timeline that went back): the spell is over
+                source.quiet_from = None
         self._append(pcm)
-        source.playout, source.resume = timestamp + len(pcm) // 2, sequence + 1
+        source.playout, source.resume = end, sequence + 1
 
     def _fill(self, samples: int, after_loss: bool) -> None:
         concealed = 0

@@ -15,6 +15,7 @@ from typing import Callable
 
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mgateway.media.g711 import alaw_decode, ulaw_decode
@@ -26,6 +27,8 @@ from mgateway.sip.errors import SIPError
 log = Logger()
 
 _G711 = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
+#: Every codec we decode samples at 8 kHz.
+CLOCK_RATE = 8000
 
 
 def decodable_codecs() -> dict[str, int]:
@@ -44,17 +47,30 @@ def jitter_buffer(codec: str, payload_type: int) -> JitterBuffer:
     return JitterBuffer(payload_type, decoder.decode, conceal=decoder.conceal)
 
 
+#: How long a stream may send nothing before its silence is filled as it
+#: passes (see L{RtpReceiver.quiet}), and for how long at most: enough for
+#: recognition to end the utterance before, not a whole silent hour.
+QUIET_AFTER_SECONDS = 0.2
+QUIET_FILL_SECONDS = 10.0
+#: How often every receiver is checked for a quiet sender.
+QUIET_CHECK_SECONDS = 0.1
+
+
 class RtpReceiver(DatagramProtocol):
     """
     One recorded stream's socket. It drops what arrives until it knows its
     codec (L{use}) and where its audio goes (C{deliver}).
 
+    @param clock: when packets arrive, for L{quiet}.
     @ivar deliver: takes each run of decoded PCM, in timeline order.
     @ivar on_hold: packets are dropped (the offer said nothing is sent now).
     @ivar datagrams: every datagram read from the socket, used or not.
     """
 
-    def __init__(self):
+    def __init__(self, clock):
+        self.clock = clock
+        self.heard: float | None = None
+        self._filled_to = 0.0
         self.codec: str | None = None
         self.payload_type: int | None = None
         self.jitter: JitterBuffer | None = None
@@ -73,7 +89,31 @@ class RtpReceiver(DatagramProtocol):
         except RtpError:
             self.malformed += 1
             return
+        self.heard = self.clock.seconds()
         pcm = self.jitter.push(packet)
+        if pcm:
+            self.deliver(pcm)
+
+    def quiet(self, now: float) -> None:
+        """
+        Called every L{QUIET_CHECK_SECONDS}: once the sender has been silent
+        for L{QUIET_AFTER_SECONDS} (silence suppression, as G.729 Annex B
+        and many SBCs do, without comfort-noise packets), comfort noise for
+        the time that has passed, so that the utterance spoken last ends now
+        instead of when the sender speaks again. The packets that follow keep
+        their own times (L{JitterBuffer.idle}).
+        """
+        if self.heard is None or self.on_hold or self.jitter is None or self.deliver is None:
+            return
+        silent = now - self.heard
+        if not QUIET_AFTER_SECONDS <= silent <= QUIET_FILL_SECONDS:
+            return
+        start = max(self.heard, self._filled_to)
+        samples = int((now - start) * CLOCK_RATE)
+        if samples <= 0:
+            return
+        self._filled_to = start + samples / CLOCK_RATE
+        pcm = self.jitter.idle(samples)
         if pcm:
             self.deliver(pcm)
 
@@ -116,12 +156,33 @@ class RtpPorts:
     left for RTCP), round robin so that a port just freed is not reused at once.
     """
 
-    def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int):
+    def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int, clock=None):
         self.reactor = reactor
+        self.clock = clock or reactor
         self.interface = interface
         self.ports = list(range(low + low % 2, high + 1, 2))
         self.receive_buffer = receive_buffer
         self._next = 0
+        self._receivers: set[RtpReceiver] = set()
+        self._checking = LoopingCall(self._check_quiet)
+        self._checking.clock = self.clock
+
+    def receiver(self) -> RtpReceiver:
+        """A receiver for a new stream, checked for quiet senders until it closes."""
+        return RtpReceiver(self.clock)
+
+    def _check_quiet(self) -> None:
+        now = self.clock.seconds()
+        for receiver in list(self._receivers):
+            if receiver.port is None:
+                self._receivers.discard(receiver)
+            else:
+                receiver.quiet(now)
+
+    def stop(self) -> None:
+        """Stop checking for quiet senders (the sockets are the receivers' own to close)."""
+        if self._checking.running:
+            self._checking.stop()
 
     def listen(self, receiver: RtpReceiver) -> int:
         """
@@ -138,6 +199,9 @@ class RtpPorts:
                 continue
             enlarge_receive_buffer(port, self.receive_buffer)
             receiver.port = port
+            self._receivers.add(receiver)
+            if not self._checking.running:
+                self._checking.start(QUIET_CHECK_SECONDS, now=False)
             return number
         raise SIPError(503, "Service Unavailable", "no free RTP port in the configured range")
 

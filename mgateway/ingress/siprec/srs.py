@@ -181,7 +181,7 @@ class RecordingServer:
         """
         def port_for(index: int) -> int:
             if index not in session.receivers:
-                receiver = RtpReceiver()
+                receiver = self.ports.receiver()
                 self.ports.listen(receiver)
                 session.receivers[index] = receiver
             return session.ports[index]
@@ -225,4 +225,5 @@ class RecordingServer:
     def close(self):
         """End every recording (BYE) and fire when every call is flushed."""
         self.uas.close()
+        self.ports.stop()
         return DeferredList(list(self._closing), consumeErrors=True)
