@@ -253,7 +253,13 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, packets:
     for call in calls:
         call.bye()
     await defer.DeferredList([call.ended for call in calls])
-    await task.deferLater(reactor, 2, lambda: None)
+    # The next level starts once these calls are flushed: none left behind.
+    while True:
+        response = await treq.get(options.api + "/health")
+        if (await response.json())["calls"] == 0:
+            break
+        await task.deferLater(reactor, 0.5, lambda: None)
+    await task.deferLater(reactor, 1, lambda: None)
     for socket in sockets:
         await socket.stopListening()
     return calls, late, ticks

@@ -223,6 +223,7 @@ class SipConfig:
     rtp_port_min: int
     rtp_port_max: int
     rtp_receive_buffer_bytes: int
+    fill_silence_after_ms: int
     accept_plain_invites: bool
     codecs: tuple[str, ...]
     media_line_order: str
@@ -371,6 +372,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "rtp_port_min": 20000,
         "rtp_port_max": 29999,
         "rtp_receive_buffer_bytes": 8388608,
+        "fill_silence_after_ms": 200,
         "accept_plain_invites": False,
         "codecs": list(DEFAULT_CODEC_PREFERENCE),
         "media_line_order": "CUSTOMER_FIRST",
@@ -694,6 +696,7 @@ def _sip(table: _Table) -> SipConfig:
         rtp_port_min=low,
         rtp_port_max=high,
         rtp_receive_buffer_bytes=table.integer("rtp_receive_buffer_bytes", minimum=65536),
+        fill_silence_after_ms=table.integer("fill_silence_after_ms", minimum=0),
         accept_plain_invites=table.boolean("accept_plain_invites"),
         codecs=codecs,
         media_line_order=table.choice("media_line_order", MEDIA_LINE_ORDERS),

@@ -181,6 +181,11 @@ async def test_stereo_call_is_transcribed_per_participant_then_ends_with_the_ses
         assert post.body["sender"]["externalId"] == {"customer": "TT9833237", "agent": "RE223444211993"}[role]
         assert 0 <= post.body["autotranscribeResponse"]["start"] < post.body["autotranscribeResponse"]["end"]
         assert post.body["autotranscribeResponse"]["end"] <= length // 16
+    latest = {role: max(post.body["autotranscribeResponse"]["end"] for post in posts
+                        if post.body["sender"]["role"] == role) for role in ids}
+    # customer.wav's last sentence ends about a second after agent.wav's: the
+    # external channel went to the customer, the internal one to the agent.
+    assert latest["customer"] - latest["agent"] >= 500, latest
 
 
 @pytest_twisted.ensureDeferred

@@ -283,7 +283,7 @@ def test_sip_defaults_listen_on_loopback_5070_with_the_documented_rtp_range(tmp_
     assert (sip.rtp_interface, sip.rtp_address, sip.rtp_port_min, sip.rtp_port_max) == (
         "127.0.0.1", "127.0.0.1", 20000, 29999,
     )
-    assert sip.rtp_receive_buffer_bytes == 8 * 1024 * 1024
+    assert (sip.rtp_receive_buffer_bytes, sip.fill_silence_after_ms) == (8 * 1024 * 1024, 200)
     assert sip.accept_plain_invites is False
     assert (sip.codecs, sip.media_line_order) == (("PCMU", "PCMA", "G729"), "CUSTOMER_FIRST")
     assert sip.call_id_sources == ("uui", "ucid", "cisco-guid", "gcid", "genesys", "header", "session-id")

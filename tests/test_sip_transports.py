@@ -1,12 +1,13 @@
-"""SIP over UDP and TCP on real loopback sockets, and response routing per Via."""
+"""SIP over UDP, TCP and TLS on real loopback sockets, and response routing per Via."""
 
 import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString
+from twisted.internet.endpoints import TCP4ClientEndpoint, serverFromString, wrapClientTLS
 from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 
 from mgateway.ingress.siprec.transport_tcp import SipStreamFactory
@@ -163,3 +164,23 @@ def test_stamped_via_keeps_every_other_parameter_and_routes_per_rfc_3581(params,
     wants_rport = original.has_param("rport")
     assert destination == (host, port if wants_rport else 5080)
     assert (top.param("rport") == str(port)) == wants_rport
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_listener_from_an_endpoint_string_answers_a_verifying_client(tls_files):
+    """SIP over TLS (sips, RFC 3261 §26.2) is only configuration: an ssl: endpoint string."""
+    description = (f"ssl:0:interface=127.0.0.1:privateKey={tls_files.server_key}"
+                   f":certKey={tls_files.server_cert}")
+    port = await serverFromString(reactor, description).listen(SipStreamFactory(server()))
+    authority = Certificate.loadPEM(tls_files.ca_cert.read_bytes())
+    endpoint = wrapClientTLS(optionsForClientTLS("127.0.0.1", trustRoot=authority),
+                             TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port))
+    client = StreamClient()
+    await endpoint.connect(Factory.forProtocol(lambda: client))
+    try:
+        client.transport.write(options("SIP/2.0/TLS 127.0.0.1:9;branch=z9hG4bK-tls"))
+        await until(reactor, lambda: client.received)
+        assert client.received[0].status == 200
+    finally:
+        client.transport.loseConnection()
+        await port.stopListening()

@@ -277,7 +277,8 @@ def test_requests_in_unknown_dialogs_get_481():
 def test_request_with_an_old_cseq_in_a_dialog_gets_500():
     _, _, server, channel, tag = established()
     server.receive(request("INFO", cseq=1, branch="z9hG4bK-info", to_tag=tag), channel)
-    assert channel.statuses() == [500]
+    (error,) = channel.take()
+    assert (error.status, error.headers.get("Retry-After")) == (500, "1")
 
 
 def test_unknown_required_extension_gets_420_naming_it():

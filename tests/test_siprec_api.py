@@ -1,6 +1,7 @@
 """
-SIPREC end to end: sipp as the recording client (real SIP over UDP and TCP),
-both recorded streams as RTP from a test sender, REST start/stop with the
+SIPREC end to end: sipp as the recording client (real SIP over UDP and TCP,
+the first recorded stream's RTP played from a capture), the second stream
+from a test sender, REST start/stop with the
 guid decoded from the Avaya UCID, transcripts on the HTTPS webhook and from
 the after-call endpoint.
 """
@@ -14,7 +15,8 @@ from twisted.internet import reactor
 
 from mgateway.ingress.siprec.srs import NAMESPACE
 from tests.support.audio import read_pcm, until
-from tests.support.siprec_peer import free_udp_port, go_on, new_ucid, run_sipp, send_streams
+from tests.support.pcap import write_rtp_pcap
+from tests.support.siprec_peer import RtpSender, free_udp_port, go_on, new_ucid, run_sipp, send_streams
 
 
 def sip_target(gateway) -> str:
@@ -31,6 +33,7 @@ async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway
     uui, guid = new_ucid()
     call_id = f"siprec-{uuid.uuid4().hex}"
     sipp_port = free_udp_port()
+    write_rtp_pcap(tmp_path / "customer.pcap", RtpSender().packets(read_pcm("customer.wav")))
     sipp = run_sipp(reactor, "siprec_call.xml", sip_target(gateway), "-set", "uui", uui,
                     port=sipp_port, call_id=call_id, workdir=tmp_path)
     await until(reactor, lambda: recording(gateway, guid) is not None or sipp.ended.called)
@@ -45,11 +48,15 @@ async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway
     assert code == 200, started
     ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
 
+    # sipp plays the first m-line from a capture, in real time; the second
+    # comes from the test's own sender.
     customer, agent = read_pcm("customer.wav"), read_pcm("agent.wav")
-    await send_streams(reactor, [(session.ports[0], customer), (session.ports[1], agent)])
+    go_on(reactor, sipp_port, call_id)
+    await send_streams(reactor, [(session.ports[1], agent)])
     legs = gateway.service.registry.find(NAMESPACE, guid).legs
+    # The capture plays in real time: 9.4 s.
     await until(reactor, lambda: legs["0"].position_bytes == len(customer)
-                and legs["1"].position_bytes == len(agent))
+                and legs["1"].position_bytes == len(agent), attempts=3000)
     code, stopped = await gateway.post_json("/mg-autotranscribe/v1/stop-streaming",
                                             {"namespace": NAMESPACE, "guid": guid})
     assert code == 200, stopped

@@ -77,6 +77,11 @@ GUIDS = {
     "drachtio_cisco_cube_body.txt": ("2432917800-1464078823-2314850559-1455670872", "CUBE's GCI"),
     "drachtio_ribbon_sonus_body.txt": ("241205267", "Ribbon's gcid"),
     "drachtio_broadworks_body_mangled.txt": ("rs-call-1@192.0.2.20", "the Call-ID: no usable metadata"),
+    # No vendor call id in these: the metadata's session id.
+    "drachtio_cisco_cube_inactive_body.txt": ("GZBIusaXEeuxxK1dFIaIyA==", "the session id"),
+    "drachtio_connectel_opensips_body.txt": ("2+hKdGY+QvCKu8HYTdBouQ==", "the session id"),
+    "drachtio_oracle_acme_body.txt": ("AavRXwIIQj1Q39eJulTipQ==", "the session id"),
+    "drachtio_sems_procomm_body.txt": ("ho9aUhEQTRS+31th7sHStA==", "the session id"),
 }
 
 

@@ -1,7 +1,8 @@
 """
 A recording client for the SIPREC tests: sipp (Debian sip-tester) runs the
-signalling from the scenarios in tests/fixtures/sipp, and a small RTP sender
-plays both recorded streams (sipp's C{play_pcap_audio} only reaches the first
+signalling from the scenarios in tests/fixtures/sipp (and plays the first
+recorded stream from a capture where the scenario says so), and a small RTP
+sender plays what sipp cannot (its C{play_pcap_audio} only reaches the first
 m-line).
 """
 
@@ -12,6 +13,7 @@ import random
 import shutil
 import socket
 import time
+import uuid
 from pathlib import Path
 
 from twisted.internet.defer import Deferred
@@ -79,13 +81,14 @@ def go_on(reactor, sipp_port: int, call_id: str) -> None:
 
 
 def _info(sipp_port: int, call_id: str) -> bytes:
+    # A new branch and CSeq each time: sipp takes a repeated message for a retransmission.
     return (
         f"INFO sip:src@127.0.0.1:{sipp_port} SIP/2.0\r\n"
-        "Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK-go-{uuid.uuid4().hex}\r\n"
         "From: <sip:test@127.0.0.1>;tag=test\r\n"
         "To: <sip:src@127.0.0.1>;tag=sipp\r\n"
         f"Call-ID: {call_id}\r\n"
-        "CSeq: 1 INFO\r\n"
+        f"CSeq: {random.randrange(1, 1 << 31)} INFO\r\n"
         "Content-Length: 0\r\n\r\n"
     ).encode()
 

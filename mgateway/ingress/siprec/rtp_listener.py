@@ -47,10 +47,8 @@ def jitter_buffer(codec: str, payload_type: int) -> JitterBuffer:
     return JitterBuffer(payload_type, decoder.decode, conceal=decoder.conceal)
 
 
-#: How long a stream may send nothing before its silence is filled as it
-#: passes (see L{RtpReceiver.quiet}), and for how long at most: enough for
-#: recognition to end the utterance before, not a whole silent hour.
-QUIET_AFTER_SECONDS = 0.2
+#: How long at most a quiet sender's silence is filled (L{RtpReceiver.quiet}):
+#: enough for recognition to end the utterance before, not a whole silent hour.
 QUIET_FILL_SECONDS = 10.0
 #: How often every receiver is checked for a quiet sender.
 QUIET_CHECK_SECONDS = 0.1
@@ -62,13 +60,16 @@ class RtpReceiver(DatagramProtocol):
     codec (L{use}) and where its audio goes (C{deliver}).
 
     @param clock: when packets arrive, for L{quiet}.
+    @param quiet_after: seconds without a packet after which silence is
+        filled as it passes; 0: never.
     @ivar deliver: takes each run of decoded PCM, in timeline order.
     @ivar on_hold: packets are dropped (the offer said nothing is sent now).
     @ivar datagrams: every datagram read from the socket, used or not.
     """
 
-    def __init__(self, clock):
+    def __init__(self, clock, quiet_after: float = 0.2):
         self.clock = clock
+        self.quiet_after = quiet_after
         self.heard: float | None = None
         self._filled_to = 0.0
         self.codec: str | None = None
@@ -97,16 +98,16 @@ class RtpReceiver(DatagramProtocol):
     def quiet(self, now: float) -> None:
         """
         Called every L{QUIET_CHECK_SECONDS}: once the sender has been silent
-        for L{QUIET_AFTER_SECONDS} (silence suppression, as G.729 Annex B
+        for C{quiet_after} seconds (silence suppression, as G.729 Annex B
         and many SBCs do, without comfort-noise packets), comfort noise for
         the time that has passed, so that the utterance spoken last ends now
         instead of when the sender speaks again. The packets that follow keep
         their own times (L{JitterBuffer.idle}).
         """
-        if self.heard is None or self.on_hold or self.jitter is None or self.deliver is None:
+        if not self.quiet_after or self.heard is None or self.on_hold or self.jitter is None or self.deliver is None:
             return
         silent = now - self.heard
-        if not QUIET_AFTER_SECONDS <= silent <= QUIET_FILL_SECONDS:
+        if not self.quiet_after <= silent <= QUIET_FILL_SECONDS:
             return
         start = max(self.heard, self._filled_to)
         samples = int((now - start) * CLOCK_RATE)
@@ -156,8 +157,10 @@ class RtpPorts:
     left for RTCP), round robin so that a port just freed is not reused at once.
     """
 
-    def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int, clock=None):
+    def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int, clock=None,
+                 quiet_after: float = 0.2):
         self.reactor = reactor
+        self.quiet_after = quiet_after
         self.clock = clock or reactor
         self.interface = interface
         self.ports = list(range(low + low % 2, high + 1, 2))
@@ -169,7 +172,7 @@ class RtpPorts:
 
     def receiver(self) -> RtpReceiver:
         """A receiver for a new stream, checked for quiet senders until it closes."""
-        return RtpReceiver(self.clock)
+        return RtpReceiver(self.clock, self.quiet_after)
 
     def _check_quiet(self) -> None:
         now = self.clock.seconds()

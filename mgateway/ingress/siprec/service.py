@@ -30,7 +30,7 @@ class SiprecListeners:
         self.config = config
         self.reactor = reactor
         ports = RtpPorts(reactor, config.rtp_interface, config.rtp_port_min, config.rtp_port_max,
-                         config.rtp_receive_buffer_bytes)
+                         config.rtp_receive_buffer_bytes, quiet_after=config.fill_silence_after_ms / 1000)
         self.server = RecordingServer(
             reactor, registry, ports,
             media_address=config.rtp_address,
