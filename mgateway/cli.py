@@ -10,6 +10,7 @@ one line on stderr and status 1; usage errors are status 2.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tomllib
 from collections.abc import Callable, Sequence
@@ -139,11 +140,63 @@ def _configured_models_dir(config: Path | None) -> Path | None:
     return Path(models_dir)
 
 
+# -- stream-file ------------------------------------------------------------------
+
+
+def _stream_file_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("wav", type=Path, metavar="FILE", help="an 8 kHz mono 16-bit WAV file")
+    parser.add_argument("--api", default="http://127.0.0.1:8080", help="the gateway's base URL")
+    parser.add_argument("--api-id", default="demo", help="an [[auth.apps]] api_id")
+    parser.add_argument("--api-secret", default="demo-secret", help="its api_secret")
+    parser.add_argument("--external-id", default="", help="the conversation's externalId (default: the file name)")
+    parser.add_argument("--role", choices=("customer", "agent"), default="customer")
+    parser.add_argument("--sender-id", default="sender-1", help="sender.externalId")
+    parser.add_argument("--language", help="startStream language (default: the gateway's default)")
+    parser.add_argument("--realtime", action="store_true", help="send the audio in real time")
+
+
+def _stream_file(args: argparse.Namespace) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    from mgateway.stream_file import StreamFileError, StreamOptions, stream_file
+
+    options = StreamOptions(
+        api=args.api, api_id=args.api_id, api_secret=args.api_secret,
+        external_id=args.external_id or args.wav.stem, role=args.role, sender_id=args.sender_id,
+        language=args.language, realtime=args.realtime,
+    )
+    outcome = {}
+
+    async def run():
+        try:
+            outcome["final"] = await stream_file(reactor, args.wav, options, lambda m: print(json.dumps(m), flush=True))
+        except StreamFileError as e:
+            outcome["error"] = str(e)
+        finally:
+            reactor.stop()
+
+    reactor.callWhenRunning(lambda: ensureDeferred(run()))
+    reactor.run()
+    if "error" in outcome:
+        raise CommandError(outcome["error"])
+    final = outcome.get("final")
+    if final is None:
+        raise CommandError("the stream closed without a finalResponse")
+    return 0 if final["status"]["code"] == "1000" else EXIT_FAILURE
+
+
 COMMANDS: tuple[Command, ...] = (
     Command(
         name="fetch-model",
         help="download an official Vosk model (or the one at --url) into the models directory",
         add_arguments=_fetch_model_arguments,
         run=_fetch_model,
+    ),
+    Command(
+        name="stream-file",
+        help="stream a WAV file through the direct WebSocket API and print what comes back",
+        add_arguments=_stream_file_arguments,
+        run=_stream_file,
     ),
 )

@@ -13,6 +13,7 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import ensureDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
@@ -23,6 +24,7 @@ from mgateway.calls.roles import channel_roles
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.websocket import (
     AUTH_FAILURE_SECONDS,
+    CLOSE_FLUSH_SECONDS,
     MAX_GAP_SAMPLES,
     NAMESPACE,
     UNAUTHORIZED_CLOSE_SECONDS,
@@ -476,5 +478,36 @@ async def test_stop_streaming_ends_the_session_only_when_configured_to(on_stop, 
             assert reply["type"] == "pong"
             await factory.registry.start(start)  # resumed on the same session
             await session.close()
+    finally:
+        await port.stopListening()
+
+
+@pytest.mark.parametrize("flushed_by", ["the flush", "the time limit"])
+@pytest_twisted.ensureDeferred
+async def test_closed_waits_for_the_calls_last_words(flushed_by):
+    factory, clock = factory_at_now(keys={API_KEY: CLIENT_SECRET})
+    engine = factory.registry.engine = ScriptedEngine(flush_at_once=False)
+    port, number = await listening(factory)
+    try:
+        session = await open_session(number, genesys(number, client_secret=CLIENT_SECRET))
+        await session.open()
+        guid = session.client.conversation_id
+        await factory.registry.start(
+            parse_start({"namespace": NAMESPACE, "guid": guid, "customerId": "c", "agentId": "a"}, "en-US"))
+        for frame in session.client.pcmu_frames({"external": noise(0.1), "internal": noise(0.1)}):
+            session.protocol.send_audio(frame)
+        await until(reactor, lambda: len(engine.transcribers) == 2)
+        session.send(session.client.close())
+        closed = ensureDeferred(session.reply())
+        await until(reactor, lambda: all(t.finishing is not None for t in engine.transcribers))
+        assert not closed.called, "closed before the last words"
+        if flushed_by == "the flush":
+            for transcriber in engine.transcribers:
+                transcriber.finishing.callback(None)
+        else:
+            clock.advance(CLOSE_FLUSH_SECONDS)
+        assert (await closed)["type"] == "closed"
+        session.protocol.sendClose(code=1000)
+        await session.factory.closed
     finally:
         await port.stopListening()

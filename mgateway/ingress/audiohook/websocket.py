@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Mapping
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -61,6 +61,8 @@ MAX_GAP_SAMPLES = 60 * RATE
 #: How long a client told to go as unauthorized has to close its socket
 #: before it is dropped (the reference client's own close timeout).
 UNAUTHORIZED_CLOSE_SECONDS = 10
+#: The longest C{closed} waits for the call's last words to be delivered.
+CLOSE_FLUSH_SECONDS = 5
 SAMPLE_NS = NS_PER_SECOND // RATE
 
 
@@ -72,6 +74,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
     _drop_timer = None
+    #: The hang-up of a close transaction, until its C{closed} is sent.
+    _flushing: Deferred | None = None
     #: Samples fed to each leg, and samples of gaps too long to fill.
     _fed_samples = 0
     _skipped_samples = 0
@@ -124,7 +128,10 @@ class AudioHookProtocol(WebSocketServerProtocol):
             events = self.session.receive_text(payload.decode("utf-8", "replace"))
         for event in events:
             self._handle(event)
-        self._send()
+        if self._flushing is None:
+            self._send()
+        else:
+            self._closed_once_flushed()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
@@ -158,7 +165,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
             log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
                      "at {position}", session_id=session_id, conversation_id=self.conversation_id,
                      reason=event.reason, position=format_duration(self.session.position_ns))
-            self._hang_up()
+            self._flushing = self._hang_up()
         elif isinstance(event, Probed):
             self.conversation_id = NULL_UUID
             log.info("audiohook session {session_id}: connection probe of organization {organization_id}",
@@ -213,10 +220,34 @@ class AudioHookProtocol(WebSocketServerProtocol):
             self.media.audio(channel, noise)
         self._fed_samples += fill
 
-    def _hang_up(self) -> None:
+    def _hang_up(self) -> Deferred:
+        """The session's legs are gone: fires once the call's last words are delivered (if it ended)."""
         media, self.media = self.media, None
-        if media is not None:
-            media.hang_up()
+        if media is None:
+            return succeed(None)
+        hanging_up = media.hang_up()
+        hanging_up.addErrback(lambda failure: log.failure(
+            "audiohook session {session_id}: the call's last words were lost", failure,
+            session_id=self.session.session_id))
+        return hanging_up
+
+    def _closed_once_flushed(self) -> None:
+        """
+        Send C{closed} (queued by the session) once the call's last words
+        are delivered, as the protocol asks, or after L{CLOSE_FLUSH_SECONDS}
+        at the latest: Genesys gives up on a close transaction after 10 s.
+        """
+        flushing, self._flushing = self._flushing, None
+        done = Deferred()
+        timer = self.factory.clock.callLater(CLOSE_FLUSH_SECONDS, lambda: done.called or done.callback(None))
+        flushing.addBoth(lambda _: done.called or done.callback(None))
+
+        def send(_):
+            if timer.active():
+                timer.cancel()
+            self._send()
+
+        done.addCallback(send)
 
     def onClose(self, wasClean, code, reason):
         self.factory.sessions.discard(self)
