@@ -109,12 +109,12 @@ async def stream_file(reactor, path: Path, options: StreamOptions, show: Callabl
     client.sendMessage(json.dumps(start).encode("utf-8"))
     chunk = CHUNK_MS * BYTES_PER_MS
     for offset in range(0, len(pcm), chunk):
-        if factory.closed.called:
+        if client.state != client.STATE_OPEN:  # the gateway ended the stream (its finalResponse says why)
             break
         client.sendMessage(pcm[offset : offset + chunk], isBinary=True)
         # Yield to the reactor (in real time: one chunk's duration) so replies show as they come.
         await deferLater(reactor, CHUNK_MS / 1000 if options.realtime else 0, lambda: None)
-    if not factory.closed.called:
+    if client.state == client.STATE_OPEN:
         client.sendMessage(json.dumps({"message": "finishStream"}).encode("utf-8"))
     await factory.closed
     return next((m for m in messages if m.get("message") == "finalResponse"), None)

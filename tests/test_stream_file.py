@@ -53,3 +53,12 @@ async def test_a_file_the_direct_api_cannot_take_gets_one_line_saying_how_to_con
     assert await run.ended == 1
     (line,) = run.output.strip().splitlines()
     assert "16000 Hz" in line and "sox" in line, line
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stream_the_gateway_ends_prints_its_final_response_and_fails(gateway):
+    run = stream_file(gateway, str(SPEECH / "single.wav"), "--language", "xx-XX")
+    assert await run.ended == 1
+    (final,) = [json.loads(line) for line in run.output.splitlines() if line.startswith("{")]
+    assert (final["message"], final["status"]["code"]) == ("finalResponse", "4050")
+    assert "Traceback" not in run.output, run.output
