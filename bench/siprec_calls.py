@@ -332,7 +332,7 @@ async def run(reactor, options) -> None:
         # fully as raw Vosk transcribes it, and recognition was not falling behind.
         kept_up = late <= total // 100 and per_stream >= 0.9 * expected and p95 <= options.max_latency_ms
         # Sustained: the largest level up to which every level kept up.
-        if kept_up and sustained == streams - 2 * (calls_wanted - previous):
+        if kept_up and sustained == 2 * previous:
             sustained = streams
         previous = calls_wanted
         print(f"{calls_wanted} calls, {streams} streams of {options.seconds} s: "
@@ -350,7 +350,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30, help="audio per stream at each level")
     parser.add_argument("--api", default="http://127.0.0.1:8080")
     parser.add_argument("--api-id", default="", help="default: the first app of the configuration")
-    parser.add_argument("--api-secret", default="demo-secret")
+    parser.add_argument("--api-secret", default="demo-secret",
+                        help="the app's secret (the configuration keeps only its digest)")
     parser.add_argument("--warm-up-seconds", type=int, default=20,
                         help="a round of the largest level first, not reported (0: none)")
     parser.add_argument("--stagger-ms", type=int, default=1000, help="between the first packets of two calls")

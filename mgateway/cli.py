@@ -173,6 +173,8 @@ def _stream_file(args: argparse.Namespace) -> int:
             outcome["final"] = await stream_file(reactor, args.wav, options, lambda m: print(json.dumps(m), flush=True))
         except StreamFileError as e:
             outcome["error"] = str(e)
+        except Exception as e:  # a gateway that answers something else than the spec's JSON
+            outcome["error"] = f"{type(e).__name__}: {e}"
         finally:
             reactor.stop()
 

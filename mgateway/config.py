@@ -667,19 +667,8 @@ def _sip(table: _Table) -> SipConfig:
     low, high = _port(table, "rtp_port_min", 1), _port(table, "rtp_port_max", 1)
     if high < low + low % 2:
         raise table.error("rtp_port_max", f"expected an even port from rtp_port_min ({low}) up, got {high}")
-    sources = table.string_list("call_id_sources")
-    for source in sources:
-        if source not in CALL_ID_SOURCES or sources.count(source) > 1:
-            raise table.error(
-                "call_id_sources",
-                f"expected distinct names among {', '.join(CALL_ID_SOURCES)}, got {_quote(source)}",
-            )
-    codecs = table.string_list("codecs")
-    for codec in codecs:
-        if codec not in DEFAULT_CODEC_PREFERENCE or codecs.count(codec) > 1:
-            raise table.error(
-                "codecs", f"expected distinct names among {', '.join(DEFAULT_CODEC_PREFERENCE)}, got {_quote(codec)}"
-            )
+    sources = _distinct_names(table, "call_id_sources", CALL_ID_SOURCES)
+    codecs = _distinct_names(table, "codecs", DEFAULT_CODEC_PREFERENCE)
     if not codecs:
         raise table.error("codecs", "expected at least one codec")
     header = table.string("call_id_header")
@@ -703,6 +692,15 @@ def _sip(table: _Table) -> SipConfig:
         call_id_sources=sources,
         call_id_header=header,
     )
+
+
+def _distinct_names(table: _Table, name: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    """An array of names from C{allowed}, each at most once."""
+    names = table.string_list(name)
+    for each in names:
+        if each not in allowed or names.count(each) > 1:
+            raise table.error(name, f"expected distinct names among {', '.join(allowed)}, got {_quote(each)}")
+    return names
 
 
 def _ip_address(table: _Table, name: str) -> str:

@@ -85,6 +85,13 @@ class _Client(WebSocketClientProtocol):
         self.factory.closed.callback(code)
 
 
+class _Factory(WebSocketClientFactory):
+    protocol = _Client
+
+    def clientConnectionFailed(self, connector, reason):
+        self.opened.errback(StreamFileError(f"cannot connect to {self.url}: {reason.getErrorMessage()}"))
+
+
 async def stream_file(reactor, path: Path, options: StreamOptions, show: Callable[[dict], None]) -> dict | None:
     """
     Stream C{path}; C{show} gets each message; returns the C{finalResponse}
@@ -98,8 +105,7 @@ async def stream_file(reactor, path: Path, options: StreamOptions, show: Callabl
         messages.append(message)
         show(message)
 
-    factory = WebSocketClientFactory(url, reactor=reactor)
-    factory.protocol = _Client
+    factory = _Factory(url, reactor=reactor)
     factory.opened, factory.closed, factory.show = Deferred(), Deferred(), record
     connectWS(factory)
     client = await factory.opened

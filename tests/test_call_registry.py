@@ -242,3 +242,28 @@ def test_a_released_m_line_can_be_fed_again_by_a_new_attachment():
 def test_the_configured_media_line_order_applies_when_the_request_has_none(default, requested, top):
     request = start_body(siprecParams={"mediaLineOrder": requested} if requested else {})
     assert media_line_roles(default)(request, ["1", "0"]) == {"0": top, "1": "agent" if top == "customer" else "customer"}
+
+
+def test_media_that_comes_back_while_the_call_is_flushing_starts_the_call_anew():
+    registry, engine, *_ = make(flush_at_once=False)
+    media = registry.attach("twilio", "CA1", ["inbound", "outbound"])
+    body = {"namespace": "twilio", "guid": "CA1", "customerId": "c", "agentId": "a"}
+    run(registry.start(parse_start(body, "en-US")))
+    media.audio("inbound", b"\x00\x00" * 160)
+    ending = registry.find("twilio", "CA1")
+    media.hang_up()
+    again = registry.attach("twilio", "CA1", ["inbound", "outbound"])
+    assert registry.find("twilio", "CA1") is not ending and again.call.state.name == "NEW"
+    engine.transcribers[0].finishing.callback(None)
+    assert registry.find("twilio", "CA1") is again.call, "the old call's end leaves the new one alone"
+
+
+def test_a_new_m_line_takes_the_place_of_a_removed_one():
+    registry, engine, sink, _ = make()
+    first = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body()))
+    first.release("1")
+    added = registry.attach("siprec", GUID, ["2"])
+    added.audio("2", b"\x00\x00" * 160)
+    engine.transcribers[0].say(Utterance("hi", 0, 10))
+    assert sink.events[0].sender.role == "agent"

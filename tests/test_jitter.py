@@ -328,14 +328,21 @@ def test_a_quiet_sender_gets_noise_now_and_the_next_packet_fills_only_the_rest()
     assert jitter.position == 10 * FRAME
 
 
-def test_a_late_packet_after_a_quiet_spell_keeps_only_what_the_noise_did_not_cover():
+def test_late_packets_after_a_quiet_spell_are_kept_whole_and_the_slip_counted():
     jitter = buffer()
     heard = run_without_flush(jitter, [packet(i) for i in range(4)]) + jitter.flush()
     quiet = jitter.idle(FRAME + FRAME // 2)
     late = jitter.push(packet(4)) + jitter.push(packet(5)) + jitter.flush()
-    assert len(heard + quiet + late) == 2 * 6 * FRAME, "the timeline is the sender's"
-    # The noise stood for all of packet 4 and the first half of packet 5.
-    assert np.frombuffer(late, "<i2").tolist() == [1005] * (FRAME // 2)
+    assert levels(late).tolist() == [4, 5], "no speech is lost"
+    assert len(heard + quiet + late) == 2 * (6 * FRAME + FRAME + FRAME // 2)
+    assert jitter.slipped == FRAME + FRAME // 2
+
+
+def test_idle_releases_a_start_still_buffered():
+    jitter = buffer()
+    assert jitter.push(packet(0)) == b"", "the start is buffered"
+    released = jitter.idle(FRAME)
+    assert levels(released).tolist() == [0, -1]
 
 
 def test_idle_before_the_first_packet_adds_nothing():

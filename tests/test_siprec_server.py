@@ -353,7 +353,7 @@ def test_the_configured_codec_preference_picks_among_offered_codecs(preference, 
 def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
     """Silence suppression: noise reaches the call while the sender is silent, and the timeline stays right."""
     clock = Clock()
-    ports = RtpPorts(reactor, "127.0.0.1", 45000, 45999, 1 << 20, clock=clock)
+    ports = RtpPorts(reactor, "127.0.0.1", 45000, 45999, 1 << 20, clock=clock, quiet_after=0.2)
     receiver = ports.receiver()
     ports.listen(receiver)
     delivered = []

@@ -89,6 +89,9 @@ async def test_gateway_starts_serves_and_stops_on_sigterm(tmp_path):
     response = await treq.get(f"http://127.0.0.1:{port}/health")
     assert response.code == 200
     assert (await response.json())["status"] == "ok"
+    await twistd.wait_for("languages available: ko-KR")
+    health = await (await treq.get(f"http://127.0.0.1:{port}/health")).json()
+    assert health["modelsLoaded"] is True, health
     unauthorised = await treq.post(f"http://127.0.0.1:{port}/mg-autotranscribe/v1/start-streaming")
     assert unauthorised.code == 401
     os.kill(twistd.transport.pid, signal.SIGTERM)

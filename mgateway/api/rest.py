@@ -228,7 +228,8 @@ class RestApi:
 
     @app.route("/health", methods=["GET"])
     def health(self, request):
-        return json_body(request, 200, {"status": "ok", "calls": len(self._registry)})
+        return json_body(request, 200, {"status": "ok", "calls": len(self._registry),
+                                        "modelsLoaded": self._registry.engine.loaded})
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):

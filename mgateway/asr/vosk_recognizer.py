@@ -30,8 +30,9 @@ class VoskRecognizer:
     One participant stream's recogniser. Blocking: call it from one worker
     thread at a time, never the reactor thread.
 
-    Times are milliseconds from the first sample given to this recogniser
-    (Vosk's own word times already count from there, across endpoints).
+    Times are milliseconds from the first sample of this stream: Vosk's own
+    word times count across endpoints from the first sample its recogniser
+    ever decoded, less C{samples_before} for a recycled one.
 
     @ivar model: the shared C{vosk.Model}.
     @param kaldi: a C{KaldiRecognizer} on C{model} with words on whose last

@@ -26,10 +26,13 @@ import threading
 
 import vosk
 from prometheus_client import Counter
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.media.noise import comfort_noise
+
+log = Logger()
 
 #: Noise a spare decodes before it is first handed out: a little more than
 #: the second of audio that a new recogniser decodes slowly.
@@ -71,13 +74,19 @@ class WarmRecognizers:
         self._threadpool.callInThread(self._build_one)
 
     def _build_one(self) -> None:
-        recognizer = vosk.KaldiRecognizer(self.model, self.sample_rate)
-        recognizer.SetWords(True)
-        noise = comfort_noise(self.sample_rate * WARM_UP_MS // 1000)
-        recognizer.AcceptWaveform(noise)
-        # A final result (not Reset(), which keeps the feature pipeline and
-        # its adaptation to the noise): the next audio starts a new pipeline.
-        recognizer.FinalResult()
+        try:
+            recognizer = vosk.KaldiRecognizer(self.model, self.sample_rate)
+            recognizer.SetWords(True)
+            noise = comfort_noise(self.sample_rate * WARM_UP_MS // 1000)
+            recognizer.AcceptWaveform(noise)
+            # A final result (not Reset(), which keeps the feature pipeline and
+            # its adaptation to the noise): the next audio starts a new pipeline.
+            recognizer.FinalResult()
+        except Exception:
+            log.failure("building a spare recogniser failed; streams get new ones meanwhile")
+            with self._lock:
+                self._building = False
+            return
         with self._lock:
             self._building = False
         self._give_back(recognizer, len(noise) // 2)

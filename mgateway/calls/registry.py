@@ -79,7 +79,9 @@ class Call:
         }
 
     def _remap(self) -> None:
-        self._roles = self._mapper(self.request, list(self.legs)) if self.request else {}
+        """Roles for the legs fed now: a released leg gives up its place (an m-line removed)."""
+        fed = [leg_id for leg_id, leg in self.legs.items() if leg.owner is not None]
+        self._roles = self._mapper(self.request, fed) if self.request else {}
 
     def audio(self, leg_id: str, pcm: bytes) -> None:
         leg = self.legs[leg_id]
@@ -140,7 +142,11 @@ class Call:
             summaries = await self._stop_streams()
             log.info("call {namespace}/{guid} stopped", namespace=self.namespace, guid=self.guid)
             for attachment in list(self.feeds):
-                attachment.stopped()
+                try:
+                    attachment.stopped()
+                except Exception:
+                    log.failure("call {namespace}/{guid}: an ingress failed to take the stop",
+                                namespace=self.namespace, guid=self.guid)
             return {role: (self.streams[role], summaries[role]) for role in self.streams}
         finally:
             self.busy = False
@@ -213,6 +219,7 @@ class MediaAttachment:
         leg = self.call.legs.get(leg_id)
         if leg is not None and leg.owner is self:
             leg.owner = None
+            self.call._remap()
 
     def hang_up(self) -> Deferred:
         if self._hung_up:
@@ -264,7 +271,9 @@ class CallRegistry:
         @param on_stop: called when stop-streaming stops the call.
         """
         call = self._calls.get((namespace, guid))
-        if call is None:
+        if call is None or call.state in (CallState.ENDING, CallState.ENDED):
+            # A call still flushing after its last feed hung up is gone for
+            # good: media that comes back now starts the call anew.
             call = Call(self, namespace, guid, self._mappers[namespace])
             self._calls[(namespace, guid)] = call
             log.info("call {namespace}/{guid} attached", namespace=namespace, guid=guid)

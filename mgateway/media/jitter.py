@@ -61,9 +61,8 @@ class _Source:
         self.resume: int | None = None
         #: Whether packets were given up on since the last release.
         self.after_loss = False
-        #: Where the playout point stood when L{JitterBuffer.idle} began
-        #: filling a quiet spell, until a packet comes from beyond the noise.
-        self.quiet_from: int | None = None
+        #: Whether L{JitterBuffer.idle} filled time since the last release.
+        self.idled = False
         #: Extended sequence number -> (extended timestamp, payload, or None for
         #: a packet of another payload type that only holds its place).
         self.pending: dict[int, tuple[int, bytes | None]] = {}
@@ -108,6 +107,8 @@ class JitterBuffer:
     @ivar ignored: packets of another payload type.
     @ivar undecodable: payloads the decoder rejected; their time became noise.
     @ivar resyncs: new sources (SSRC changes, restarted numbering).
+    @ivar slipped: samples by which audio that came after an L{idle} fill
+        was placed later than its timestamps (it was late, not absent).
     """
 
     def __init__(
@@ -137,7 +138,7 @@ class JitterBuffer:
         self._out: list[bytes] = []
         self.position = 0
         self.received = self.lost = self.late = self.duplicates = self.reordered = 0
-        self.ignored = self.undecodable = self.resyncs = 0
+        self.ignored = self.undecodable = self.resyncs = self.slipped = 0
 
     def push(self, packet: RtpPacket) -> bytes:
         """Take one packet; return the PCM now ready (often one packet's worth, or none)."""
@@ -168,19 +169,19 @@ class JitterBuffer:
         comfort-noise packets, a stalled link): release what is buffered and
         C{samples} of comfort noise now, so that recognition hears the
         silence as it happens rather than when the next packet comes. The
-        packet that ends the quiet spell fills only what is left of its gap;
-        of a packet that was late rather than absent, what overlaps the noise
-        is cut, so the timeline stays the sender's. Nothing before the first
-        packet.
+        packet that ends the quiet spell fills only what is left of its gap.
+        Audio that was late rather than absent (a stalled link) is kept
+        whole, after the noise: the timeline slips by the overlap
+        (C{slipped}) rather than losing speech. Nothing before the first packet.
         """
         source = self._source
-        if source is None or source.playout is None:
+        if source is None:
             return b""
         self._release(source, force=True)
-        if source.quiet_from is None:
-            source.quiet_from = source.playout
-        self._append(comfort_noise(samples, self._noise_dbfs, start=self.position))
-        source.playout += samples
+        if source.playout is not None:
+            self._append(comfort_noise(samples, self._noise_dbfs, start=self.position))
+            source.playout += samples
+            source.idled = True
         return self._take()
 
     def _from_previous_source(self, packet: RtpPacket) -> bool:
@@ -304,16 +305,11 @@ class JitterBuffer:
         except MediaError:
             self.undecodable += 1
             return
-        end = timestamp + len(pcm) // 2
-        if source.quiet_from is not None:
-            if source.quiet_from <= timestamp < source.playout:
-                # Late, not absent: noise already stands where its start belongs.
-                pcm = pcm[2 * (source.playout - timestamp) :]
-                end = max(end, source.playout)
-            else:  # past the noise (or a timeline that went back): the spell is over
-                source.quiet_from = None
+        if source.idled and source.playout is not None:
+            source.idled = False
+            self.slipped += max(0, source.playout - timestamp)
         self._append(pcm)
-        source.playout, source.resume = end, sequence + 1
+        source.playout, source.resume = timestamp + len(pcm) // 2, sequence + 1
 
     def _fill(self, samples: int, after_loss: bool) -> None:
         concealed = 0

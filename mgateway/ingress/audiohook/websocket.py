@@ -74,8 +74,11 @@ class AudioHookProtocol(WebSocketServerProtocol):
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
     _drop_timer = None
-    #: The hang-up of a close transaction, until its C{closed} is sent.
+    #: The hang-up of a close transaction, then (C{_closing}) the wait for
+    #: it to end, until its C{closed} is sent.
     _flushing: Deferred | None = None
+    _closing: Deferred | None = None
+    _close_timer = None
     #: Samples fed to each leg, and samples of gaps too long to fill.
     _fed_samples = 0
     _skipped_samples = 0
@@ -128,10 +131,10 @@ class AudioHookProtocol(WebSocketServerProtocol):
             events = self.session.receive_text(payload.decode("utf-8", "replace"))
         for event in events:
             self._handle(event)
-        if self._flushing is None:
-            self._send()
-        else:
+        if self._flushing is not None:
             self._closed_once_flushed()
+        elif self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
+            self._send()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
@@ -238,21 +241,25 @@ class AudioHookProtocol(WebSocketServerProtocol):
         at the latest: Genesys gives up on a close transaction after 10 s.
         """
         flushing, self._flushing = self._flushing, None
-        done = Deferred()
+        done = self._closing = Deferred()
         timer = self.factory.clock.callLater(CLOSE_FLUSH_SECONDS, lambda: done.called or done.callback(None))
         flushing.addBoth(lambda _: done.called or done.callback(None))
 
         def send(_):
+            self._closing = None
             if timer.active():
                 timer.cancel()
             self._send()
 
         done.addCallback(send)
+        self._close_timer = timer
 
     def onClose(self, wasClean, code, reason):
         self.factory.sessions.discard(self)
         if self._drop_timer is not None and self._drop_timer.active():
             self._drop_timer.cancel()
+        if self._close_timer is not None and self._close_timer.active():
+            self._close_timer.cancel()
         if self.media is not None:
             # The socket went away without a close transaction: the call still
             # ends and its streams are flushed.

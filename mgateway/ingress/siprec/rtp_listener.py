@@ -67,7 +67,7 @@ class RtpReceiver(DatagramProtocol):
     @ivar datagrams: every datagram read from the socket, used or not.
     """
 
-    def __init__(self, clock, quiet_after: float = 0.2):
+    def __init__(self, clock, quiet_after: float = 0.0):
         self.clock = clock
         self.quiet_after = quiet_after
         self.heard: float | None = None
@@ -101,8 +101,8 @@ class RtpReceiver(DatagramProtocol):
         for C{quiet_after} seconds (silence suppression, as G.729 Annex B
         and many SBCs do, without comfort-noise packets), comfort noise for
         the time that has passed, so that the utterance spoken last ends now
-        instead of when the sender speaks again. The packets that follow keep
-        their own times (L{JitterBuffer.idle}).
+        instead of when the sender speaks again (L{JitterBuffer.idle} says
+        what becomes of the packets that follow).
         """
         if not self.quiet_after or self.heard is None or self.on_hold or self.jitter is None or self.deliver is None:
             return
@@ -158,7 +158,7 @@ class RtpPorts:
     """
 
     def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int, clock=None,
-                 quiet_after: float = 0.2):
+                 quiet_after: float = 0.0):
         self.reactor = reactor
         self.quiet_after = quiet_after
         self.clock = clock or reactor
@@ -179,8 +179,11 @@ class RtpPorts:
         for receiver in list(self._receivers):
             if receiver.port is None:
                 self._receivers.discard(receiver)
-            else:
+                continue
+            try:
                 receiver.quiet(now)
+            except Exception:  # one stream's failure must not stop the others' checks
+                log.failure("filling the silence of RTP port {port} failed", port=receiver.port.getHost().port)
 
     def stop(self) -> None:
         """Stop checking for quiet senders (the sockets are the receivers' own to close)."""
@@ -203,8 +206,9 @@ class RtpPorts:
             enlarge_receive_buffer(port, self.receive_buffer)
             receiver.port = port
             self._receivers.add(receiver)
-            if not self._checking.running:
-                self._checking.start(QUIET_CHECK_SECONDS, now=False)
+            if self.quiet_after and not self._checking.running:
+                self._checking.start(QUIET_CHECK_SECONDS, now=False).addErrback(
+                    lambda failure: log.failure("the quiet-sender check stopped", failure))
             return number
         raise SIPError(503, "Service Unavailable", "no free RTP port in the configured range")
 

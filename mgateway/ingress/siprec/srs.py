@@ -66,8 +66,6 @@ class RecordingSession:
         self.receivers: dict[int, RtpReceiver] = {}
         #: Every attachment made for this recording, hung up when it ends.
         self.attachments = []
-        #: The attachment feeding each m-line now, by index.
-        self.feeds = {}
 
     @property
     def ports(self) -> dict[int, int]:
@@ -196,13 +194,11 @@ class RecordingServer:
             attachment = self._attach(session, new)
             for leg in new:
                 session.receivers[int(leg)].deliver = partial(attachment.audio, leg)
-                session.feeds[int(leg)] = attachment
         kept = {stream.index for stream in accepted}
         for index in [i for i in session.receivers if i not in kept]:
             session.receivers.pop(index).close()
-            feed = session.feeds.pop(index, None)
-            if feed is not None:
-                feed.release(str(index))
+            for attachment in session.attachments:  # only the one feeding it lets go
+                attachment.release(str(index))
         for stream in accepted:
             receiver = session.receivers[stream.index]
             receiver.use(stream.codec, stream.payload_type)

@@ -98,25 +98,32 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
         log.warn("twilio call {guid}: closing the stream: {reason}",
                  guid=started.call_sid if started else "(before start)", reason=error.reason)
         self._hang_up()
+        self._count_frames()
         self.stream = None
         self.sendClose(code=error.close_code, reason=error.reason[:120])
 
     def _hang_up(self) -> None:
         media, self.media = self.media, None
         if media is not None:
-            media.hang_up()
+            media.hang_up().addErrback(lambda failure: log.failure(
+                "twilio call {guid}: the call's last words were lost", failure, guid=media.call.guid))
 
     def onClose(self, wasClean, code, reason):
         # Twilio may drop the connection without a "stop": the call still ends
         # and its streams are flushed.
         self._hang_up()
         if self.stream is not None and self.stream.started is not None:
-            counts = self.stream.counts
             log.info("twilio call {guid}: stream {stream_sid} closed ({code}); frames {counts}",
                      guid=self.stream.started.call_sid, stream_sid=self.stream.started.stream_sid,
-                     code=code, counts=dict(counts))
-            for event, count in counts.items():
+                     code=code, counts=dict(self.stream.counts))
+        self._count_frames()
+
+    def _count_frames(self) -> None:
+        """Add this stream's frames to the metric (once: the stream is let go after)."""
+        if self.stream is not None:
+            for event, count in self.stream.counts.items():
                 FRAMES.labels(event if event in KNOWN_EVENTS else "unknown").inc(count)
+            self.stream.counts.clear()
 
 
 class TwilioStreamFactory(WebSocketServerFactory):
