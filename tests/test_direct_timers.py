@@ -13,6 +13,7 @@ from tests.support.audio import until
 from tests.support.scripted_engine import ScriptedEngine
 from tests.support.wsclient import connect, refusal
 
+WATCHDOG_SECONDS = 30
 START = {"message": "startStream", "sender": {"role": "agent", "externalId": "A1"}}
 
 
@@ -40,7 +41,7 @@ async def open_session(clock, **limits):
     opened, client_factory = connect(url)
     client = await opened
     client.send_json(START)
-    assert (await client.next_message())["message"] == "startResponse"
+    assert (await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor))["message"] == "startResponse"
     return factory, port, client, client_factory
 
 
@@ -52,7 +53,7 @@ async def test_idle_connection_gets_4083_after_the_configured_time():
     clock.advance(59)
     assert not client_factory.closed.called
     clock.advance(1)
-    final = await client.next_message()
+    final = await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
     assert final["message"] == "finalResponse"
     assert final["status"]["code"] == "4083"
     assert (await client_factory.closed)[0] == 4083
@@ -68,7 +69,7 @@ async def test_stream_over_the_duration_limit_gets_4090():
         client.send_audio(b"\x00\x00" * 160)
         await until(reactor, lambda: session.audio_bytes == 320 * sent)
         clock.advance(30)
-    final = await client.next_message()
+    final = await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
     assert final["status"]["code"] == "4090"
     assert (await client_factory.closed)[0] == 4090
     await port.stopListening()
@@ -79,7 +80,8 @@ async def test_shutdown_sends_5001_then_closes():
     clock = Clock()
     factory, port, client, client_factory = await open_session(clock)
     closed = factory.shut_down()
-    final = await client.next_message()
+    # A watchdog, not a deadline: a reply that never comes fails the test instead of hanging the suite.
+    final = await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
     assert final["status"] == {"code": "5001", "description": "Service shutting down"}
     assert (await client_factory.closed)[0] == 1000
     await closed
