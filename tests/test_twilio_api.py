@@ -81,12 +81,7 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
     # customer.wav holds two sentences with a clear pause; agent.wav is only
     # required to produce speech.
     assert summaries["customer"]["transcripts"] >= 2 and summaries["agent"]["transcripts"] >= 1
-    mine = lambda received: [r for r in received if r.body["externalConversationId"] == sid]
-    await webhook.wait_until(lambda received: len(mine(received)) >= expected)
-    for post in mine(webhook.received):
-        role = post.body["sender"]["role"]
-        assert post.body["streamId"] == ids[role]
-        assert post.body["sender"]["externalId"] == {"customer": "TT9833237", "agent": "RE223444211993"}[role]
+    await webhook.posts_of_call(sid, expected, ids, {"customer": "TT9833237", "agent": "RE223444211993"})
     response = await gateway.get("/conversation/v1/conversation/messages", externalId=sid)
     assert len((await response.json())["items"]) == expected
     code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)

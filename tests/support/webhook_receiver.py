@@ -43,6 +43,21 @@ class RecordingResource(Resource):
         request.setHeader(b"Content-Type", b"application/json")
         return b"{}"
 
+    async def posts_of_call(self, conversation_id: str, expected: int, stream_ids: dict,
+                            sender_ids: dict) -> list[Received]:
+        """
+        Wait for C{expected} transcripts of one call and check that each
+        carries its participant's C{streamId} and C{sender.externalId}.
+        """
+        mine = lambda received: [r for r in received if r.body["externalConversationId"] == conversation_id]
+        await self.wait_until(lambda received: len(mine(received)) >= expected)
+        posts = mine(self.received)
+        for post in posts:
+            role = post.body["sender"]["role"]
+            assert post.body["streamId"] == stream_ids[role], post.body
+            assert post.body["sender"]["externalId"] == sender_ids[role], post.body
+        return posts
+
     def wait_until(self, predicate: Callable[[list[Received]], bool]) -> Deferred:
         d = Deferred()
         if predicate(self.received):
