@@ -43,6 +43,7 @@ from mgateway.calls.requests import MEDIA_LINE_ORDERS
 from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP
 from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
 from mgateway.sip.sdp import DEFAULT_CODEC_PREFERENCE
+from mgateway.text.redaction import ENTITY_IDS, REQUIRED
 
 
 class ConfigError(Exception):
@@ -232,6 +233,19 @@ class SipConfig:
 
 
 @attrs.frozen
+class RedactionConfig:
+    """
+    @ivar always: unredacted output is refused (4094, 400-202).
+    @ivar enabled: entities switched on (besides the defaults).
+    @ivar disabled: default entities switched off (never a required one).
+    """
+
+    always: bool = False
+    enabled: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+
+
+@attrs.frozen
 class Config:
     source: Path
     gateway: GatewayConfig
@@ -244,6 +258,7 @@ class Config:
     webhook: WebhookConfig
     store: StoreConfig
     sip: SipConfig
+    redaction: RedactionConfig = RedactionConfig()
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
@@ -289,6 +304,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         webhook=_webhook(document.table("webhook"), base_dir),
         store=_store(document.table("store"), gateway.data_dir),
         sip=_sip(document.table("sip")),
+        redaction=_redaction(document.table("redaction")),
     )
 
 
@@ -378,6 +394,11 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "media_line_order": "CUSTOMER_FIRST",
         "call_id_sources": list(CALL_ID_SOURCES),
         "call_id_header": "",
+    },
+    "redaction": {
+        "always": False,
+        "enabled": [],
+        "disabled": [],
     },
 }
 
@@ -654,6 +675,20 @@ def _store(table: _Table, data_dir: Path) -> StoreConfig:
         retention_days=table.number("retention_days", minimum=0, exclusive=True),
         purge_interval_seconds=table.number("purge_interval_seconds", minimum=0, exclusive=True),
     )
+
+
+def _redaction(table: _Table) -> RedactionConfig:
+    lists = {}
+    for name in ("enabled", "disabled"):
+        ids = table.string_list(name)
+        unknown = [i for i in ids if i not in ENTITY_IDS]
+        if unknown:
+            raise table.error(name, f"unknown entity {unknown[0]!r}; known: {', '.join(ENTITY_IDS)}")
+        lists[name] = ids
+    required = [i for i in lists["disabled"] if i in REQUIRED]
+    if required:
+        raise table.error("disabled", f"{required[0]} is always redacted and cannot be disabled")
+    return RedactionConfig(table.boolean("always"), lists["enabled"], lists["disabled"])
 
 
 def _sip(table: _Table) -> SipConfig:

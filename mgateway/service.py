@@ -32,6 +32,8 @@ from mgateway.ingress.twilio.websocket import TwilioStreamFactory
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
 from mgateway.store.retention import RetentionService
+from mgateway.text.redaction import default_enabled
+from mgateway.text.stage import TextStage
 
 log = Logger()
 
@@ -44,6 +46,12 @@ def make_store(config: Config, reactor):
     from mgateway.store.sqlite import SQLiteTranscriptStore
 
     return SQLiteTranscriptStore(config.store.sqlite_path, reactor)
+
+
+def make_text_stage(config: Config) -> TextStage:
+    """The text stages, with the config file's redaction policy."""
+    entities = (default_enabled() | set(config.redaction.enabled)) - set(config.redaction.disabled)
+    return TextStage(entities=lambda: frozenset(entities), force_redaction=config.redaction.always)
 
 
 def make_webhook(config: Config, reactor) -> WebhookSink | None:
@@ -105,6 +113,7 @@ class Gateway(MultiService):
             interval_seconds=config.store.purge_interval_seconds,
         ).setServiceParent(self)
 
+        self.text = make_text_stage(config)
         self.registry = CallRegistry(
             self.engine,
             sinks,
@@ -114,6 +123,7 @@ class Gateway(MultiService):
                 "twilio": track_roles,
                 "genesysaudiohook": channel_roles,
             },
+            text=self.text,
         )
         self.tokens = TokenSigner(
             signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
@@ -127,6 +137,7 @@ class Gateway(MultiService):
             max_duration=config.direct.max_duration_seconds,
             max_message_bytes=config.direct.max_message_bytes,
             default_language=config.asr.default_language,
+            text=self.text,
         )
         self.twilio = TwilioStreamFactory(
             tokens=self.tokens,

@@ -28,6 +28,9 @@ class Word:
     start_ms: int = attrs.field(validator=_non_negative)
     end_ms: int = attrs.field(validator=_non_negative)
     confidence: float = 1.0
+    #: Punctuation smart formatting attached after / in front of the word.
+    punctuation_after: str = ""
+    punctuation_before: str = ""
 
     def shifted(self, offset_ms: int) -> Word:
         return attrs.evolve(
@@ -43,11 +46,14 @@ class Utterance:
     start_ms: int = attrs.field(validator=_non_negative)
     end_ms: int = attrs.field(validator=_non_negative)
     words: tuple[Word, ...] = ()
+    #: With C{redactionOutput} C{redacted_and_unredacted}: the text before
+    #: redaction (C{text} is then the redacted one).
+    unredacted_text: str | None = None
 
     def shifted(self, offset_ms: int) -> Utterance:
         """The same utterance moved later on the timeline by C{offset_ms}."""
-        return Utterance(
-            text=self.text,
+        return attrs.evolve(
+            self,
             start_ms=self.start_ms + offset_ms,
             end_ms=self.end_ms + offset_ms,
             words=tuple(w.shifted(offset_ms) for w in self.words),

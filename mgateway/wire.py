@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from mgateway.transcript import TranscriptEvent, Utterance
+from mgateway.transcript import TranscriptEvent, Utterance, Word
 
 
 def transcript_message(utterance: Utterance, detailed_tokens: bool) -> dict:
@@ -16,21 +16,32 @@ def transcript_message(utterance: Utterance, detailed_tokens: bool) -> dict:
     carries as C{autotranscribeResponse}.
 
     With C{detailed_tokens}, the utterance item also holds C{tokens}: one
-    C{{content, start, end}} object per word (the guide names the token fields
-    but not their nesting).
+    C{{content, start, end}} object per word, with C{punctuationAfter} /
+    C{punctuationBefore} where smart formatting attached punctuation (the
+    guide names the token fields but not their nesting). With
+    C{redacted_and_unredacted}, the item also holds C{unredactedText}.
     """
     item: dict = {"text": utterance.text}
+    if utterance.unredacted_text is not None:
+        item["unredactedText"] = utterance.unredacted_text
     if detailed_tokens:
-        item["tokens"] = [
-            {"content": w.text, "start": w.start_ms, "end": w.end_ms}
-            for w in utterance.words
-        ]
+        item["tokens"] = [token_json(w) for w in utterance.words]
     return {
         "message": "transcript",
         "start": utterance.start_ms,
         "end": utterance.end_ms,
         "utterance": [item],
     }
+
+
+def token_json(word: Word) -> dict:
+    """One detailed token in the spec's shape."""
+    token: dict = {"content": word.text, "start": word.start_ms, "end": word.end_ms}
+    if word.punctuation_after:
+        token["punctuationAfter"] = word.punctuation_after
+    if word.punctuation_before:
+        token["punctuationBefore"] = word.punctuation_before
+    return token
 
 
 def webhook_body(event: TranscriptEvent) -> dict:

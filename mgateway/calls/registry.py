@@ -20,6 +20,7 @@ from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.roles import RoleMapper
 from mgateway.calls.stream import PCM_BYTES_PER_MS, ParticipantStream, StreamSummary
+from mgateway.text.stage import TextStage
 from mgateway.transcript import Sender, TranscriptEvent, Utterance
 
 log = Logger()
@@ -97,6 +98,8 @@ class Call:
         created = self._registry.now()
         leg_id = next((leg for leg, role in self._roles.items() if role == stream.role), None)
         lag_ms = self.legs[leg_id].position_ms - utterance.end_ms if leg_id in self.legs else 0
+        text = self._registry.text
+        utterance = text.write(utterance, self.request.transcribe, text.context(self.namespace, self.guid))
         event = TranscriptEvent(
             namespace=self.namespace,
             conversation_id=self.guid,
@@ -121,6 +124,9 @@ class Call:
                 )
             if self.state is CallState.ENDING:
                 raise errors.ending()
+            refusal = self._registry.text.refusal(request.transcribe)
+            if refusal is not None:
+                raise errors.bad_transcribe_parameter(refusal)
             self.request = request
             self._remap()
             for role, stream in self.streams.items():
@@ -238,6 +244,7 @@ class CallRegistry:
     @param engine: the L{mgateway.speech.SpeechEngine}.
     @param sinks: where every utterance of every call goes (webhook, store).
     @param mappers: per namespace, how legs map to participants.
+    @param text: the text stages every utterance passes through.
     """
 
     def __init__(
@@ -247,7 +254,9 @@ class CallRegistry:
         clock,
         mappers: Mapping[str, RoleMapper],
         now: Callable[[], datetime] = utc_now,
+        text: TextStage | None = None,
     ):
+        self.text = text or TextStage()
         self.engine = engine
         self.sinks = list(sinks)
         self.clock = clock

@@ -28,6 +28,8 @@ class TranscribeParams:
     detailed_token: bool = False
     audio_recording_allowed: bool = False
     redaction_output: str = "redacted"
+    #: C{smartFormatting} (the direct API's field, accepted here too).
+    smart_formatting: bool = True
 
 
 @attrs.frozen
@@ -121,6 +123,13 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         raise bad_transcribe_parameter(
             "detailedToken=true requires redactionOutput \"unredacted\""
         )
+    smart = params.get("smartFormatting", True)
+    if not isinstance(smart, bool):
+        raise bad_transcribe_parameter("autotranscribeParams.smartFormatting must be true or false")
+    if not smart and redaction != "unredacted":
+        raise bad_transcribe_parameter(
+            "smartFormatting=false requires redactionOutput \"unredacted\" (only formatted text is redacted)"
+        )
 
     twilio = _object(body.get("twilioParams"), "twilioParams", bad_parameter)
     track_map_in = _object(twilio.get("trackMap"), "twilioParams.trackMap", bad_parameter)
@@ -154,7 +163,7 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         guid=guid,
         customer_id=customer_id,
         agent_id=agent_id,
-        transcribe=TranscribeParams(language, detailed, recording, redaction),
+        transcribe=TranscribeParams(language, detailed, recording, redaction, smart),
         track_map=track_map,
         media_line_order=order,
         amazon_connect=dict(connect),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
 import attrs
 from ulid import ULID
 
 from mgateway.transcript import TranscriptEvent
-from mgateway.wire import timestamp
+from mgateway.wire import timestamp, token_json
 
 
 @attrs.frozen
@@ -20,6 +21,10 @@ class StoredMessage:
     @ivar created: when the gateway produced the message (aware, UTC).
     @ivar spoken: wall-clock end of the utterance (aware, UTC); the
         C{clientTimestamp} of the after-call API.
+    @ivar unredacted_text: the text before redaction, kept only when the
+        request asked for C{redacted_and_unredacted}.
+    @ivar tokens_json: the detailed tokens (a JSON array), kept only when the
+        request asked for C{detailedToken}.
     """
 
     message_id: str
@@ -33,6 +38,8 @@ class StoredMessage:
     end_ms: int
     created: datetime
     spoken: datetime
+    unredacted_text: str | None = None
+    tokens_json: str | None = None
 
     @classmethod
     def from_event(cls, event: TranscriptEvent) -> StoredMessage:
@@ -48,14 +55,22 @@ class StoredMessage:
             end_ms=event.utterance.end_ms,
             created=event.created,
             spoken=event.spoken,
+            unredacted_text=event.utterance.unredacted_text,
+            tokens_json=json.dumps([token_json(w) for w in event.utterance.words])
+            if event.detailed_tokens else None,
         )
 
     def to_json(self) -> dict:
         """An item of C{GET /conversation/v1/conversation/messages}."""
-        return {
+        item = {
             "text": self.text,
             "sender": {"role": self.role, "externalId": self.sender_external_id},
             "messageId": self.message_id,
             "createdTimestamp": timestamp(self.created),
             "clientTimestamp": timestamp(self.spoken),
         }
+        if self.unredacted_text is not None:
+            item["unredactedText"] = self.unredacted_text
+        if self.tokens_json is not None:
+            item["tokens"] = json.loads(self.tokens_json)
+        return item

@@ -56,6 +56,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX messages_by_created ON messages (created_us)",
     ),
+    (
+        # What a request allowed beyond the text: the unredacted text and
+        # the detailed tokens of each message.
+        "ALTER TABLE messages ADD COLUMN unredacted_text TEXT",
+        "ALTER TABLE messages ADD COLUMN tokens TEXT",
+        # The Configuration API's custom vocabulary and redaction policies,
+        # shared by every node of the same database.
+        """
+        CREATE TABLE custom_vocabularies (
+            vocabulary_id TEXT PRIMARY KEY,
+            phrase TEXT NOT NULL,
+            sounds_like TEXT NOT NULL,
+            category TEXT,
+            created_us BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE redaction_policies (
+            entity_id TEXT PRIMARY KEY,
+            policies TEXT NOT NULL,
+            updated_us BIGINT NOT NULL
+        )
+        """,
+    ),
 )
 
 #: Columns in the order of L{StoredMessage}'s fields.
@@ -71,6 +95,8 @@ COLUMNS = (
     "end_ms",
     "created_us",
     "spoken_us",
+    "unredacted_text",
+    "tokens",
 )
 
 
@@ -121,14 +147,19 @@ def moment(value: int) -> datetime:
 
 def to_row(message: StoredMessage) -> tuple:
     return (
-        *attrs.astuple(message, recurse=False)[:-2],
+        *attrs.astuple(message, recurse=False)[:-4],
         micros(message.created),
         micros(message.spoken),
+        message.unredacted_text,
+        message.tokens_json,
     )
 
 
 def from_row(row: Sequence) -> StoredMessage:
-    return StoredMessage(*row[:-2], created=moment(row[-2]), spoken=moment(row[-1]))
+    return StoredMessage(
+        *row[:-4], created=moment(row[-4]), spoken=moment(row[-3]),
+        unredacted_text=row[-2], tokens_json=row[-1],
+    )
 
 
 def migrate(connection: Any, dialect: Dialect) -> None:

@@ -32,6 +32,7 @@ STATUS_DESCRIPTIONS = {
     4091: "Invalid vocabulary format",
     4092: "Redact only smart formatted text",
     4093: "Redaction only supported if detailedTokens in True",
+    4094: "RedactionOutput cannot be unredacted or redacted_and_unredacted because of global config being to always redact",
     5000: "Internal service error",
     5001: "Service shutting down",
 }
@@ -127,6 +128,8 @@ class DirectSession:
     @param now: seconds, for C{streamingSeconds}.
     @param default_language: the language of a C{startStream} that names
         none (the spec's is C{en-US}; the gateway passes C{asr.default_language}).
+    @param force_redaction: the gateway always redacts (C{redaction.always}):
+        other C{redactionOutput}s get 4094.
     """
 
     def __init__(
@@ -138,8 +141,10 @@ class DirectSession:
         max_vocabulary: int = 1000,
         max_phrase_chars: int = 100,
         default_language: str = "en-US",
+        force_redaction: bool = False,
     ):
         self.stream_id = stream_id
+        self.force_redaction = force_redaction
         self.default_language = default_language
         self.state = State.AWAITING_START
         self.params: StartParams | None = None
@@ -275,6 +280,8 @@ class DirectSession:
             raise SessionError(4092)
         if redaction != "unredacted" and detailed:
             raise SessionError(4093)
+        if redaction != "redacted" and self.force_redaction:
+            raise SessionError(4094)
         self.params = StartParams(
             role, external_id, canonical, rate, encoding, smart, detailed, recording, redaction
         )

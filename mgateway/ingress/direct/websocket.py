@@ -25,6 +25,7 @@ from mgateway.ingress.direct.session import (
     Send,
     Started,
 )
+from mgateway.text.stage import TextStage
 from mgateway.transcript import Sender, TranscriptEvent, Utterance
 
 log = Logger()
@@ -66,6 +67,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
             factory.clock.seconds,
             max_message_bytes=factory.max_message_bytes,
             default_language=factory.default_language,
+            force_redaction=factory.text.force_redaction,
         )
         self._timers = {}
         return None
@@ -126,6 +128,10 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         return transcriber.finish() if transcriber is not None else succeed(None)
 
     def _utterance(self, utterance: Utterance) -> None:
+        text = self.factory.text
+        utterance = text.write(
+            utterance, self.params, text.context("direct", self.conversation_id), self.session.vocabulary
+        )
         event = TranscriptEvent(
             namespace="direct",
             conversation_id=self.conversation_id,
@@ -168,8 +174,10 @@ class DirectStreamFactory(WebSocketServerFactory):
         max_message_bytes: int,
         default_language: str = "en-US",
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+        text: TextStage | None = None,
     ):
         super().__init__()
+        self.text = text or TextStage()
         self.default_language = default_language
         self.tokens = tokens
         self.engine = engine
