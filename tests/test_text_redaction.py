@@ -114,6 +114,15 @@ def test_a_card_number_split_between_speakers():
     assert customer.text == "########."
 
 
+def test_a_card_number_resumed_after_the_other_participant_spoke():
+    stage = TextStage()
+    context = stage.context("siprec", "call-1")
+    said = [("customer", f"it is {say_digits(VISA[:8])}"), ("agent", "go on"),
+            ("customer", say_digits(VISA[8:]))]
+    texts = [stage.write(spoken(text), REDACTED, context, speaker=who).text for who, text in said]
+    assert texts == ["It is 41111111.", "Go on.", "########."]
+
+
 def test_the_agents_question_makes_the_customers_digits_sensitive():
     stage = TextStage()
     context = stage.context("siprec", "call-1")

@@ -99,7 +99,8 @@ class Call:
         leg_id = next((leg for leg, role in self._roles.items() if role == stream.role), None)
         lag_ms = self.legs[leg_id].position_ms - utterance.end_ms if leg_id in self.legs else 0
         text = self._registry.text
-        utterance = text.write(utterance, self.request.transcribe, text.context(self.namespace, self.guid))
+        utterance = text.write(utterance, self.request.transcribe, text.context(self.namespace, self.guid),
+                               speaker=stream.role)
         event = TranscriptEvent(
             namespace=self.namespace,
             conversation_id=self.guid,

@@ -13,10 +13,11 @@ prices, percentages, times, ordinals and decimals are never part of one. What
 the run is, is decided with the conversation's context (L{RedactionContext}),
 shared by both participants:
 
- - digits that ended the previous utterance (not redacted) and the digits
-   this utterance starts with are one run: the second half of a card number
-   said in two utterances is redacted (the first half was delivered already
-   and, alone, was not sensitive);
+ - digits that ended the previous utterance (not redacted), of the
+   conversation or of the same speaker, and the digits this utterance starts
+   with are one run: the second half of a card number said in two utterances
+   is redacted (the first half was delivered already and, alone, was not
+   sensitive), even when the other participant spoke in between;
  - a cue ("what's your PIN", "card number", "social security") makes every run
    of the next utterances sensitive, whoever speaks them.
 
@@ -100,6 +101,8 @@ class RedactionContext:
 
     #: Unredacted digits that ended the last utterance.
     trailing_digits: str = ""
+    #: The same, of the last utterance of each speaker.
+    trailing_by_speaker: dict = attrs.field(factory=dict)
     #: The entity a cue armed, and for how many more utterances.
     cue: str | None = None
     cue_left: int = 0
@@ -124,10 +127,10 @@ def _runs(pieces: list[Piece]) -> list[tuple[int, int]]:
     return runs
 
 
-def _entity(run: list[Piece], digits: str, carried: str, cue: str | None,
+def _entity(run: list[Piece], digits: str, carried: str, speakers: str, cue: str | None,
             enabled: frozenset[str]) -> str | None:
     combined = carried + digits
-    if has_card(combined, len(carried)):
+    if has_card(combined, len(carried)) or has_card(speakers + digits, len(speakers)):
         return "CREDIT_CARD_NUMBER"
     if cue in enabled:
         return cue
@@ -165,33 +168,38 @@ def _mask(piece: Piece) -> None:
 
 
 def redact(pieces: list[Piece], lang: LanguageWords, enabled: frozenset[str],
-           context: RedactionContext) -> list[str]:
+           context: RedactionContext, speaker: str | None = None) -> list[str]:
     """
     Mask the sensitive pieces in place, updating the conversation's context.
+
+    @param speaker: who said it (the role), for the digits each speaker left off at.
 
     @return: the entities redacted, for counting (never their text).
     """
     cue, cue_left = (context.cue, context.cue_left) if context.cue_left > 0 else (None, 0)
     found_cue = _cue_in(pieces, lang)
     redacted: list[str] = []
-    trailing = ""
+    trailing = speakers_trailing = ""
     for start, end in _runs(pieces):
         run = pieces[start:end]
         digits = "".join(ch for p in run for ch in p.content if ch.isdigit())
         carried = context.trailing_digits if start == 0 else ""
+        speakers = context.trailing_by_speaker.get(speaker, "") if start == 0 else ""
         active = cue
         if found_cue is not None and start >= found_cue[0]:
             active = found_cue[1]
-        entity = _entity(run, digits, carried, active, enabled)
+        entity = _entity(run, digits, carried, speakers, active, enabled)
         if entity is not None:
             redacted.append(entity)
             for piece in run:
                 _mask(piece)
         elif end == len(pieces):
             trailing = (carried + digits)[-_CARRY_DIGITS:]
+            speakers_trailing = (speakers + digits)[-_CARRY_DIGITS:]
     if "EMAIL" in enabled:
         redacted.extend(_redact_emails(pieces))
     context.trailing_digits = trailing
+    context.trailing_by_speaker[speaker] = speakers_trailing
     if found_cue is not None:
         context.cue, context.cue_left = found_cue[1], CUE_UTTERANCES
     else:

@@ -78,14 +78,15 @@ class TextStage:
         return None
 
     def write(self, utterance: Utterance, params, context: ConversationText,
-              phrases: Iterable = ()) -> Utterance:
+              phrases: Iterable = (), speaker: str | None = None) -> Utterance:
         """
         The utterance as the customer reads it: vocabulary, smart formatting
         and redaction as C{params} (a direct C{startStream} or a call's
         C{autotranscribeParams}) asked.
 
         @param phrases: the session's own vocabulary (C{updateVocabulary}),
-            on top of the app's.
+            on top of the gateway's.
+        @param speaker: the participant's role.
         """
         lang = words_for(params.language)
         if lang is None or not getattr(params, "smart_formatting", True):
@@ -100,7 +101,7 @@ class TextStage:
         clear_text, clear_words = text_of(pieces), _tokens(pieces)
         # Redaction always runs, so that the conversation's context is the
         # same whatever each participant's stream asked for.
-        for entity in redact(pieces, lang, self._entities(), context.redaction):
+        for entity in redact(pieces, lang, self._entities(), context.redaction, speaker):
             REDACTIONS.labels(entity=entity).inc()
         output = params.redaction_output
         if output == "unredacted":

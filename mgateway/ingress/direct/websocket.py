@@ -130,7 +130,8 @@ class DirectStreamProtocol(WebSocketServerProtocol):
     def _utterance(self, utterance: Utterance) -> None:
         text = self.factory.text
         utterance = text.write(
-            utterance, self.params, text.context("direct", self.conversation_id), self.session.vocabulary
+            utterance, self.params, text.context("direct", self.conversation_id), self.session.vocabulary,
+            speaker=self.params.role,
         )
         event = TranscriptEvent(
             namespace="direct",
