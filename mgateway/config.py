@@ -243,6 +243,8 @@ class RedactionConfig:
     always: bool = False
     enabled: tuple[str, ...] = ()
     disabled: tuple[str, ...] = ()
+    #: How often the Configuration API's changes are read from the store.
+    refresh_seconds: float = 60.0
 
 
 @attrs.frozen
@@ -399,6 +401,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "always": False,
         "enabled": [],
         "disabled": [],
+        "refresh_seconds": 60,
     },
 }
 
@@ -688,7 +691,10 @@ def _redaction(table: _Table) -> RedactionConfig:
     required = [i for i in lists["disabled"] if i in REQUIRED]
     if required:
         raise table.error("disabled", f"{required[0]} is always redacted and cannot be disabled")
-    return RedactionConfig(table.boolean("always"), lists["enabled"], lists["disabled"])
+    return RedactionConfig(
+        table.boolean("always"), lists["enabled"], lists["disabled"],
+        table.number("refresh_seconds", minimum=0, exclusive=True),
+    )
 
 
 def _sip(table: _Table) -> SipConfig:

@@ -78,3 +78,31 @@ class ITranscriptStore(Interface):
 
         @rtype: L{twisted.internet.defer.Deferred}
         """
+
+
+class IConfigurationStore(Interface):
+    """The Configuration API's custom vocabulary and redaction policies, shared by every node."""
+
+    def vocabularies():
+        """
+        Every custom vocabulary entry, oldest first.
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with a L{list} of
+            L{mgateway.store.configuration.StoredVocabulary}
+        """
+
+    def add_vocabulary(vocabulary):
+        """@rtype: L{twisted.internet.defer.Deferred} firing with L{None}"""
+
+    def delete_vocabulary(vocabulary_id):
+        """@rtype: L{twisted.internet.defer.Deferred} firing with whether it existed"""
+
+    def redaction_policies():
+        """
+        The policies set through the API, by entity id (entities never set are absent).
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with a L{dict}
+        """
+
+    def set_redaction_policies(entity_id, policies):
+        """@rtype: L{twisted.internet.defer.Deferred} firing with L{None}"""

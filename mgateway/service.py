@@ -16,6 +16,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from mgateway.api.configuration import ConfigurationApi
 from mgateway.api.rest import RestApi
 from mgateway.api.tokens import TokenSigner, signing_key
 from mgateway.asr.models import ModelRegistry
@@ -33,6 +34,7 @@ from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
 from mgateway.store.retention import RetentionService
 from mgateway.text.redaction import default_enabled
+from mgateway.text.settings import TextSettings
 from mgateway.text.stage import TextStage
 
 log = Logger()
@@ -48,10 +50,9 @@ def make_store(config: Config, reactor):
     return SQLiteTranscriptStore(config.store.sqlite_path, reactor)
 
 
-def make_text_stage(config: Config) -> TextStage:
-    """The text stages, with the config file's redaction policy."""
-    entities = (default_enabled() | set(config.redaction.enabled)) - set(config.redaction.disabled)
-    return TextStage(entities=lambda: frozenset(entities), force_redaction=config.redaction.always)
+def configured_entities(config: Config) -> frozenset[str]:
+    """The redaction entities on by the config file (the Configuration API may change them)."""
+    return frozenset((default_enabled() | set(config.redaction.enabled)) - set(config.redaction.disabled))
 
 
 def make_webhook(config: Config, reactor) -> WebhookSink | None:
@@ -113,7 +114,11 @@ class Gateway(MultiService):
             interval_seconds=config.store.purge_interval_seconds,
         ).setServiceParent(self)
 
-        self.text = make_text_stage(config)
+        self.text_settings = TextSettings(
+            self.store, reactor, configured_entities(config), config.redaction.refresh_seconds)
+        self.text_settings.setServiceParent(self)
+        self.text = TextStage(entities=self.text_settings.entities, vocabulary=self.text_settings.vocabulary,
+                              force_redaction=config.redaction.always)
         self.registry = CallRegistry(
             self.engine,
             sinks,
@@ -170,6 +175,8 @@ class Gateway(MultiService):
                 TWILIO_STREAM_PATH: WebSocketResource(self.twilio),
             },
             configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
+            configuration=ConfigurationApi(settings=self.text_settings, store=self.store,
+                                           auth=config.auth, max_body_bytes=config.http.max_body_bytes),
         )
         self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
         self.ports = []

@@ -16,7 +16,7 @@ from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
 from mgateway.ingress.direct.session import DirectSession, Send
 from mgateway.interfaces import IRecognizer
-from mgateway.service import make_text_stage
+from mgateway.service import configured_entities
 from mgateway.text.stage import TextStage
 from tests.support.scripted_engine import ScriptedEngine
 from tests.support.scripted_words import ScriptedWords
@@ -69,8 +69,8 @@ def test_direct_start_with_unredacted_output_is_4094_when_redaction_is_forced(ou
 
 def test_redaction_section_of_the_config(tmp_path):
     config = load(tmp_path, APP + '[redaction]\nalways = true\nenabled = ["EMAIL"]\ndisabled = ["PIN"]\n')
-    stage = make_text_stage(config)
-    assert stage.force_redaction
+    assert config.redaction.always
+    stage = TextStage(entities=lambda: configured_entities(config))
     context = stage.context("t", "c")
     params = type("P", (), {"language": "en-US", "smart_formatting": True, "redaction_output": "redacted"})
     assert stage.write(spoken("pin one two three four"), params, context).text == "Pin 1234."

@@ -39,6 +39,15 @@ def _json(request, max_bytes: int, error=None) -> Any:
         raise error("request body is not valid JSON") from None
 
 
+def authenticated_app(auth, request) -> str:
+    """The C{api_id} of the request's C{asapp-api-id} / C{asapp-api-secret}, or the 401."""
+    header = lambda name: (request.getHeader(name) or None)
+    app = auth.app_for(header("asapp-api-id"), header("asapp-api-secret"))
+    if app is None:
+        raise generic_error(401, "Missing or invalid asapp-api-id / asapp-api-secret")
+    return app.api_id
+
+
 class _ConfiguredPaths(Resource):
     """
     WebSocket resources at paths read from the configuration, served in front
@@ -76,7 +85,8 @@ class RestApi:
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
-                 configured_websockets: dict | None = None):
+                 configured_websockets: dict | None = None, configuration=None):
+        self._configuration = configuration
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -91,11 +101,7 @@ class RestApi:
         return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
 
     def _authenticate(self, request) -> str:
-        header = lambda name: (request.getHeader(name) or None)
-        app = self._auth.app_for(header("asapp-api-id"), header("asapp-api-secret"))
-        if app is None:
-            raise generic_error(401, "Missing or invalid asapp-api-id / asapp-api-secret")
-        return app.api_id
+        return authenticated_app(self._auth, request)
 
     @app.handle_errors(ApiError)
     def _api_error(self, request, failure):
@@ -225,6 +231,13 @@ class RestApi:
             raise generic_error(400, "externalId is required")
         stored = await self._store.messages(external_id, MESSAGE_LIMIT)
         return json_body(request, 200, {"items": [m.to_json() for m in stored]})
+
+    @app.route("/configuration/v1/", branch=True)
+    def configuration(self, request):
+        """The Configuration API (L{mgateway.api.configuration}), when the gateway has one."""
+        if self._configuration is None:
+            raise generic_error(404)
+        return self._configuration.resource()
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

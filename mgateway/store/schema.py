@@ -26,6 +26,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mgateway.interfaces import ITranscriptStore
+from mgateway.store.configuration import ConfigurationTables
 from mgateway.store.message import StoredMessage
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -191,7 +192,7 @@ def migrate(connection: Any, dialect: Dialect) -> None:
 
 
 @implementer(ITranscriptStore)
-class PooledTranscriptStore:
+class PooledTranscriptStore(ConfigurationTables):
     """
     An L{ITranscriptStore} whose every statement runs on its own thread pool.
 
