@@ -248,6 +248,13 @@ class RedactionConfig:
 
 
 @attrs.frozen
+class RecordingsConfig:
+    """@ivar directory: where consented recordings go (None: never record)."""
+
+    directory: Path | None = None
+
+
+@attrs.frozen
 class Config:
     source: Path
     gateway: GatewayConfig
@@ -261,6 +268,7 @@ class Config:
     store: StoreConfig
     sip: SipConfig
     redaction: RedactionConfig = RedactionConfig()
+    recordings: RecordingsConfig = RecordingsConfig()
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
@@ -307,6 +315,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         store=_store(document.table("store"), gateway.data_dir),
         sip=_sip(document.table("sip")),
         redaction=_redaction(document.table("redaction")),
+        recordings=_recordings(document.table("recordings"), gateway.data_dir),
     )
 
 
@@ -402,6 +411,9 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "enabled": [],
         "disabled": [],
         "refresh_seconds": 60,
+    },
+    "recordings": {
+        "directory": "recordings",
     },
 }
 
@@ -695,6 +707,11 @@ def _redaction(table: _Table) -> RedactionConfig:
         table.boolean("always"), lists["enabled"], lists["disabled"],
         table.number("refresh_seconds", minimum=0, exclusive=True),
     )
+
+
+def _recordings(table: _Table, data_dir: Path) -> RecordingsConfig:
+    directory = table.string("directory")
+    return RecordingsConfig(data_dir / directory if directory else None)
 
 
 def _sip(table: _Table) -> SipConfig:

@@ -24,6 +24,7 @@ from mgateway.asr.pool import ASRThreadPool
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
 from mgateway.config import Config
+from mgateway.egress.recordings import Recordings
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.webhook import WebhookSink
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
@@ -117,6 +118,12 @@ class Gateway(MultiService):
         self.text_settings = TextSettings(
             self.store, reactor, configured_entities(config), config.redaction.refresh_seconds)
         self.text_settings.setServiceParent(self)
+        self.recordings = Recordings(
+            config.recordings.directory, reactor, reactor,
+            retention_seconds=config.store.retention_days * 86400,
+            purge_interval_seconds=config.store.purge_interval_seconds,
+        )
+        self.recordings.setServiceParent(self)
         self.text = TextStage(entities=self.text_settings.entities, vocabulary=self.text_settings.vocabulary,
                               force_redaction=config.redaction.always)
         self.registry = CallRegistry(
@@ -129,6 +136,7 @@ class Gateway(MultiService):
                 "genesysaudiohook": channel_roles,
             },
             text=self.text,
+            recordings=self.recordings,
         )
         self.tokens = TokenSigner(
             signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
@@ -143,6 +151,7 @@ class Gateway(MultiService):
             max_message_bytes=config.direct.max_message_bytes,
             default_language=config.asr.default_language,
             text=self.text,
+            recordings=self.recordings,
         )
         self.twilio = TwilioStreamFactory(
             tokens=self.tokens,

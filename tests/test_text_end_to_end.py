@@ -47,6 +47,25 @@ async def stream(gateway, start: dict, external_id: str, before_audio=()) -> tup
     return transcripts, message, replies
 
 
+async def twilio_call(gateway, params: dict, inbound: bytes, outbound: bytes) -> tuple[str, dict]:
+    """A whole Twilio call, transcribed with C{params}: (callSid, streamId by role)."""
+    sid = call_sid()
+    peer = TwilioPeer(sid)
+    client, factory = await open_twilio(gateway)
+    client.send_text(peer.connected())
+    client.send_text(peer.start())
+    await until(reactor, lambda: gateway.service.registry.find("twilio", sid) is not None)
+    body = {"namespace": "twilio", "guid": sid, "customerId": "C1", "agentId": "A1",
+            "autotranscribeParams": params}
+    code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
+    assert code == 200, started
+    ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
+    await pace(reactor, peer.media_frames({"inbound": inbound, "outbound": outbound}), client.send_text)
+    client.send_text(peer.stop())
+    await factory.closed
+    return sid, ids
+
+
 async def after_call(gateway, external_id: str) -> list[dict]:
     response = await gateway.get("/conversation/v1/conversation/messages", externalId=external_id)
     assert response.code == 200
@@ -147,20 +166,7 @@ async def test_twilio_call_is_formatted_and_redacted_on_the_webhook_and_after_ca
         gateway, webhook, monkeypatch):
     script = ["my card is four one one one one one one one", "one one one one one one one one"]
     scripted(monkeypatch, gateway, script, script)
-    sid = call_sid()
-    peer = TwilioPeer(sid)
-    client, factory = await open_twilio(gateway)
-    client.send_text(peer.connected())
-    client.send_text(peer.start())
-    await until(reactor, lambda: gateway.service.registry.find("twilio", sid) is not None)
-    body = {"namespace": "twilio", "guid": sid, "customerId": "C1", "agentId": "A1",
-            "autotranscribeParams": {"language": "en-US"}}
-    code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
-    assert code == 200, started
-    ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
-    await pace(reactor, peer.media_frames({"inbound": AUDIO, "outbound": AUDIO}), client.send_text)
-    client.send_text(peer.stop())
-    await factory.closed
+    sid, ids = await twilio_call(gateway, {"language": "en-US"}, AUDIO, AUDIO)
     posts = await webhook.posts_of_call(sid, 4, ids, {"customer": "C1", "agent": "A1"})
     texts = [p.body["autotranscribeResponse"]["utterance"][0]["text"] for p in posts]
     # Each participant's second half completes its card number, whatever the

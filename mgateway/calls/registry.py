@@ -131,7 +131,8 @@ class Call:
             self.request = request
             self._remap()
             for role, stream in self.streams.items():
-                stream.start(language, request.sender_id(role), request.transcribe.detailed_token)
+                stream.start(language, request.sender_id(role), request.transcribe.detailed_token,
+                             self._registry.recorder(self.guid, stream.stream_id, request.transcribe))
             self.state = CallState.STARTED
             log.info(
                 "call {namespace}/{guid} started ({language}, legs {roles})",
@@ -246,6 +247,8 @@ class CallRegistry:
     @param sinks: where every utterance of every call goes (webhook, store).
     @param mappers: per namespace, how legs map to participants.
     @param text: the text stages every utterance passes through.
+    @param recordings: the L{mgateway.egress.recordings.Recordings} of
+        streams whose start-streaming allowed it.
     """
 
     def __init__(
@@ -256,8 +259,10 @@ class CallRegistry:
         mappers: Mapping[str, RoleMapper],
         now: Callable[[], datetime] = utc_now,
         text: TextStage | None = None,
+        recordings=None,
     ):
         self.text = text or TextStage()
+        self.recordings = recordings
         self.engine = engine
         self.sinks = list(sinks)
         self.clock = clock
@@ -318,6 +323,12 @@ class CallRegistry:
     async def stop(self, request: StopRequest) -> dict:
         """Pause or end transcription: C{{role: (ParticipantStream, StreamSummary)}}."""
         return await self._call(request.namespace, request.guid).stop()
+
+    def recorder(self, guid: str, stream_id: str, params) -> Callable | None:
+        """What makes a stream's recordings, only with C{audioRecordingAllowed}."""
+        if not params.audio_recording_allowed or self.recordings is None:
+            return None
+        return lambda: self.recordings.open(guid, stream_id)
 
     def publish(self, event: TranscriptEvent) -> None:
         for sink in self.sinks:

@@ -78,12 +78,18 @@ class ParticipantStream:
         self.language: str | None = None
         self.sender_id: str | None = None
         self.detailed_tokens = False
+        #: Makes the recording of a period (None: no consent to record).
+        self._recorder: Callable | None = None
+        self._recording = None
 
     @property
     def started(self) -> bool:
         return self._period is not None
 
-    def start(self, language: str, sender_id: str, detailed_tokens: bool) -> None:
+    def start(self, language: str, sender_id: str, detailed_tokens: bool,
+              recorder: Callable | None = None) -> None:
+        """@param recorder: with consent to record, makes each period's L{Recording}."""
+        self._recorder = recorder
         self.language = language
         self.sender_id = sender_id
         self.detailed_tokens = detailed_tokens
@@ -100,8 +106,11 @@ class ParticipantStream:
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
             )
+            self._recording = self._recorder() if self._recorder is not None else None
         period.audio_bytes += len(pcm)
         self._transcriber.feed(pcm)
+        if self._recording is not None:
+            self._recording.write(pcm)
 
     def _deliver(self, period: _Period, utterance: Utterance) -> None:
         period.transcripts += 1
@@ -114,6 +123,9 @@ class ParticipantStream:
         """
         period, transcriber = self._period, self._transcriber
         self._period = self._transcriber = None
+        if self._recording is not None:
+            self._recording.close()
+            self._recording = None
         if period is None:
             return succeed(None)
         stopped_at = self._clock.seconds()

@@ -45,6 +45,7 @@ def close_code(status_code: int) -> int:
 class DirectStreamProtocol(WebSocketServerProtocol):
     session: DirectSession | None = None
     _transcriber = None
+    _recording = None
 
     def onConnect(self, request):
         factory = self.factory
@@ -108,6 +109,8 @@ class DirectStreamProtocol(WebSocketServerProtocol):
                     self.sendMessage(json.dumps(event.message).encode("utf-8"), isBinary=False)
             elif isinstance(event, Audio):
                 self._transcriber.feed(event.pcm)
+                if self._recording is not None:
+                    self._recording.write(event.pcm)
             elif isinstance(event, Started):
                 self._start(event)
             elif isinstance(event, Flush):
@@ -122,8 +125,14 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         self.params = event.params
         self.started_wall = self.factory.now()
         self._transcriber = self.factory.engine.transcriber(event.params.language, self._utterance)
+        recordings = self.factory.recordings
+        if event.params.audio_recording_allowed and recordings is not None:
+            self._recording = recordings.open(self.conversation_id, self.session.stream_id)
 
     def _flush(self) -> Deferred:
+        recording, self._recording = self._recording, None
+        if recording is not None:
+            recording.close()
         transcriber, self._transcriber = self._transcriber, None
         return transcriber.finish() if transcriber is not None else succeed(None)
 
@@ -176,9 +185,11 @@ class DirectStreamFactory(WebSocketServerFactory):
         default_language: str = "en-US",
         now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
         text: TextStage | None = None,
+        recordings=None,
     ):
         super().__init__()
         self.text = text or TextStage()
+        self.recordings = recordings
         self.default_language = default_language
         self.tokens = tokens
         self.engine = engine
