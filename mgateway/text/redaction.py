@@ -29,7 +29,6 @@ three four", "twelve thirty four"), or after a cue.
 from __future__ import annotations
 
 import re
-from typing import Iterable, Mapping
 
 import attrs
 
@@ -68,12 +67,6 @@ _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 
 def default_enabled() -> frozenset[str]:
     return frozenset(e.id for e in ENTITIES if e.voice)
-
-
-def enabled_entities(voice: Mapping[str, bool]) -> frozenset[str]:
-    """The entities on, from each entity's C{voice} policy (required ones always)."""
-    on = {e.id for e in ENTITIES if voice.get(e.id, e.voice)}
-    return frozenset(on | REQUIRED)
 
 
 def luhn_valid(digits: str) -> bool:
@@ -230,7 +223,3 @@ def _redact_emails(pieces: list[Piece]) -> list[str]:
             found.append("EMAIL")
     return found
 
-
-def entities_of(ids: Iterable[str]) -> list[Entity]:
-    wanted = set(ids)
-    return [e for e in ENTITIES if e.id in wanted]
