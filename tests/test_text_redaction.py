@@ -237,3 +237,23 @@ def test_no_output_holds_a_card_number_whatever_the_split(card, cuts, grouped, b
         utterances[0] = f"{before} {utterances[0]}"
     texts = conversation(*utterances)
     assert luhn_runs(texts) == [], (utterances, texts)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    card=cards,
+    cuts=st.lists(st.integers(1, 18), min_size=1, max_size=4),
+    interruptions=st.lists(st.booleans(), min_size=5, max_size=5),
+)
+def test_no_card_number_survives_the_other_participant_speaking_in_between(card, cuts, interruptions):
+    """The customer's parts, read together, never show the card, whatever the agent says between them."""
+    points = sorted({c for c in cuts if c < len(card)})
+    parts = [card[a:b] for a, b in zip([0, *points], [*points, len(card)])]
+    stage = TextStage()
+    context = stage.context("siprec", "call-1")
+    customer = []
+    for part, interrupted in zip(parts, interruptions):
+        customer.append(stage.write(spoken(say_digits(part)), REDACTED, context, speaker="customer").text)
+        if interrupted:
+            stage.write(spoken("okay go on"), REDACTED, context, speaker="agent")
+    assert luhn_runs(customer) == [], (parts, customer)
