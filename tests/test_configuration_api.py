@@ -1,13 +1,15 @@
 """
 The Configuration API end to end (custom vocabulary, redaction entities) on
-the real gateway, its tables in SQLite and PostgreSQL, and a change made on
-one node seen by another sharing the database.
+the real gateway, its tables in SQLite and PostgreSQL, a change made on one
+node seen by another sharing the database, and the schema's version 2 (what
+a request allowed beyond the text).
 """
 
 from __future__ import annotations
 
 import json
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -18,11 +20,12 @@ import treq
 
 from mgateway.interfaces import IConfigurationStore
 from mgateway.store.configuration import StoredVocabulary
+from mgateway.store.schema import COLUMNS, MIGRATIONS, to_row
 from mgateway.text.redaction import ENTITY_IDS, default_enabled
 from mgateway.text.settings import TextSettings
 from tests.support.audio import until
 from tests.support.gateway import AUTH
-from tests.test_store import backend, store  # noqa: F401 (fixtures)
+from tests.test_store import backend, message, store  # noqa: F401 (fixtures)
 from tests.test_text_end_to_end import START, scripted, stream
 
 VOCABULARIES = "/configuration/v1/custom-vocabularies"
@@ -192,3 +195,35 @@ async def test_unknown_paths_and_methods_get_the_spec_error_body(gateway):
     assert (code, answer["error"]["code"]) == (404, "404-01")
     code, answer = await call(gateway, "PUT", VOCABULARIES, {})
     assert (code, answer["error"]["code"]) == (405, "405-01")
+
+
+@pytest_twisted.ensureDeferred
+async def test_unredacted_text_and_tokens_read_back_as_stored(store):  # noqa: F811
+    stored = attrs.evolve(message(), text="My pin is ####.", unredacted_text="My pin is 1234.",
+                          tokens_json='[{"content": "My", "start": 0, "end": 300}]')
+    await store.add(stored)
+    (read,) = await store.messages("CONV1", 10)
+    assert read == stored
+    assert read.to_json()["tokens"] == [{"content": "My", "start": 0, "end": 300}]
+    assert read.to_json()["unredactedText"] == "My pin is 1234."
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_version_1_database_is_migrated_keeping_its_messages(backend):  # noqa: F811
+    upgraded = backend.open()
+    if hasattr(upgraded, "path"):  # SQLite: the file's directory is made by the store
+        upgraded.path.parent.mkdir(parents=True, exist_ok=True)
+    backend.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    backend.execute("INSERT INTO schema_version (version) VALUES (1)")
+    for statement in MIGRATIONS[0]:
+        backend.execute(statement)
+    old = message()
+    columns = ", ".join(COLUMNS[:-2])
+    values = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in to_row(old)[:-2])
+    backend.execute(f"INSERT INTO messages ({columns}) VALUES ({values.replace('None', 'NULL')})")
+    await upgraded.start()
+    try:
+        assert await upgraded.messages("CONV1", 10) == [old]
+        assert await upgraded.vocabularies() == []
+    finally:
+        await upgraded.close()

@@ -71,9 +71,7 @@ def _in_unit_phrase(pieces: list[Piece], i: int, lang: LanguageWords) -> bool:
 
 def _next_to_digit(pieces: list[Piece], i: int, lang: LanguageWords) -> bool:
     neighbours = [pieces[j].content for j in (i - 1, i + 1) if 0 <= j < len(pieces)]
-    return any(n in lang.digits or n in lang.spoken_zero for n in neighbours) and any(
-        n in lang.digits for n in neighbours
-    )
+    return any(n in lang.digits for n in neighbours)
 
 
 def _kind(occurrence, span: list[Piece], lang: LanguageWords) -> Kind:
