@@ -1,0 +1,132 @@
+"""
+The daily build of the feed: a timer service on the injected clock.
+
+Every day at the configured hour (02:00 UTC by default) it builds the day
+before, as the guides promise. At start-up it builds that day too if it is due
+and nobody has (a node that was down at 02:00 catches up). Of several nodes
+sharing the transcript store one builds; the others see the claim and skip.
+Files older than the store's retention are deleted with each run.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import date, datetime, time, timedelta, timezone
+
+from twisted.application.service import MultiService, Service
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+
+from mgateway.api.fileexporter import FileExporterApi
+from mgateway.api.tokens import TokenSigner, signing_key
+from mgateway.export import feed
+from mgateway.export.build import FeedExporter
+from mgateway.export.interfaces import IExportLedger
+from mgateway.export.ledger import StoreExportLedger
+
+log = Logger()
+
+#: How long a claim of a node still building holds before another node may
+#: take the day over (the first node is taken to have died).
+STALE_CLAIM = timedelta(hours=1)
+
+
+def node_name() -> str:
+    return f"{socket.gethostname()}/{os.getpid()}"
+
+
+def due_day(now: datetime, build_hour: int) -> date:
+    """The latest day whose build time has come: the day before the last build hour passed."""
+    return (now - timedelta(hours=build_hour)).date() - timedelta(days=1)
+
+
+def next_build(now: datetime, build_hour: int) -> datetime:
+    """The first build time strictly after C{now}."""
+    today = datetime.combine(now.date(), time(build_hour), tzinfo=timezone.utc)
+    return today if today > now else today + timedelta(days=1)
+
+
+class DailyExportService(Service):
+    """
+    @param retention: files of days older than this are deleted (the store's
+        retention), or C{None} to keep them.
+    """
+
+    def __init__(self, exporter: FeedExporter, ledger: IExportLedger, clock: IReactorTime,
+                 build_hour: int, retention: timedelta | None, node: str | None = None):
+        self._exporter = exporter
+        self._ledger = ledger
+        self._clock = clock
+        self._build_hour = build_hour
+        self._retention = retention
+        self.node = node or node_name()
+        self._timer: IDelayedCall | None = None
+        self._running: Deferred = succeed(None)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+
+    def startService(self) -> None:
+        super().startService()
+        self._timer = self._clock.callLater(0, self._run)
+
+    def stopService(self) -> Deferred:
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        return self._running
+
+    def _run(self) -> None:
+        self._running = ensureDeferred(self.run_once()).addErrback(
+            lambda failure: log.failure("the daily {feed} export failed", failure, feed=feed.FEED))
+        self._running.addBoth(lambda _: self._schedule())
+
+    def _schedule(self) -> None:
+        if not self.running:
+            return
+        now = self._now()
+        self._timer = self._clock.callLater((next_build(now, self._build_hour) - now).total_seconds(), self._run)
+
+    async def run_once(self) -> bool:
+        """Purge, then build the due day if no node has; whether this node built it."""
+        now = self._now()
+        if self._retention is not None:
+            await self._exporter.purge(now - self._retention)
+        day = due_day(now, self._build_hour)
+        if not await self._ledger.claim(feed.FEED, day, self.node, now, now - STALE_CLAIM):
+            state = await self._ledger.state(feed.FEED, day)
+            log.info("{feed} feed of {day}: not building, {state} by {other}",
+                     feed=feed.FEED, day=day.isoformat(), state=state[0], other=state[1])
+            return False
+        try:
+            await self._exporter.build_day(day)
+        except BaseException:
+            await self._ledger.release(feed.FEED, day, self.node)
+            raise
+        await self._ledger.finish(feed.FEED, day, self.node, self._now())
+        return True
+
+
+def make_exporter(config, store, reactor, parent: MultiService) -> FeedExporter:
+    """
+    The gateway's exporter on its store; with C{exporter.enabled}, its daily
+    build service, a child of C{parent}.
+    """
+    settings = config.exporter
+    ledger = StoreExportLedger(store)
+    exporter = FeedExporter(ledger, settings.directory, settings.formats, reactor)
+    if settings.enabled:
+        DailyExportService(exporter, ledger, reactor, settings.build_hour,
+                           timedelta(days=config.store.retention_days)).setServiceParent(parent)
+    return exporter
+
+
+def make_file_exporter_api(config, reactor) -> FileExporterApi:
+    """The File Exporter API on the exporter's directory; URLs signed with the gateway's key."""
+    settings = config.exporter
+    tokens = TokenSigner(signing_key(config.auth.token_secret, config.gateway.data_dir),
+                         settings.url_ttl_seconds, reactor)
+    return FileExporterApi(settings.directory, settings.formats, tokens, reactor)
