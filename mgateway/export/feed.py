@@ -101,7 +101,9 @@ def decode(data: bytes, format: str) -> list[dict]:
     """The rows of a file's uncompressed bytes; in CSV an empty field reads back as C{None}."""
     text = data.decode("utf-8")
     if format == "jsonl":
-        return [json.loads(line) for line in text.splitlines() if line]
+        # Only "\n" ends a line: str.splitlines() would also split inside texts
+        # holding U+2028 and the like, which json.dumps leaves unescaped.
+        return [json.loads(line) for line in text.split("\n") if line]
     rows = []
     for r in csv.DictReader(io.StringIO(text, newline="")):
         r = {k: (v if v != "" else None) for k, v in r.items()}

@@ -63,7 +63,8 @@ class DailyExportService(Service):
         self._retention = retention
         self.node = node or node_name()
         self._timer: IDelayedCall | None = None
-        self._running: Deferred = succeed(None)
+        #: Fires when the run in progress (or the last one) has ended.
+        self.last_run: Deferred = succeed(None)
 
     def _now(self) -> datetime:
         return datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
@@ -77,12 +78,12 @@ class DailyExportService(Service):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        return self._running
+        return self.last_run
 
     def _run(self) -> None:
-        self._running = ensureDeferred(self.run_once()).addErrback(
+        self.last_run = ensureDeferred(self.run_once()).addErrback(
             lambda failure: log.failure("the daily {feed} export failed", failure, feed=feed.FEED))
-        self._running.addBoth(lambda _: self._schedule())
+        self.last_run.addBoth(lambda _: self._schedule())
 
     def _schedule(self) -> None:
         if not self.running:
@@ -130,3 +131,21 @@ def make_file_exporter_api(config, reactor) -> FileExporterApi:
     tokens = TokenSigner(signing_key(config.auth.token_secret, config.gateway.data_dir),
                          settings.url_ttl_seconds, reactor)
     return FileExporterApi(settings.directory, settings.formats, tokens, reactor)
+
+
+async def export_range(config, reactor, first: date, last: date) -> list:
+    """
+    Build the feed of the days C{first} to C{last} now, from the configured
+    store (the C{asapp-mg export} command): the files of those days are
+    replaced, whatever the daily builds did.
+    """
+    from mgateway.service import make_store
+
+    store = make_store(config, reactor)
+    try:
+        await store.start()
+        exporter = FeedExporter(StoreExportLedger(store), config.exporter.directory,
+                                config.exporter.formats, reactor)
+        return await exporter.build_range(first, last)
+    finally:
+        await store.close()
