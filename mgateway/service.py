@@ -119,7 +119,7 @@ class Gateway(MultiService):
         self.tokens = TokenSigner(
             signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
         )
-        self.exporter = make_exporter(config, self.store, reactor, parent=self)
+        self.exports = make_exporter(config, self.store, reactor, parent=self)
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
             engine=self.engine,

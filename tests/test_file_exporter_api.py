@@ -28,6 +28,7 @@ from twisted.internet.utils import getProcessOutputAndValue
 from mgateway.api.tokens import TokenSigner, signing_key
 from mgateway.export import feed
 from mgateway.export.ledger import StoreExportLedger
+from mgateway.export.service import due_day
 from mgateway.ingress.siprec.srs import NAMESPACE as SIPREC
 from tests.support.audio import chunks, pace, read_pcm, until
 from tests.support.gateway import AUTH, start_gateway
@@ -191,6 +192,11 @@ async def walk(gateway, format: str) -> dict[str, str]:
 async def test_a_day_of_calls_exported_listed_and_downloaded_equals_the_store(exporting_gateway, tmp_path):
     gateway = exporting_gateway
     first_day = datetime.now(timezone.utc).date()
+    # exporter.enabled: at start-up the gateway built the day due, empty.
+    daily = gateway.service.exports
+    await daily.last_run
+    due = due_day(datetime.now(timezone.utc), gateway.service.config.exporter.build_hour)
+    assert await StoreExportLedger(gateway.service.store).state(feed.FEED, due) == ("done", daily.node)
     calls = {
         "direct": await direct_call(gateway),
         "twilio": await twilio_call(gateway),

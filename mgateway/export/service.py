@@ -111,18 +111,20 @@ class DailyExportService(Service):
         return True
 
 
-def make_exporter(config, store, reactor, parent: MultiService) -> FeedExporter:
+def make_exporter(config, store, reactor, parent: MultiService) -> DailyExportService | None:
     """
-    The gateway's exporter on its store; with C{exporter.enabled}, its daily
-    build service, a child of C{parent}.
+    With C{exporter.enabled}, the daily build of the feed from C{store}, a
+    child of C{parent}; else L{None}.
     """
     settings = config.exporter
+    if not settings.enabled:
+        return None
     ledger = StoreExportLedger(store)
     exporter = FeedExporter(ledger, settings.directory, settings.formats, reactor)
-    if settings.enabled:
-        DailyExportService(exporter, ledger, reactor, settings.build_hour,
-                           timedelta(days=config.store.retention_days)).setServiceParent(parent)
-    return exporter
+    service = DailyExportService(exporter, ledger, reactor, settings.build_hour,
+                                 timedelta(days=config.store.retention_days))
+    service.setServiceParent(parent)
+    return service
 
 
 def make_file_exporter_api(config, reactor) -> FileExporterApi:
