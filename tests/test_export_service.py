@@ -206,9 +206,9 @@ def clock_at(when: datetime) -> Clock:
     return clock
 
 
-def service(ledger, directory, clock, node="node-a", retention=None) -> DailyExportService:
+def service(ledger, directory, clock, node="node-a", retention=None, build=True) -> DailyExportService:
     exporter = FeedExporter(ledger, directory, feed.FORMATS, reactor)
-    return DailyExportService(exporter, ledger, clock, build_hour=2, retention=retention, node=node)
+    return DailyExportService(exporter, ledger, clock, build_hour=2, retention=retention, node=node, build=build)
 
 
 def built_days(directory) -> list[str]:
@@ -311,17 +311,23 @@ async def test_a_failed_build_is_logged_leaves_no_file_and_is_retried_after_a_re
 
 
 @pytest_twisted.ensureDeferred
-async def test_each_run_deletes_the_files_older_than_the_retention(tmp_path):
+@pytest.mark.parametrize("build", [True, False])
+async def test_each_run_deletes_the_files_older_than_the_retention(tmp_path, build):
     for day in (date(2026, 11, 20), date(2026, 11, 25)):
         feed.write_atomically(feed.Partition("jsonl", day, 1).path(tmp_path), b"{}\n")
-    ledger = MemoryExportLedger()
+    ledger = MemoryExportLedger([message(created=at(NOV30, 5), spoken=at(NOV30, 5))] if not build else [])
     clock = clock_at(at(DEC1, 2))
-    node = service(ledger, tmp_path, clock, retention=timedelta(days=7))
+    node = service(ledger, tmp_path, clock, retention=timedelta(days=7), build=build)
     node.startService()
     await advance(clock, node, 0)
+    await advance(clock, node, 24 * 3600)
     await node.stopService()
+    # The 20th is past retention; a node that does not build wrote nothing of the 30th.
     assert built_days(tmp_path) == ["2026-11-25"]
-    assert await ledger.state(feed.FEED, NOV30) == ("done", "node-a"), "an empty day is built: no files"
+    if build:
+        assert await ledger.state(feed.FEED, NOV30) == ("done", "node-a"), "an empty day is built: no files"
+    else:
+        assert await ledger.state(feed.FEED, NOV30) is None, "a node that does not build claims nothing"
 
 
 @pytest_twisted.ensureDeferred

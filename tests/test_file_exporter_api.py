@@ -280,6 +280,27 @@ async def test_an_expired_forged_or_foreign_url_is_refused(gateway, exported_fil
 
 
 @pytest_twisted.ensureDeferred
+async def test_without_an_interval_every_file_of_the_date_is_listed_and_fetched(gateway, exported_file):
+    other = exported_file.parent.parent / "hr=14" / "utterances_2026-11-30_14.jsonl.gz"
+    feed.write_atomically(other, b"{}\n")
+    try:
+        body = file_request()
+        del body["interval"], body["fileName"]
+        code, answer = await exporter_call(gateway, "listfeedfiles", body)
+        assert (code, answer) == (200, {**body, "files": [exported_file.name, other.name]}), answer
+        code, answer = await exporter_call(gateway, "getfeedfile", {**body, "fileName": other.name})
+        assert code == 200 and "interval" not in answer, answer
+        response = await treq.get(answer["url"])
+        assert gzip.decompress(await response.content()) == b"{}\n"
+        other.unlink()
+        response = await treq.get(answer["url"])
+        assert response.code == 404, "a file deleted since the URL was issued"
+        assert (await response.json())["error"]["code"] == "404-01"
+    finally:
+        other.unlink(missing_ok=True)
+
+
+@pytest_twisted.ensureDeferred
 async def test_hive_style_values_are_accepted_and_echoed(gateway, exported_file):
     body = file_request(version="version=1", format="format=jsonl", date="dt=2026-11-30")
     code, answer = await exporter_call(gateway, "getfeedfile", body)

@@ -5,7 +5,8 @@ Every day at the configured hour (02:00 UTC by default) it builds the day
 before, as the guides promise. At start-up it builds that day too if it is due
 and nobody has (a node that was down at 02:00 catches up). Of several nodes
 sharing the transcript store one builds; the others see the claim and skip.
-Files older than the store's retention are deleted with each run.
+Files older than the store's retention are deleted with each run, whether
+or not this node builds (files built by C{asapp-mg export} age out too).
 """
 
 from __future__ import annotations
@@ -52,16 +53,20 @@ class DailyExportService(Service):
     """
     @param retention: files of days older than this are deleted (the store's
         retention), or C{None} to keep them.
+    @param build: whether this node builds the feed (C{exporter.enabled}), or
+        only deletes old files.
     """
 
     def __init__(self, exporter: FeedExporter, ledger: IExportLedger, clock: IReactorTime,
-                 build_hour: int, retention: timedelta | None, node: str | None = None):
+                 build_hour: int, retention: timedelta | None, node: str | None = None,
+                 build: bool = True):
         self._exporter = exporter
         self._ledger = ledger
         self._clock = clock
         self._build_hour = build_hour
         self._retention = retention
         self.node = node or node_name()
+        self._build = build
         self._timer: IDelayedCall | None = None
         #: Fires when the run in progress (or the last one) has ended.
         self.last_run: Deferred = succeed(None)
@@ -96,6 +101,8 @@ class DailyExportService(Service):
         now = self._now()
         if self._retention is not None:
             await self._exporter.purge(now - self._retention)
+        if not self._build:
+            return False
         day = due_day(now, self._build_hour)
         if not await self._ledger.claim(feed.FEED, day, self.node, now, now - STALE_CLAIM):
             state = await self._ledger.state(feed.FEED, day)
@@ -111,18 +118,17 @@ class DailyExportService(Service):
         return True
 
 
-def make_exporter(config, store, reactor, parent: MultiService) -> DailyExportService | None:
+def make_exporter(config, store, reactor, parent: MultiService) -> DailyExportService:
     """
-    With C{exporter.enabled}, the daily build of the feed from C{store}, a
-    child of C{parent}; else L{None}.
+    The daily run of the feed on C{store}, a child of C{parent}: it builds
+    with C{exporter.enabled}, and deletes files past the store's retention
+    either way.
     """
     settings = config.exporter
-    if not settings.enabled:
-        return None
     ledger = StoreExportLedger(store)
     exporter = FeedExporter(ledger, settings.directory, settings.formats, reactor)
     service = DailyExportService(exporter, ledger, reactor, settings.build_hour,
-                                 timedelta(days=config.store.retention_days))
+                                 timedelta(days=config.store.retention_days), build=settings.enabled)
     service.setServiceParent(parent)
     return service
 
