@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta, timezone
 import attrs
 import pytest
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import gatherResults
 from twisted.internet.task import Clock
@@ -211,6 +212,10 @@ def service(ledger, directory, clock, node="node-a", retention=None, build=True)
     return DailyExportService(exporter, ledger, clock, build_hour=2, retention=retention, node=node, build=build)
 
 
+def builds(outcome: str) -> float:
+    return REGISTRY.get_sample_value("asapp_mg_export_builds_total", {"outcome": outcome}) or 0.0
+
+
 def built_days(directory) -> list[str]:
     return feed.dates(directory, "jsonl")
 
@@ -293,9 +298,11 @@ async def test_a_failed_build_is_logged_leaves_no_file_and_is_retried_after_a_re
     blocked.write_text("a file where the feed's directory should be")
     clock = clock_at(at(DEC1, 2))
     node = service(ledger, blocked, clock)
+    failed_before = builds("failed")
     node.startService()
     await advance(clock, node, 0)
     await node.stopService()
+    assert builds("failed") == failed_before + 1
 
     failures = [e for e in export_events(logged) if "log_failure" in e]
     assert failures and "2026-11-30" in failures[0]["day"], export_events(logged)

@@ -70,15 +70,14 @@ class RestApi:
         C{WebSocketResource}) for each WebSocket ingress.
     @param configured_websockets: the same, for ingresses whose path comes
         from the configuration (AudioHook).
-    @param file_exporter: the L{mgateway.api.fileexporter.FileExporterApi},
-        or L{None} (its paths are then 404).
+    @param file_exporter: the L{mgateway.api.fileexporter.FileExporterApi}.
     """
 
     app = Klein()
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
-                 configured_websockets: dict | None = None, file_exporter=None):
+                 configured_websockets: dict | None = None, file_exporter):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -234,8 +233,6 @@ class RestApi:
     @app.route("/fileexporter/v1/static/<operation>", methods=["POST"])
     async def file_exporter(self, request, operation):
         api_id = self._authenticate(request)
-        if self._file_exporter is None:
-            raise generic_error(404)
         body = _json(request, self._max_body)
         answer = await self._file_exporter.answer(operation, body, api_id, self._base_url(request))
         return json_body(request, 200, answer)
@@ -243,8 +240,6 @@ class RestApi:
     @app.route("/fileexporter/v1/files/<token>/<name>", methods=["GET"])
     def feed_file(self, request, token, name):
         """A signed download URL: the token is the credential, no API headers."""
-        if self._file_exporter is None:
-            raise generic_error(404)
         return self._file_exporter.download(token, name)
 
     @app.route("/health", methods=["GET"])

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import Counter
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
@@ -13,6 +14,8 @@ from mgateway.export import feed
 from mgateway.export.interfaces import IExportLedger
 
 log = Logger()
+
+BUILDS = Counter("asapp_mg_export_builds", "Days of the File Exporter feed built, by outcome.", ["outcome"])
 
 
 class FeedExporter:
@@ -47,7 +50,9 @@ class FeedExporter:
         except Exception:
             log.failure("building the {feed} feed of {day} failed after {count} files",
                         feed=feed.FEED, day=day.isoformat(), count=len(written))
+            BUILDS.labels(outcome="failed").inc()
             raise
+        BUILDS.labels(outcome="built").inc()
         log.info("built the {feed} feed of {day}: {count} files in {directory}",
                  feed=feed.FEED, day=day.isoformat(), count=len(written), directory=str(self.directory))
         return written
