@@ -345,3 +345,20 @@ async def test_a_built_file_holds_the_rows_of_its_hour(tmp_path):
     written = await exporter.build_day(NOV30)
     assert [p.name for p in written] == ["utterances_2026-11-30_13.csv.gz"]
     assert feed.decode(gzip.decompress(written[0].read_bytes()), "csv") == [feed.row(m) for m in messages]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_purge_is_logged_and_the_day_is_built_all_the_same(tmp_path, logged, monkeypatch):
+    def unreadable(root, older_than):
+        raise PermissionError(13, "Permission denied", str(root))
+
+    monkeypatch.setattr(feed, "purge_older", unreadable)
+    ledger = MemoryExportLedger([message(created=at(NOV30, 6), spoken=at(NOV30, 6))])
+    clock = clock_at(at(DEC1, 2))
+    node = service(ledger, tmp_path, clock, retention=timedelta(days=7))
+    node.startService()
+    await advance(clock, node, 0)
+    await node.stopService()
+    failures = [e for e in export_events(logged) if "log_failure" in e]
+    assert [f["log_failure"].type for f in failures] == [PermissionError], failures
+    assert built_days(tmp_path) == ["2026-11-30"]

@@ -97,17 +97,24 @@ class DailyExportService(Service):
         self._timer = self._clock.callLater((next_build(now, self._build_hour) - now).total_seconds(), self._run)
 
     async def run_once(self) -> bool:
-        """Purge, then build the due day if no node has; whether this node built it."""
+        """
+        Purge, then build the due day if no node has; whether this node built
+        it. A failed purge is logged and does not hold up the build.
+        """
         now = self._now()
         if self._retention is not None:
-            await self._exporter.purge(now - self._retention)
+            try:
+                await self._exporter.purge(now - self._retention)
+            except Exception:
+                log.failure("deleting the {feed} feed's files past retention failed", feed=feed.FEED)
         if not self._build:
             return False
         day = due_day(now, self._build_hour)
         if not await self._ledger.claim(feed.FEED, day, self.node, now, now - STALE_CLAIM):
-            state = await self._ledger.state(feed.FEED, day)
+            # None: the other node gave its claim up since; the next run retries.
+            state, other = await self._ledger.state(feed.FEED, day) or ("released", None)
             log.info("{feed} feed of {day}: not building, {state} by {other}",
-                     feed=feed.FEED, day=day.isoformat(), state=state[0], other=state[1])
+                     feed=feed.FEED, day=day.isoformat(), state=state, other=other)
             return False
         try:
             await self._exporter.build_day(day)
