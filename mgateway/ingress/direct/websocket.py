@@ -135,6 +135,7 @@ class DirectStreamProtocol(GatewayServerProtocol):
             created=self.factory.now(),
             spoken=self.started_wall + timedelta(milliseconds=utterance.end_ms),
             detailed_tokens=self.params.detailed_token,
+            language=self.params.language,
         )
         self.factory.sink.deliver(event)
         self._carry_out(self.session.utterance(utterance))
