@@ -6,9 +6,11 @@ pushed into the call's two legs. A connection that drops, ends, stalls for
 C{stall_seconds} or carries error tags is resumed from the last continuation
 token (or fragment number); L{ContactMedia} drops whatever a resumed response
 replays, so the legs get no gap and nothing twice. Errors are retried after a
-bounded exponential back-off with full jitter; after C{max_failures} in a row
-without progress, or an error that cannot get better (no such stream, access
-denied), the call's streams end with the reason logged.
+bounded exponential back-off with full jitter (a response that ends with
+nothing new, the producer being idle, backs off the same way); after
+C{max_failures} errors in a row without progress, or an error that cannot get
+better (no such stream, access denied), the call's streams end with the
+reason logged.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class ContactPull:
         return None
 
     async def _run(self, selector: dict) -> None:
-        failures = 0
+        failures = idle = 0
         first = True
         while self._running:
             if not first:
@@ -129,7 +131,9 @@ class ContactPull:
             if not self._running or self.media.ended:
                 break
             if (self.media.last_fragment, self.media.continuation_token) != before:
-                failures = 0
+                failures = idle = 0
+            elif failure is None:
+                idle += 1  # caught up: the producer sent nothing new
             else:
                 failures += 1
             if failure is not None:
@@ -137,11 +141,8 @@ class ContactPull:
                 if failures >= self._max_failures or not getattr(failure, "retryable", True):
                     self._end(f"the stream cannot be read: {failure}")
                     break
-            if failures >= self._max_failures:
-                self._end(f"no audio from the stream after {failures} attempts")
-                break
             selector = self._resume_selector() or selector
-            delay = self._random() * min(self._backoff[1], self._backoff[0] * 2 ** failures)
+            delay = self._random() * min(self._backoff[1], self._backoff[0] * 2 ** min(failures + idle, 30))
             log.info("call {guid}: resuming GetMedia in {delay:.2f} s ({reason})", guid=self.guid,
                      delay=delay, reason=failure or "response ended")
             self._sleep = task.deferLater(self._clock, delay, lambda: None)
