@@ -47,9 +47,10 @@ def speech():
     return read_pcm("customer.wav"), read_pcm("agent.wav")
 
 
-def make_pull(kvs, name, credentials=None, **kwargs):
-    client = KvsClient(reactor, lambda app: credentials or Credentials(ACCESS_KEY, SECRET_KEY),
-                       endpoint_url=kvs.base_url)
+def make_pull(kvs, name, credentials=None, source=None, **kwargs):
+    """A pull of stream C{name}; C{source}: app id -> credentials (default: the endpoint's key)."""
+    source = source or (lambda app: credentials or Credentials(ACCESS_KEY, SECRET_KEY))
+    client = KvsClient(reactor, source, endpoint_url=kvs.base_url)
     legs = Legs()
     pull = ContactPull(client=client, clock=reactor, guid=CONTACT, app_id="app", arn=stream_arn(name),
                        attachment=legs, on_end=lambda p, reason: setattr(legs, "ended", reason),
@@ -168,3 +169,27 @@ def test_stream_arns():
     assert stream_region(stream_arn("x")) == "us-east-1"
     assert stream_region("arn:aws:kinesisvideo:us-east-1:145051540001:stream/s/1696422764859TBD") is None
     assert stream_region("not an arn") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_apps_role_is_assumed_with_its_external_id(kvs, speech):
+    import botocore.session
+
+    from mgateway.ingress.kvs.credentials import AssumedRole, CredentialSource
+
+    def session():
+        made = botocore.session.Session()
+        made.set_credentials(ACCESS_KEY, SECRET_KEY)
+        return made
+
+    role = "arn:aws:iam::145051540001:role/kinesis-connect-access-role-for-asapp"
+    source = CredentialSource({"app": AssumedRole(role, "ext-123")}, region="us-east-1",
+                              sts_endpoint_url=kvs.base_url, session_factory=session)
+    fragments = add_stream(kvs, "role", speech)
+    pull, legs = make_pull(kvs, "role", source=source)
+    assert await pulled(pull, legs, fragments) == whole(fragments)
+    sts = [r for r in kvs.requests if r["path"] == "/"]
+    assert len(sts) == 1 and sts[0]["signature"] is None
+    assert (sts[0]["body"]["RoleArn"], sts[0]["body"]["ExternalId"]) == (role, "ext-123")
+    kvs_keys = {r["key"] for r in kvs.requests if r["path"] != "/"}
+    assert kvs_keys == {"ASIA0000000000000001"} and all(r["signature"] is None for r in kvs.requests)

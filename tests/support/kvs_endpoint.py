@@ -11,10 +11,12 @@ consumed one per GetMedia request.
 
 from __future__ import annotations
 
+import datetime
 import hmac
 import json
 import random
 import re
+from urllib.parse import parse_qs
 
 import attrs
 from botocore.auth import SigV4Auth
@@ -89,7 +91,7 @@ class LocalKvs(Resource):
 
     # -- signature ---------------------------------------------------------
 
-    def _verify(self, request, body: bytes) -> str | None:
+    def _verify(self, request, body: bytes, expected_service: str) -> str | None:
         """None when the signature is botocore's for our secret, else the error type."""
         match = _AUTH.fullmatch(request.getHeader("authorization") or "")
         if match is None:
@@ -100,7 +102,7 @@ class LocalKvs(Resource):
         secret, token = self.secrets[key]
         if key in self.expired:
             return "ExpiredTokenException"
-        if (region, service) != (REGION, "kinesisvideo") or token != request.getHeader("x-amz-security-token"):
+        if (region, service) != (REGION, expected_service) or token != request.getHeader("x-amz-security-token"):
             return "InvalidSignatureException"
         names = signed.split(";")
         headers = {n: request.getHeader(n) for n in names if n != "host"}
@@ -119,9 +121,13 @@ class LocalKvs(Resource):
 
     def render_POST(self, request):
         body = request.content.read()
-        error = self._verify(request, body)
+        if request.path == b"/":
+            return self._assume_role(request, body)
+        error = self._verify(request, body, "kinesisvideo")
         payload = json.loads(body or b"{}")
-        self.requests.append({"path": request.path.decode(), "body": payload, "signature": error})
+        self.requests.append({"path": request.path.decode(), "body": payload, "signature": error,
+                              "key": request.getHeader("authorization").split("Credential=")[1].split("/")[0]
+                              if request.getHeader("authorization") else None})
         if error is not None:
             return self._error(request, 403, error, "The request signature we calculated does not match")
         arn = payload.get("StreamARN")
@@ -141,6 +147,26 @@ class LocalKvs(Resource):
         request.setHeader("Content-Type", "video/webm")
         self._write(request, stream, start, failure)
         return NOT_DONE_YET
+
+    def _assume_role(self, request, body: bytes) -> bytes:
+        """STS AssumeRole (Query API): temporary credentials that this endpoint then accepts."""
+        error = self._verify(request, body, "sts")
+        form = {k: v[0] for k, v in parse_qs(body.decode()).items()}
+        self.requests.append({"path": "/", "body": form, "signature": error})
+        if error is not None or form.get("Action") != "AssumeRole":
+            request.setResponseCode(403)
+            return b"<ErrorResponse><Error><Code>AccessDenied</Code></Error></ErrorResponse>"
+        key = f"ASIA{len(self.secrets):016d}"
+        secret, token = f"secret-{key}", f"token-{key}"
+        self.secrets[key] = (secret, token)
+        expiry = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=1)
+        request.setHeader("Content-Type", "text/xml")
+        return f"""<AssumeRoleResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/">
+<AssumeRoleResult><Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>
+<SessionToken>{token}</SessionToken><Expiration>{expiry:%Y-%m-%dT%H:%M:%SZ}</Expiration></Credentials>
+<AssumedRoleUser><Arn>{form["RoleArn"]}/{form["RoleSessionName"]}</Arn><AssumedRoleId>AROA:{key}</AssumedRoleId>
+</AssumedRoleUser></AssumeRoleResult><ResponseMetadata><RequestId>1</RequestId></ResponseMetadata>
+</AssumeRoleResponse>""".encode()
 
     def _error(self, request, status: int, error_type: str, message: str) -> bytes:
         request.setResponseCode(status)

@@ -1,0 +1,81 @@
+"""
+The call registry's per-namespace media source: start-streaming opens the
+call through it (nothing pushes the media), and the Amazon Connect source
+provides the interface.
+"""
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import succeed
+from twisted.internet.task import Clock
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from mgateway.calls.errors import ApiError, bad_parameter
+from mgateway.calls.registry import CallRegistry, CallState
+from mgateway.calls.requests import parse_start, parse_stop
+from mgateway.interfaces import IMediaSource
+from mgateway.ingress.kvs.client import KvsClient
+from mgateway.ingress.kvs.source import AmazonConnectSource
+from tests.support.scripted_engine import ScriptedEngine
+
+
+@implementer(IMediaSource)
+class RecordingSource:
+    """Attaches one leg on prepare, records what the registry asked."""
+
+    def __init__(self, refuse=None):
+        self.calls = []
+        self.refuse = refuse
+
+    async def prepare(self, registry, request):
+        self.calls.append("prepare")
+        if self.refuse:
+            raise self.refuse
+        if registry.find(request.namespace, request.guid) is None:
+            registry.attach(request.namespace, request.guid, ["leg"],
+                            on_stop=lambda: self.calls.append("stopped"))
+
+    def begin(self, call, request):
+        self.calls.append(("begin", call.state))
+
+    def abandon(self, request):
+        self.calls.append("abandon")
+
+
+def registry_with(source):
+    engine = ScriptedEngine()
+    return CallRegistry(engine, [], Clock(), mappers={"amazonconnect": lambda r, legs: {"leg": "customer"}},
+                        media_sources={"amazonconnect": source})
+
+
+def start(language="en-US"):
+    return parse_start({"namespace": "amazonconnect", "guid": "g", "customerId": "c", "agentId": "a",
+                        "autotranscribeParams": {"language": language}}, "en-US")
+
+
+def test_the_interfaces_are_provided():
+    assert verifyObject(IMediaSource, RecordingSource())
+    assert verifyObject(IMediaSource, AmazonConnectSource(KvsClient(Clock(), lambda app: None), Clock()))
+
+
+@pytest_twisted.ensureDeferred
+async def test_start_creates_the_call_through_the_source_then_begins_it():
+    source = RecordingSource()
+    registry = registry_with(source)
+    streams = await registry.start(start())
+    assert set(streams) == {"customer", "agent"}
+    assert source.calls == ["prepare", ("begin", CallState.STARTED)]
+    await registry.stop(parse_stop({"namespace": "amazonconnect", "guid": "g"}))
+    assert source.calls[-1] == "stopped"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_prepare_is_the_answer_and_a_failed_start_is_abandoned():
+    with pytest.raises(ApiError) as error:
+        await registry_with(RecordingSource(refuse=bad_parameter("bad arn"))).start(start())
+    assert error.value.code == "400-201"
+    source = RecordingSource()
+    with pytest.raises(ApiError) as error:
+        await registry_with(source).start(start(language="xx-XX"))
+    assert error.value.code == "400-202" and source.calls == ["prepare", "abandon"]
