@@ -249,6 +249,7 @@ class AmazonConnectConfig:
     backoff_base_seconds: float
     backoff_max_seconds: float
     max_failures: int
+    stopped_call_seconds: float
     #: (api_id, role) pairs: the role each app's streams are read with.
     apps: tuple[tuple[str, AmazonConnectRole], ...]
 
@@ -412,6 +413,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "backoff_base_seconds": 0.2,
         "backoff_max_seconds": 5,
         "max_failures": 10,
+        "stopped_call_seconds": 3600,
         "apps": {},
     },
 }
@@ -781,6 +783,7 @@ def _amazonconnect(table: _Table) -> AmazonConnectConfig:
         backoff_base_seconds=table.number("backoff_base_seconds", 0),
         backoff_max_seconds=table.number("backoff_max_seconds", 0),
         max_failures=table.integer("max_failures", minimum=1),
+        stopped_call_seconds=table.number("stopped_call_seconds", 0, exclusive=True),
         apps=tuple(apps),
     )
 

@@ -6,7 +6,7 @@ provides the interface.
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
@@ -16,7 +16,8 @@ from mgateway.calls.registry import CallRegistry, CallState
 from mgateway.calls.requests import parse_start, parse_stop
 from mgateway.interfaces import IMediaSource
 from mgateway.ingress.kvs.client import KvsClient
-from mgateway.ingress.kvs.source import AmazonConnectSource
+from mgateway.ingress.kvs.source import AmazonConnectSource, PullSettings
+from tests.support.kvs_endpoint import stream_arn
 from tests.support.scripted_engine import ScriptedEngine
 
 
@@ -79,3 +80,44 @@ async def test_a_refused_prepare_is_the_answer_and_a_failed_start_is_abandoned()
     with pytest.raises(ApiError) as error:
         await registry_with(source).start(start(language="xx-XX"))
     assert error.value.code == "400-202" and source.calls == ["prepare", "abandon"]
+
+
+class StreamThatNeverAnswers:
+    """A KVS client whose GetMedia never gets its headers (cancellable, as treq's are)."""
+
+    def __init__(self):
+        self.requests = []
+
+    async def data_endpoint(self, app_id, arn):
+        return "http://127.0.0.1:1"
+
+    async def get_media(self, app_id, arn, selector, on_data):
+        self.requests.append(Deferred())
+        return await self.requests[-1]
+
+
+def connect_start(guid="g"):
+    return parse_start({"namespace": "amazonconnect", "guid": guid, "customerId": "c", "agentId": "a",
+                        "amazonConnectParams": {"streamArn": stream_arn("s")}}, "en-US")
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_cancels_a_pending_request_and_a_stopped_call_expires():
+    clock = Clock()
+    client = StreamThatNeverAnswers()
+    source = AmazonConnectSource(client, clock, PullSettings(stopped_call_seconds=60))
+    registry = CallRegistry(ScriptedEngine(), [], clock, mappers={"amazonconnect": source.roles},
+                            media_sources={"amazonconnect": source})
+    await registry.start(connect_start())
+    assert len(client.requests) == 1
+    await registry.stop(parse_stop({"namespace": "amazonconnect", "guid": "g"}))
+    assert client.requests[0].called, "the pending GetMedia was cancelled"
+    await source.pull("g").stop()  # the loop is over
+    clock.advance(59)
+    assert registry.find("amazonconnect", "g") is not None
+    await registry.start(connect_start())  # started again: no expiry while it runs
+    clock.advance(120)
+    assert registry.find("amazonconnect", "g").state is CallState.STARTED
+    await registry.stop(parse_stop({"namespace": "amazonconnect", "guid": "g"}))
+    clock.advance(60)
+    assert registry.find("amazonconnect", "g") is None and source.pull("g") is None

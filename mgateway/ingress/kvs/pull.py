@@ -75,8 +75,12 @@ class ContactPull:
         self._max_failures = max_failures
         self._random = random
         self._running = False
+        #: Which start the running loop belongs to: a loop still winding down
+        #: after a stop must not carry on when a new start comes quickly.
+        self._generation = 0
         self._loop: Deferred | None = None
         self._body = None
+        self._request: Deferred | None = None  #: GetDataEndpoint/GetMedia until the headers came
         self._sleep: Deferred | None = None
         self._stall = None
         self._stalled = False
@@ -93,7 +97,11 @@ class ContactPull:
         else:
             selector = start_selector(selector_type, after_fragment)
         self._running = True
-        self._loop = Deferred.fromCoroutine(self._run(selector))
+        self._generation += 1
+        generation, previous = self._generation, self._loop
+        run = lambda _=None: Deferred.fromCoroutine(self._run(selector, generation))
+        # A loop still winding down after a stop finishes first (it holds the connection state).
+        self._loop = previous.addBoth(run) if previous is not None and not previous.called else run()
         self._loop.addErrback(lambda f: log.failure("call {guid}: KVS pull failed", f, guid=self.guid))
 
     def stop(self) -> Deferred:
@@ -119,16 +127,19 @@ class ContactPull:
             return start_selector("FRAGMENT_NUMBER", self.media.last_fragment)
         return None
 
-    async def _run(self, selector: dict) -> None:
+    def _live(self, generation: int) -> bool:
+        return self._running and generation == self._generation
+
+    async def _run(self, selector: dict, generation: int) -> None:
         failures = idle = 0
         first = True
-        while self._running:
+        while self._live(generation):
             if not first:
                 RESUMES.labels(self.guid).inc()
             first = False
             before = (self.media.last_fragment, self.media.continuation_token)
-            failure = await self._connect(selector)
-            if not self._running or self.media.ended:
+            failure = await self._connect(selector, generation)
+            if not self._live(generation) or self.media.ended:
                 break
             if (self.media.last_fragment, self.media.continuation_token) != before:
                 failures = idle = 0
@@ -153,17 +164,21 @@ class ContactPull:
             finally:
                 self._sleep = None
 
-    async def _connect(self, selector: dict):
+    async def _connect(self, selector: dict, generation: int):
         """One GetMedia response, read to its end: None, or what went wrong."""
         parser = MkvParser()
         self._error = None
         self._stalled = False
         try:
-            self._body = await self._client.get_media(
+            self._request = Deferred.fromCoroutine(self._client.get_media(
                 self._app_id, self.arn, selector, lambda data: self._data(parser, data)
-            )
+            ))
+            try:
+                self._body = await self._request
+            finally:
+                self._request = None
             self._arm_stall()
-            if not self._running:
+            if not self._live(generation):
                 self._abort()
             await self._body.done
             self._handle(parser.close())
@@ -171,7 +186,7 @@ class ContactPull:
             log.warn("call {guid}: KVS answered {error}", guid=self.guid, error=str(error))
             return error
         except Exception as error:
-            if not self._running:
+            if not self._live(generation):
                 return None
             reason = self._error or ("stalled" if self._stalled else f"connection lost: {error!r}")
             log.warn("call {guid}: GetMedia {reason}", guid=self.guid, reason=reason)
@@ -194,6 +209,8 @@ class ContactPull:
         self._abort()
 
     def _abort(self) -> None:
+        if self._request is not None:
+            self._request.cancel()
         if self._body is not None:
             self._body.abort()
 

@@ -37,6 +37,8 @@ class PullSettings:
     backoff_base: float = 0.2
     backoff_cap: float = 5.0
     max_failures: int = 10
+    #: A stopped call not started again within this time ends (nothing else says a contact is over).
+    stopped_call_seconds: float = 3600.0
 
 
 @implementer(IMediaSource)
@@ -51,6 +53,7 @@ class AmazonConnectSource:
         self._settings = settings
         self._random = random
         self._pulls: dict[str, ContactPull] = {}
+        self._expiries: dict[str, object] = {}
 
     def pull(self, guid: str) -> ContactPull | None:
         return self._pulls.get(guid)
@@ -90,6 +93,7 @@ class AmazonConnectSource:
         )
 
     def begin(self, call, request) -> None:
+        self._cancel_expiry(request.guid)
         pull = self._pulls[request.guid]
         params = request.amazon_connect
         pull.start(params.get("startSelectorType") or "NOW", params.get("afterFragmentNumber"))
@@ -105,12 +109,27 @@ class AmazonConnectSource:
         pull = self._pulls.get(guid)
         if pull is not None:
             pull.stop()
+            self._cancel_expiry(guid)
+            self._expiries[guid] = self._clock.callLater(
+                self._settings.stopped_call_seconds, self._expire, pull)
+
+    def _expire(self, pull: ContactPull) -> None:
+        self._expiries.pop(pull.guid, None)
+        log.info("call {guid}: not started again for {seconds} s, ending it", guid=pull.guid,
+                 seconds=self._settings.stopped_call_seconds)
+        self._ended(pull, "stopped too long")
+
+    def _cancel_expiry(self, guid: str) -> None:
+        expiry = self._expiries.pop(guid, None)
+        if expiry is not None and expiry.active():
+            expiry.cancel()
 
     def _ended(self, pull: ContactPull, reason: str) -> None:
         self._forget(pull)
         pull._attachment.hang_up()
 
     def _forget(self, pull: ContactPull) -> None:
+        self._cancel_expiry(pull.guid)
         if self._pulls.get(pull.guid) is pull:
             del self._pulls[pull.guid]
         pull.forget_metrics()
@@ -118,6 +137,8 @@ class AmazonConnectSource:
     def shut_down(self):
         """Stop every pull (the registry then flushes the calls)."""
         pulls = list(self._pulls.values())
+        for guid in list(self._expiries):
+            self._cancel_expiry(guid)
         return DeferredList([p.stop() for p in pulls], consumeErrors=True)
 
 
@@ -129,5 +150,5 @@ def make_amazon_connect(config, reactor) -> AmazonConnectSource:
     client = KvsClient(reactor, credentials, endpoint_url=config.endpoint_url or None,
                        connect_timeout=config.connect_timeout_seconds, region=config.region or None)
     settings = PullSettings(config.stall_seconds, config.backoff_base_seconds,
-                            config.backoff_max_seconds, config.max_failures)
+                            config.backoff_max_seconds, config.max_failures, config.stopped_call_seconds)
     return AmazonConnectSource(client, reactor, settings)
