@@ -142,3 +142,26 @@ def test_fuzzed_input_raises_only_mkv_error(noise, at, offset):
         parser.close()
     except MkvError:
         pass
+
+
+def test_the_generator_lays_fragments_out_byte_for_byte_as_the_connect_sample():
+    """
+    tests/support/connect_mkv.py, given the sample's values and PCM, writes
+    exactly the sample's first fragment (whose layout is a real Connect dump's).
+    """
+    from tests.support.connect_mkv import fragment
+
+    sample = CONNECT.read_bytes()[:34768]
+    events = parse(sample)
+    ended = fragments(events)[0]
+    pcm = {1: b"", 2: b""}
+    for event in events:
+        if isinstance(event, Block):
+            pcm[event.track] += event.payload
+    cluster_ms = next(e.timecode for e in events if isinstance(e, Block))
+    built = fragment(ended.tag("ContactId"), int(ended.tag("AWS_KINESISVIDEO_FRAGMENT_NUMBER")), cluster_ms,
+                     customer=pcm[2], agent=pcm[1],
+                     millis_behind_now=int(ended.tag("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW")),
+                     server_ms=round(float(ended.tag("AWS_KINESISVIDEO_SERVER_TIMESTAMP")) * 1000),
+                     instance_id=ended.tag("InstanceId"))
+    assert built.data == sample

@@ -28,8 +28,9 @@ def element(element_id: int, payload: bytes, width: int | None = None) -> bytes:
     return element_id.to_bytes((element_id.bit_length() + 7) // 8, "big") + _size(len(payload), width) + payload
 
 
-def uint(element_id: int, value: int, width: int | None = None) -> bytes:
-    return element(element_id, value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"), width)
+def uint(element_id: int, value: int, length: int = 1) -> bytes:
+    """An unsigned integer in C{length} bytes (KVS writes UIDs, scales and timecodes in 8)."""
+    return element(element_id, value.to_bytes(length, "big"))
 
 
 def text(element_id: int, value: str, width: int | None = None) -> bytes:
@@ -37,7 +38,8 @@ def text(element_id: int, value: str, width: int | None = None) -> bytes:
 
 
 def tags(pairs, width: int) -> bytes:
-    simple = b"".join(element(0x67C8, text(0x45A3, k) + text(0x4487, v), width) for k, v in pairs)
+    simple = b"".join(element(0x67C8, text(0x45A3, k, width) + text(0x4487, v, width), width)
+                      for k, v in pairs)
     return element(0x1254C367, element(0x7373, simple, width), width)
 
 
@@ -48,14 +50,14 @@ CLUSTER_UNKNOWN = bytes.fromhex("1F43B675") + b"\xff"
 
 
 def _info() -> bytes:
-    return element(0x1549A966, element(0x73A4, bytes(range(16))) + uint(0x2AD7B1, 1000000)
+    return element(0x1549A966, element(0x73A4, bytes(range(16))) + uint(0x2AD7B1, 1000000, 8)
                    + text(0x7BA9, "Kinesis Video SDK") + text(0x4D80, "Kinesis Video SDK 1.1.0 JNI 2.0")
                    + text(0x5741, "Kinesis Video SDK 1.1.0 JNI 2.0"), 2)
 
 
 def _tracks() -> bytes:
     def entry(number, uid, name):
-        return element(0xAE, uint(0xD7, number) + uint(0x73C5, uid) + uint(0x83, 2) + text(0x536E, name)
+        return element(0xAE, uint(0xD7, number) + uint(0x73C5, uid, 8) + uint(0x83, 2) + text(0x536E, name)
                        + text(0x86, "A_AAC") + element(0x63A2, b"\x11\x90"), 4)
     return element(0x1654AE6B, entry(1, 2, "AUDIO_TO_CUSTOMER") + entry(2, 1, "AUDIO_FROM_CUSTOMER"), 4)
 
@@ -69,12 +71,13 @@ class Fragment:
 
 
 def fragment(contact_id: str, number: int, producer_ms: int, customer: bytes, agent: bytes,
-             millis_behind_now: int = 0) -> Fragment:
+             millis_behind_now: int = 0, server_ms: int | None = None,
+             instance_id: str = INSTANCE_ID) -> Fragment:
     """One fragment: up to 16 KiB of each track (AUDIO_FROM_CUSTOMER = customer)."""
-    connect = [("ContactId", contact_id), ("InstanceId", INSTANCE_ID), ("MimeType", MIME),
+    connect = [("ContactId", contact_id), ("InstanceId", instance_id), ("MimeType", MIME),
                ("AUDIO_TO_CUSTOMER", "2"), ("AUDIO_FROM_CUSTOMER", "1")]
     connect_tags = b"".join(tags([pair], 8) for pair in connect)
-    stamp = f"{producer_ms // 1000}.{producer_ms % 1000:03d}"
+    stamp = lambda ms: f"{ms // 1000}.{ms % 1000:03d}"
     blocks = b""
     for i in range(BLOCKS_PER_TRACK):
         for track, pcm in ((1, agent), (2, customer)):
@@ -82,11 +85,11 @@ def fragment(contact_id: str, number: int, producer_ms: int, customer: bytes, ag
             if payload:
                 header = bytes([0x80 | track]) + (i * 64).to_bytes(2, "big", signed=True) + b"\x80"
                 blocks += element(0xA3, header + payload, 8)
-    cluster = CLUSTER_UNKNOWN + uint(0xE7, producer_ms) + uint(0xA7, 0) + blocks
+    cluster = CLUSTER_UNKNOWN + uint(0xE7, producer_ms, 8) + uint(0xA7, 0) + blocks
     data = (EBML_HEADER + SEGMENT_UNKNOWN + _info() + _tracks() + connect_tags
             + tags([("AWS_KINESISVIDEO_FRAGMENT_NUMBER", str(number)),
-                    ("AWS_KINESISVIDEO_SERVER_TIMESTAMP", stamp),
-                    ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP", stamp)], 4)
+                    ("AWS_KINESISVIDEO_SERVER_TIMESTAMP", stamp(server_ms or producer_ms + 170)),
+                    ("AWS_KINESISVIDEO_PRODUCER_TIMESTAMP", stamp(producer_ms))], 4)
             + cluster + connect_tags
             + tags([("AWS_KINESISVIDEO_MILLIS_BEHIND_NOW", str(millis_behind_now)),
                     ("AWS_KINESISVIDEO_CONTINUATION_TOKEN", str(number))], 4))

@@ -15,16 +15,13 @@ import re
 from typing import Callable
 
 import attrs
-import treq
+from treq.client import HTTPClient
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from twisted.internet import threads
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
-
-log = Logger()
 
 SIGNING_NAME = "kinesisvideo"
 #: The StreamARN pattern of the KVS API model.
@@ -119,7 +116,7 @@ class KvsClient:
         self._timeout = connect_timeout
         self._endpoints: dict[str, str] = {}
         pool = HTTPConnectionPool(reactor, persistent=False)
-        self._http = treq.client.HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
+        self._http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=connect_timeout))
 
     def _sign(self, app_id: str, region: str, url: str, body: bytes) -> dict:
         """On a worker thread: the headers of a signed POST (credentials refreshed as needed)."""
