@@ -10,6 +10,9 @@ import pytest
 import pytest_twisted
 from botocore.credentials import Credentials, RefreshableCredentials
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionLost
+from twisted.internet.task import Clock
 
 from mgateway.ingress.kvs.client import KvsClient, KvsError, stream_region
 from mgateway.ingress.kvs.pull import ContactPull
@@ -193,3 +196,74 @@ async def test_an_apps_role_is_assumed_with_its_external_id(kvs, speech):
     assert (sts[0]["body"]["RoleArn"], sts[0]["body"]["ExternalId"]) == (role, "ext-123")
     kvs_keys = {r["key"] for r in kvs.requests if r["path"] != "/"}
     assert kvs_keys == {"ASIA0000000000000001"} and all(r["signature"] is None for r in kvs.requests)
+
+
+class ScriptedBody:
+    """A GetMedia response the test writes into and ends."""
+
+    def __init__(self, on_data):
+        self.on_data = on_data
+        self.done = Deferred()
+        self.aborted = False
+
+    def abort(self):
+        self.aborted = True
+        if not self.done.called:
+            self.done.errback(ConnectionLost())
+
+
+class ScriptedClient:
+    def __init__(self):
+        self.responses = []
+
+    async def get_media(self, app_id, arn, selector, on_data):
+        self.responses.append((selector, ScriptedBody(on_data)))
+        return self.responses[-1][1]
+
+
+def clocked_pull(**kwargs):
+    clock, client, legs = Clock(), ScriptedClient(), Legs()
+    pull = ContactPull(client=client, clock=clock, guid=CONTACT, app_id="app", arn=stream_arn("c"),
+                       attachment=legs, on_end=lambda p, reason: setattr(legs, "ended", reason),
+                       random=lambda: 1.0, **kwargs)
+    return pull, clock, client, legs
+
+
+def test_a_stall_is_timed_on_the_clock_and_resumed_from_the_token(speech):
+    fragments = contact_fragments(CONTACT, *speech)
+    pull, clock, client, legs = clocked_pull(stall_seconds=3, backoff_base=0.2)
+    pull.start("NOW", None)
+    body = client.responses[0][1]
+    body.on_data(fragments[0].data + fragments[1].data[:5000])
+    clock.advance(2.9)
+    body.on_data(fragments[1].data[5000:6000])
+    clock.advance(2.9)
+    assert not body.aborted, "every byte restarts the stall timer"
+    clock.advance(0.2)
+    assert body.aborted and len(client.responses) == 1
+    clock.advance(0.2)  # progress was made: the shortest back-off
+    assert client.responses[1][0] == {"StartSelectorType": "CONTINUATION_TOKEN",
+                                      "ContinuationToken": fragments[0].number}
+
+
+def test_backoff_doubles_to_its_cap_and_errors_end_the_call(speech):
+    pull, clock, client, legs = clocked_pull(backoff_base=0.2, backoff_cap=1.0, max_failures=5)
+    pull.start("NOW", None)
+    waits = []
+    for attempt in range(5):
+        client.responses[-1][1].abort()
+        if legs.ended is not None:
+            break
+        (sleep,) = clock.getDelayedCalls()
+        waits.append(round(sleep.getTime() - clock.seconds(), 6))
+        clock.advance(waits[-1])
+    # random() is 1: the delays are the bounds themselves, 0.4, 0.8, then the 1 s cap.
+    assert waits == [0.4, 0.8, 1.0, 1.0] and legs.ended.startswith("the stream cannot be read")
+
+
+def test_a_kms_error_tag_ends_the_call(speech):
+    pull, clock, client, legs = clocked_pull()
+    pull.start("NOW", None)
+    client.responses[0][1].on_data(error_fragment("KMS_KEY_DISABLED", 4501))
+    client.responses[0][1].done.callback(None)  # GetMedia ends after its error tags
+    assert legs.ended == "KVS reported KMS_KEY_DISABLED (4501)"
