@@ -166,3 +166,23 @@ async def test_fragment_number_start_pulls_after_it(connect):
     code, stopped = await gateway.post_json(STOP, {"namespace": "amazonconnect", "guid": guid})
     summary = stopped["autotranscribeResponse"]["customer"]["summary"]
     assert summary["totalAudioBytes"] == len(customer) - len(fragments[0].customer_pcm)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_next_contact_on_the_stream_ends_the_call(connect, webhook):
+    gateway, kvs = connect
+    guid, other = str(uuid.uuid4()), str(uuid.uuid4())
+    pcm = read_pcm("single.wav")
+    ours = contact_fragments(guid, pcm, pcm)
+    theirs = contact_fragments(other, pcm, pcm, first=int(ours[-1].number) + 1000)
+    arn = stream_arn("reused-" + guid[:8])
+    kvs.streams[arn] = FakeStream(theirs[:1] + ours + theirs)  # the previous contact's tail, ours, the next
+    code, started = await gateway.post_json(START, start_body(guid, arn))
+    assert code == 200
+    await until(reactor, lambda: gateway.service.registry.find("amazonconnect", guid) is None, attempts=3000)
+    # The call was flushed: single.wav's one utterance only comes with the flush.
+    ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in SENDERS}
+    posts = await webhook.posts_of_call(guid, 2, ids, SENDERS)
+    assert {p.body["sender"]["role"] for p in posts} == {"customer", "agent"}
+    code, answer = await gateway.post_json(STOP, {"namespace": "amazonconnect", "guid": guid})
+    assert answer["error"]["code"] == "400-203"

@@ -121,3 +121,28 @@ async def test_stop_cancels_a_pending_request_and_a_stopped_call_expires():
     await registry.stop(parse_stop({"namespace": "amazonconnect", "guid": "g"}))
     clock.advance(60)
     assert registry.find("amazonconnect", "g") is None and source.pull("g") is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_start_while_the_stream_is_reached_is_409_202():
+    clock = Clock()
+
+    class SlowEndpoint(StreamThatNeverAnswers):
+        def __init__(self):
+            super().__init__()
+            self.answer = Deferred()
+
+        async def data_endpoint(self, app_id, arn):
+            return await self.answer
+
+    client = SlowEndpoint()
+    source = AmazonConnectSource(client, clock)
+    registry = CallRegistry(ScriptedEngine(), [], clock, mappers={"amazonconnect": source.roles},
+                            media_sources={"amazonconnect": source})
+    first = Deferred.fromCoroutine(registry.start(connect_start()))
+    with pytest.raises(ApiError) as error:
+        await registry.start(connect_start())
+    assert error.value.code == "409-202"
+    client.answer.callback("http://127.0.0.1:1")
+    assert set(await first) == {"customer", "agent"}
+    await source.shut_down()

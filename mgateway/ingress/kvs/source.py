@@ -18,7 +18,7 @@ from twisted.internet.defer import DeferredList
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from mgateway.calls.errors import bad_parameter, internal
+from mgateway.calls.errors import bad_parameter, internal, pending
 from mgateway.calls.registry import CallState
 from mgateway.interfaces import IMediaSource
 from mgateway.ingress.kvs.client import KvsClient, stream_region
@@ -54,6 +54,7 @@ class AmazonConnectSource:
         self._random = random
         self._pulls: dict[str, ContactPull] = {}
         self._expiries: dict[str, object] = {}
+        self._preparing: set[str] = set()  #: guids whose stream is being reached (409-202 meanwhile)
 
     def pull(self, guid: str) -> ContactPull | None:
         return self._pulls.get(guid)
@@ -76,12 +77,17 @@ class AmazonConnectSource:
             return
         if params.get("startSelectorType") == "FRAGMENT_NUMBER" and after is None:
             raise bad_parameter("amazonConnectParams.afterFragmentNumber is required for FRAGMENT_NUMBER")
+        if request.guid in self._preparing:
+            raise pending()
+        self._preparing.add(request.guid)
         try:
             await self._client.data_endpoint(request.app_id, arn)
         except Exception as error:
             log.warn("call {guid}: stream {arn} cannot be reached: {error}", guid=request.guid, arn=arn,
                      error=str(error))
             raise internal(f"Amazon Kinesis Video stream cannot be reached: {error}")
+        finally:
+            self._preparing.discard(request.guid)
         attachment = registry.attach(NAMESPACE, request.guid, list(LEG_ROLES),
                                      on_stop=lambda: self._stopped(request.guid))
         self._pulls[request.guid] = ContactPull(
