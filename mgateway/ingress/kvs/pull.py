@@ -68,7 +68,7 @@ class ContactPull:
         self._client = client
         self._clock = clock
         self._app_id = app_id
-        self._attachment = attachment
+        self.attachment = attachment
         self._on_end = on_end
         self._stall_seconds = stall_seconds
         self._backoff = (backoff_base, backoff_cap)
@@ -230,7 +230,7 @@ class ContactPull:
     def _handle(self, events) -> None:
         for action in self.media.receive(events):
             if isinstance(action, Audio):
-                self._attachment.audio(action.leg, action.pcm)
+                self.attachment.audio(action.leg, action.pcm)
             elif isinstance(action, FragmentDone):
                 FRAGMENTS.labels(self.guid).inc()
                 if action.millis_behind_now is not None:

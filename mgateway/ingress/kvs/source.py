@@ -109,7 +109,7 @@ class AmazonConnectSource:
         pull = self._pulls.get(request.guid)
         if pull is not None and not pull.running and pull.media.last_fragment is None:
             self._forget(pull)
-            pull._attachment.hang_up()
+            pull.attachment.hang_up()
 
     def _stopped(self, guid: str) -> None:
         pull = self._pulls.get(guid)
@@ -132,7 +132,7 @@ class AmazonConnectSource:
 
     def _ended(self, pull: ContactPull, reason: str) -> None:
         self._forget(pull)
-        pull._attachment.hang_up()
+        pull.attachment.hang_up()
 
     def _forget(self, pull: ContactPull) -> None:
         self._cancel_expiry(pull.guid)
