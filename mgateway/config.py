@@ -250,6 +250,29 @@ class SipConfig:
 
 
 @attrs.frozen
+class AmazonConnectRole:
+    role_arn: str
+    external_id: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class AmazonConnectConfig:
+    """Amazon Connect / Kinesis Video Streams; empty strings: AWS's defaults."""
+
+    region: str
+    endpoint_url: str
+    sts_endpoint_url: str
+    connect_timeout_seconds: float
+    stall_seconds: float
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    max_failures: int
+    stopped_call_seconds: float
+    #: (api_id, role) pairs: the role each app's streams are read with.
+    apps: tuple[tuple[str, AmazonConnectRole], ...]
+
+
+@attrs.frozen
 class Config:
     source: Path
     gateway: GatewayConfig
@@ -263,6 +286,7 @@ class Config:
     store: StoreConfig
     sip: SipConfig
     exporter: ExporterConfig
+    amazonconnect: AmazonConnectConfig
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
@@ -309,6 +333,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         store=_store(document.table("store"), gateway.data_dir),
         sip=_sip(document.table("sip")),
         exporter=_exporter(document.table("exporter"), gateway.data_dir),
+        amazonconnect=_amazonconnect(document.table("amazonconnect")),
     )
 
 
@@ -406,7 +431,24 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "formats": ["jsonl", "csv"],
         "url_ttl_seconds": 300,
     },
+    "amazonconnect": {
+        "region": "",
+        "endpoint_url": "",
+        "sts_endpoint_url": "",
+        "connect_timeout_seconds": 10,
+        "stall_seconds": 3,
+        "backoff_base_seconds": 0.2,
+        "backoff_max_seconds": 5,
+        "max_failures": 10,
+        "stopped_call_seconds": 3600,
+        "apps": {},
+    },
 }
+
+#: One [amazonconnect.apps."API_ID"] table.
+_CONNECT_APP_KEYS = {"role_arn": _REQUIRED, "external_id": ""}
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_REGION = re.compile(r"([a-z]{2}(-[a-z]+)+-[0-9])?")
 
 #: One [[auth.apps]] table; exactly one of the two secrets must be given.
 _APP_KEYS = {"api_id": _REQUIRED, "api_secret": None, "api_secret_sha256": None}
@@ -758,6 +800,35 @@ def _ip_address(table: _Table, name: str) -> str:
 def _port(table: _Table, name: str, minimum: int) -> int:
     return table._value(
         name, f"a port number from {minimum} to 65535", lambda v: _is_integer(v) and minimum <= v <= 65535
+    )
+
+
+def _amazonconnect(table: _Table) -> AmazonConnectConfig:
+    region = table.string("region")
+    if not _REGION.fullmatch(region):
+        raise table.error("region", f'expected an AWS region such as "us-east-1", got {_describe(region)}')
+    urls = {}
+    for name in ("endpoint_url", "sts_endpoint_url"):
+        urls[name] = table.string(name)
+        if urls[name] and not _is_url(urls[name], ("http", "https")):
+            raise table.error(name, f"expected an http(s) URL, got {_describe(urls[name])}")
+    apps = []
+    for api_id, app in table.tables_by_name("apps", _CONNECT_APP_KEYS):
+        role_arn = app.string("role_arn", non_empty=True)
+        if not _ROLE_ARN.fullmatch(role_arn):
+            raise app.error("role_arn", f"expected an IAM role ARN, got {_describe(role_arn)}")
+        apps.append((api_id, AmazonConnectRole(role_arn, app.string("external_id"))))
+    return AmazonConnectConfig(
+        region=region,
+        endpoint_url=urls["endpoint_url"],
+        sts_endpoint_url=urls["sts_endpoint_url"],
+        connect_timeout_seconds=table.number("connect_timeout_seconds", 0, exclusive=True),
+        stall_seconds=table.number("stall_seconds", 0, exclusive=True),
+        backoff_base_seconds=table.number("backoff_base_seconds", 0),
+        backoff_max_seconds=table.number("backoff_max_seconds", 0),
+        max_failures=table.integer("max_failures", minimum=1),
+        stopped_call_seconds=table.number("stopped_call_seconds", 0, exclusive=True),
+        apps=tuple(apps),
     )
 
 

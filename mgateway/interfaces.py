@@ -78,3 +78,26 @@ class ITranscriptStore(Interface):
 
         @rtype: L{twisted.internet.defer.Deferred}
         """
+
+
+class IMediaSource(Interface):
+    """
+    Media the gateway fetches itself for the calls of one namespace (Amazon
+    Connect: pulled from Kinesis Video Streams), rather than having it pushed
+    by an ingress. The registry asks it to open a call on start-streaming.
+    """
+
+    def prepare(registry, request):
+        """
+        Before the call starts: check the request's media can be reached and
+        attach the call's legs (creating the call). A call already prepared is
+        left as it is. Raises L{mgateway.calls.errors.ApiError}.
+
+        @rtype: awaitable
+        """
+
+    def begin(call, request):
+        """The call has started: deliver its media (into the legs attached)."""
+
+    def abandon(request):
+        """The start failed after L{prepare}: undo what it did for a new call."""

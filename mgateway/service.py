@@ -28,6 +28,7 @@ from mgateway.egress.webhook import WebhookSink
 from mgateway.export.service import make_exporter, make_file_exporter_api
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
+from mgateway.ingress.kvs.source import make_amazon_connect
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
@@ -106,6 +107,7 @@ class Gateway(MultiService):
             interval_seconds=config.store.purge_interval_seconds,
         ).setServiceParent(self)
 
+        self.amazonconnect = make_amazon_connect(config.amazonconnect, reactor)
         self.registry = CallRegistry(
             self.engine,
             sinks,
@@ -114,7 +116,9 @@ class Gateway(MultiService):
                 "siprec": media_line_roles(config.sip.media_line_order),
                 "twilio": track_roles,
                 "genesysaudiohook": channel_roles,
+                "amazonconnect": self.amazonconnect.roles,
             },
+            media_sources={"amazonconnect": self.amazonconnect},
         )
         self.tokens = TokenSigner(
             signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
@@ -204,7 +208,8 @@ class Gateway(MultiService):
             await self.siprec.stop()
         grace = self.config.gateway.shutdown_grace_seconds
         await DeferredList(
-            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.registry.shut_down()],
+            [self.direct.shut_down(), self.audiohook.shut_down(grace),
+             self.amazonconnect.shut_down(), self.registry.shut_down()],
             consumeErrors=True,
         )
         if self.webhook is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from twisted.logger import Logger
@@ -122,8 +123,9 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
     async def start_streaming(self, request):
-        self._authenticate(request)
+        app_id = self._authenticate(request)
         start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language)
+        start = attrs.evolve(start, app_id=app_id)
         streams = await self._guarded(self._registry.start(start), request)
         log.info("start-streaming {namespace}/{guid} (request {request_id})",
                  namespace=start.namespace, guid=start.guid, request_id=request_id(request))

@@ -239,6 +239,8 @@ class CallRegistry:
     @param engine: the L{mgateway.speech.SpeechEngine}.
     @param sinks: where every utterance of every call goes (webhook, store).
     @param mappers: per namespace, how legs map to participants.
+    @param media_sources: per namespace, an L{mgateway.interfaces.IMediaSource}
+        that start-streaming asks to open the call (nothing pushes its media).
     """
 
     def __init__(
@@ -248,6 +250,7 @@ class CallRegistry:
         clock,
         mappers: Mapping[str, RoleMapper],
         now: Callable[[], datetime] = utc_now,
+        media_sources: Mapping[str, object] = {},
     ):
         self.engine = engine
         self.sinks = list(sinks)
@@ -255,6 +258,7 @@ class CallRegistry:
         self.now = now
         self._mappers = dict(mappers)
         self._calls: dict[tuple[str, str], Call] = {}
+        self._media_sources = dict(media_sources)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -304,7 +308,18 @@ class CallRegistry:
         Start or resume transcription: C{{role: ParticipantStream}}, or raise
         L{errors.ApiError}.
         """
-        return await self._call(request.namespace, request.guid).start(request)
+        source = self._media_sources.get(request.namespace)
+        if source is None:
+            return await self._call(request.namespace, request.guid).start(request)
+        await source.prepare(self, request)
+        call = self._call(request.namespace, request.guid)
+        try:
+            streams = await call.start(request)
+        except Exception:
+            source.abandon(request)
+            raise
+        source.begin(call, request)
+        return streams
 
     async def stop(self, request: StopRequest) -> dict:
         """Pause or end transcription: C{{role: (ParticipantStream, StreamSummary)}}."""

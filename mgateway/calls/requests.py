@@ -43,6 +43,8 @@ class StartRequest:
     media_line_order: str | None = None
     #: C{amazonConnectParams}, as given (validated for types and enums).
     amazon_connect: dict = attrs.field(factory=dict)
+    #: The API app that sent the request (Amazon Connect: whose AWS role to use).
+    app_id: str = ""
 
     def sender_id(self, role: str) -> str:
         return self.customer_id if role == "customer" else self.agent_id
