@@ -49,6 +49,11 @@ _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S+")
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_BREAK_RE = re.compile(r"\r?\n")
 _MAX_CSEQ = 2**31 - 1
+#: A NUL not preceded by an odd number of backslashes.
+_BARE_NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\0")
+_DISPLAY_TOKENS_RE = re.compile(rf"{_TOKEN}(?:\s+{_TOKEN})*")
+#: Headers a request carries once at most (RFC 3261 §7.3.1, §20; RFC 4475 §3.3.8).
+_SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -59,11 +64,20 @@ def header_key(name: str) -> str:
     return COMPACT_FORMS.get(lowered, lowered)
 
 
+def _has_bare_nul(value: str) -> bool:
+    """
+    Whether C{value} holds a NUL that is not escaped: RFC 3261's quoted-pair
+    (C{\\} then any octet but CR and LF) makes C{\\<NUL>} legal inside a
+    quoted string (RFC 4475 §3.1.1.2).
+    """
+    return _BARE_NUL_RE.search(value) is not None
+
+
 def _check_header(pair) -> tuple[str, str]:
     name, value = pair
     if not _TOKEN_RE.fullmatch(name):
         raise ValueError(f"header name {name!r} is not a token")
-    if any(c in value for c in "\r\n\0"):
+    if "\r" in value or "\n" in value or _has_bare_nul(value):
         raise ValueError(f"header {name} value {value!r} contains a line break or NUL")
     return (name, value)
 
@@ -348,17 +362,41 @@ def parse_name_addr(value: str) -> NameAddress:
     elif "<" in text:
         display = text[: text.index("<")].strip() or None
         text = text[text.index("<"):]
+        if display is not None and not _DISPLAY_TOKENS_RE.fullmatch(display):
+            # RFC 4475 §3.1.2.15: an unquoted display name is tokens only.
+            raise ParseError(f"unquoted display name with non-token characters in {value[:60]!r}")
     if text.startswith("<"):
         end = text.find(">")
         if end < 0:
             raise ParseError(f"unterminated <uri> in {value[:60]!r}")
-        uri, rest = text[1:end].strip(), text[end + 1:]
+        uri, rest = text[1:end], text[end + 1:]
+        if uri != uri.strip():
+            # RFC 4475 §3.1.2.14: no whitespace inside the angle brackets.
+            raise ParseError(f"whitespace inside <uri> in {value[:60]!r}")
     else:
         uri, sep, rest = text.partition(";")
         uri, rest = uri.strip(), sep + rest
     if not (uri == "*" or _SCHEME_RE.fullmatch(uri)):
         raise ParseError(f"bad URI {uri[:60]!r}")
     return NameAddress(display, uri, parse_params(rest))
+
+
+def parse_contact(value: str) -> NameAddress:
+    """
+    A Contact value, read as L{parse_name_addr} does, except that a missing
+    closing C{>} (seen in real SBC templates: C{<sip:src@192.0.2.1;+sip.src})
+    is tolerated: the URI ends at its first C{;}, the rest are header
+    parameters.
+    """
+    try:
+        return parse_name_addr(value)
+    except ParseError:
+        text = value.strip()
+        start = text.find("<")
+        if start < 0 or ">" in text[start:]:
+            raise
+        uri, sep, params = text[start + 1:].partition(";")
+        return parse_name_addr(f"{text[:start]}<{uri.strip()}>{sep}{params}")
 
 
 _VIA_RE = re.compile(
@@ -392,7 +430,7 @@ def _parse_headers(lines: list[str]) -> Headers:
         if not sep or not _TOKEN_RE.fullmatch(name):
             raise ParseError(f"bad header line {line[:60]!r}")
         pairs.append([name, value.strip()])
-    if any("\0" in value or "\r" in value for _, value in pairs):
+    if any(_has_bare_nul(value) or "\r" in value for _, value in pairs):
         raise ParseError("stray CR or NUL in a header value")
     return Headers((name, value) for name, value in pairs)
 
@@ -467,6 +505,9 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
 
 def _validate(message: Request | Response) -> None:
     """RFC 3261 §8.1.1: the headers every message needs, and that they parse."""
+    repeated = [name for name in _SINGLE_HEADERS if len(message.headers.get_all(name)) > 1]
+    if repeated:
+        raise ParseError(f"{', '.join(repeated)} appear more than once")
     if not message.call_id.strip():
         raise ParseError("empty Call-ID")
     cseq = message.cseq

@@ -19,7 +19,7 @@ from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver
 from mgateway.sip.callid import DEFAULT_ORDER, extract_call_id
 from mgateway.sip.dialog import Dialog
 from mgateway.sip.errors import NotAcceptableHere, SIPError
-from mgateway.sip.message import Request, parse_name_addr
+from mgateway.sip.message import Request, parse_contact
 from mgateway.sip.metadata import RecordingMetadata, merge, parse_metadata
 from mgateway.sip.multipart import recording_parts
 from mgateway.sip.sdp import (
@@ -46,7 +46,7 @@ def is_recording_session(request: Request) -> bool:
         return True
     for contact in request.headers.get_list("Contact"):
         try:
-            address = parse_name_addr(contact)
+            address = parse_contact(contact)
         except SIPError:
             continue
         if address.has_param("+sip.src") or address.has_param("src"):
