@@ -35,7 +35,6 @@ class SiprecListeners:
             reactor, registry, ports,
             media_address=config.rtp_address,
             codecs={name: pt for name, pt in decodable_codecs().items() if name in config.codecs},
-            codec_preference=config.codecs,
             accept_plain=config.accept_plain_invites,
             call_id_sources=config.call_id_sources,
             call_id_header=config.call_id_header,

@@ -23,7 +23,6 @@ from mgateway.sip.message import Request, parse_contact
 from mgateway.sip.metadata import RecordingMetadata, merge, parse_metadata
 from mgateway.sip.multipart import recording_parts
 from mgateway.sip.sdp import (
-    DEFAULT_CODEC_PREFERENCE,
     SessionDescription,
     build_answer,
     compare_offers,
@@ -85,21 +84,19 @@ class RecordingServer:
     """
     @param ports: where RTP sockets come from.
     @param media_address: the address put in our SDP answers.
-    @param codecs: what we decode, by static payload type.
-    @param codec_preference: which codec a stream gets when its offer lists
-        several we decode, first first.
+    @param codecs: what we decode, by static payload type (answers take
+        those the offer lists, in the offer's order).
     @param accept_plain: take INVITEs without SIPREC indicators as recordings
         (Cisco network-based recording sends none).
     """
 
     def __init__(self, clock, registry, ports: RtpPorts, *, media_address: str, codecs: dict[str, int],
-                 codec_preference: Sequence[str] = DEFAULT_CODEC_PREFERENCE, accept_plain: bool = False, call_id_sources: Sequence[str] = DEFAULT_ORDER,
+                 accept_plain: bool = False, call_id_sources: Sequence[str] = DEFAULT_ORDER,
                  call_id_header: str | None = None):
         self.registry = registry
         self.ports = ports
         self.media_address = media_address
         self.codecs = dict(codecs)
-        self.codec_preference = tuple(codec_preference)
         self.accept_plain = accept_plain
         self.call_id_sources = tuple(call_id_sources)
         self.call_id_header = call_id_header or None
@@ -186,7 +183,7 @@ class RecordingServer:
 
         answer, accepted = build_answer(
             offer, local_ip=self.media_address, ports=port_for, session_id=session.session_id,
-            version=session.version, codec_preference=self.codec_preference, supported=self.codecs)
+            version=session.version, supported=self.codecs)
         if not accepted:
             raise NotAcceptableHere("no stream with a codec we decode")
         new = [str(stream.index) for stream in accepted if session.receivers[stream.index].deliver is None]
@@ -201,7 +198,7 @@ class RecordingServer:
                 attachment.release(str(index))
         for stream in accepted:
             receiver = session.receivers[stream.index]
-            receiver.use(stream.codec, stream.payload_type)
+            receiver.use(stream.formats, stream.telephone_event_pt)
             receiver.hold(stream.on_hold)
         session.offer = offer
         return answer
