@@ -50,13 +50,14 @@ class Handler:
         self.modifications = []
         self.endings = []
         self.cancellations = []
+        self.acknowledgements = []
 
     def offered(self, invite):
         if self.refuse is not None:
             raise self.refuse
         self.pending.append(invite)
         if self.answer_now:
-            self.server.accept(invite, ANSWER)
+            self.server.accept(invite, ANSWER, offering=not invite.request.body)
 
     def cancelled(self, invite):
         self.cancellations.append(invite)
@@ -64,6 +65,9 @@ class Handler:
     def modified(self, dialog, request):
         self.modifications.append(request)
         return ANSWER.replace("4000", "4002") if request.body else None
+
+    def acknowledged(self, dialog, ack):
+        self.acknowledgements.append(ack)
 
     def ended(self, dialog, reason):
         self.endings.append(reason)
@@ -465,3 +469,29 @@ def test_protocol_refusals_carry_a_warning_too():
     server.receive(request("BYE", to_tag="nope"), channel)
     (unknown,) = channel.take()
     assert unknown.status == 481 and unknown.headers.get("Warning").startswith("399 asapp-mg ")
+
+
+def test_delayed_offer_gets_our_offer_in_the_200_and_the_acks_answer_goes_to_the_handler():
+    """RFC 3261 §13.2.1: an INVITE without a body; we offer in the 2xx, the ACK answers (Cisco CUCM)."""
+    _, handler, server, channel = make()
+    server.receive(request("INVITE"), channel)
+    ok = channel.take()[-1]
+    assert ok.status == 200 and ok.body.decode() == ANSWER
+    tag = ok.to_address.tag
+    server.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, body=b"v=0\r\n"), channel)
+    assert [ack.body for ack in handler.acknowledgements] == [b"v=0\r\n"]
+
+
+def test_an_ack_answer_the_handler_refuses_ends_the_session_with_a_bye():
+    _, handler, server, channel = make()
+    handler.acknowledged = lambda dialog, ack: (_ for _ in ()).throw(NotAcceptableHere("no codec"))
+    server.receive(request("INVITE"), channel)
+    tag = channel.take()[-1].to_address.tag
+    server.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag), channel)
+    assert channel.statuses() == ["BYE"]
+    assert not server.dialogs and handler.endings
+
+
+def test_an_ack_to_an_answer_of_ours_is_not_taken_for_an_answer():
+    _, handler, server, channel, tag = established()
+    assert handler.acknowledgements == []

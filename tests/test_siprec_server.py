@@ -141,7 +141,6 @@ def test_plain_invite_is_refused_unless_configured_to_record_it(server):
     ("application/sdp", OFFER.replace(b"m=audio 30000", b"m=audio port"), 400),
     ("text/plain", b"hello", 415),
     ("multipart/mixed;boundary=x", b"--x\r\nContent-Type: text/plain\r\n\r\nhi\r\n--x--\r\n", 415),
-    ("application/rs-metadata+xml", b"<?xml version='1.0'?><recording/>", 488),
 ])
 def test_offers_we_cannot_take_get_a_clean_error(server, content_type, body, status):
     channel = FakeChannel()

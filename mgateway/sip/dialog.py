@@ -55,6 +55,8 @@ class Dialog:
         self.timer = None
         self.expiry: IDelayedCall | None = None
         self.answer = answer
+        #: Our 2xx carried the offer (a delayed offer): its ACK brings the answer.
+        self.awaiting_answer = False
         self.context: object = None
 
     @property

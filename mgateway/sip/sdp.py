@@ -300,14 +300,7 @@ def build_answer(
     @raise SIPError: 503 when C{ports} runs out.
     """
     next_port = _port_source(ports)
-    address_type = _address_type(local_ip)
-    lines = [
-        "v=0",
-        f"o=- {session_id} {version} IN {address_type} {local_ip}",
-        "s=-",
-        f"c=IN {address_type} {local_ip}",
-        "t=0 0",
-    ]
+    lines = _session_lines(local_ip, session_id, version)
     accepted: list[AcceptedStream] = []
     for index, media in enumerate(offer.media):
         choice = _choose(media, supported)
@@ -331,6 +324,39 @@ def build_answer(
         accepted.append(stream)
         lines.extend(_answer_section(media, stream))
     return "\r\n".join(lines) + "\r\n", accepted
+
+
+def build_offer(
+    *, local_ip: str, port: int, session_id: int | str, version: int | str,
+    supported: Mapping[str, int] = DEFAULT_SUPPORTED, telephone_event_pt: int = 101,
+) -> str:
+    """
+    Our offer when an INVITE brought none (a delayed offer, as Cisco CUCM's
+    built-in-bridge recording sends): one audio stream we receive on
+    C{port}, in every codec of C{supported} (their static payload types)
+    and telephone-event. The answer comes in the ACK.
+    """
+    formats = [*supported.values(), telephone_event_pt]
+    lines = [
+        *_session_lines(local_ip, session_id, version),
+        f"m=audio {port} RTP/AVP {' '.join(map(str, formats))}",
+        *(f"a=rtpmap:{pt} {name.upper()}/{CLOCK_RATE}" for name, pt in supported.items()),
+        f"a=rtpmap:{telephone_event_pt} {TELEPHONE_EVENT}/{CLOCK_RATE}",
+        "a=recvonly",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _session_lines(local_ip: str, session_id: int | str, version: int | str) -> list[str]:
+    """The session-level lines of our SDP: our origin and connection address."""
+    address_type = _address_type(local_ip)
+    return [
+        "v=0",
+        f"o=- {session_id} {version} IN {address_type} {local_ip}",
+        "s=-",
+        f"c=IN {address_type} {local_ip}",
+        "t=0 0",
+    ]
 
 
 def _answer_section(media: Media, stream: AcceptedStream) -> Iterator[str]:

@@ -64,6 +64,13 @@ class ISessionHandler(Interface):
         the change; the session goes on as it was.
         """
 
+    def acknowledged(dialog: Dialog, ack: Request) -> None:
+        """
+        The ACK of the 2xx that carried our offer (the INVITE had none: a
+        delayed offer, RFC 3261 §13.2.1) came with the answer in its body.
+        Raising L{SIPError} ends the session with a BYE.
+        """
+
     def ended(dialog: Dialog, reason: str) -> None:
         """The session is over (BYE, never acknowledged, server shut down)."""
 
@@ -189,10 +196,12 @@ class UserAgentServer:
             log.failure("INVITE {call_id} failed", call_id=request.call_id)
             self.reject(pending, SIPError(500, "Server Internal Error"))
 
-    def accept(self, pending: PendingInvite, answer: str) -> Dialog | None:
+    def accept(self, pending: PendingInvite, answer: str, *, offering: bool = False) -> Dialog | None:
         """
         Answer the INVITE with 200 and C{answer} (SDP); the new dialog, or None
-        when the INVITE was cancelled meanwhile.
+        when the INVITE was cancelled meanwhile. With C{offering} (the INVITE
+        had no offer), C{answer} is our offer, and the ACK's answer goes to
+        L{ISessionHandler.acknowledged}.
         """
         if pending.answered or pending.cancelled:
             return None
@@ -203,6 +212,7 @@ class UserAgentServer:
         pending.answered = True
         self._forget_pending(pending)
         dialog.timer = pending.timer
+        dialog.awaiting_answer = offering
         self.dialogs[dialog.id] = dialog
         self._send_2xx(dialog, request, answer)
         return dialog
@@ -304,6 +314,14 @@ class UserAgentServer:
             return
         dialog.unacknowledged = None
         dialog.stop_retransmission()
+        if dialog.awaiting_answer:
+            dialog.awaiting_answer = False
+            try:
+                self.handler.acknowledged(dialog, request)
+            except SIPError as error:
+                log.info("call {call_id}: the ACK's answer is refused: {error}", call_id=dialog.call_id,
+                         error=str(error))
+                self.hang_up(dialog, f"no usable answer in the ACK: {error}")
 
     # -- ending ---------------------------------------------------------------------
 

@@ -132,7 +132,8 @@ class RtpReceiver(DatagramProtocol):
         if pcm:
             self.deliver(pcm)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Deliver what the jitter buffer holds, giving up on any missing packets."""
         pcm = self.jitter.flush() if self.jitter is not None else b""
         if pcm and self.deliver is not None:
             self.deliver(pcm)
@@ -150,7 +151,7 @@ class RtpReceiver(DatagramProtocol):
         self._switch(*next(iter(formats)))
 
     def _switch(self, payload_type: int, codec: str) -> None:
-        self._flush()
+        self.flush()
         self.codec, self.payload_type = codec, payload_type
         self.jitter = jitter_buffer(codec, payload_type)
 
@@ -179,14 +180,14 @@ class RtpReceiver(DatagramProtocol):
         """
         if on_hold == self.on_hold:
             return
-        self._flush()
+        self.flush()
         self.on_hold = on_hold
         if not on_hold and self.codec is not None:
             self.jitter = jitter_buffer(self.codec, self.payload_type)
 
     def close(self):
         """Release what is buffered, then stop listening; returns what C{stopListening} does."""
-        self._flush()
+        self.flush()
         self.on_hold = True
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None

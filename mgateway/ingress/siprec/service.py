@@ -38,6 +38,8 @@ class SiprecListeners:
             accept_plain=config.accept_plain_invites,
             call_id_sources=config.call_id_sources,
             call_id_header=config.call_id_header,
+            media_timeout=config.media_timeout_seconds,
+            replace_silent_after=config.replace_silent_after_seconds,
         )
         self.udp = None
         self.streams = []
