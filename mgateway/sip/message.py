@@ -418,21 +418,24 @@ def parse_via(value: str) -> Via:
 
 
 def _parse_headers(lines: list[str]) -> Headers:
-    pairs: list[list[str]] = []
+    # Each header's value as its pieces, joined once: folded lines cost
+    # linear time however many there are.
+    pairs: list[tuple[str, list[str]]] = []
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not pairs:
                 raise ParseError("continuation line before any header")
-            pairs[-1][1] = f"{pairs[-1][1]} {line.strip()}".strip()
+            pairs[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
         if not sep or not _TOKEN_RE.fullmatch(name):
             raise ParseError(f"bad header line {line[:60]!r}")
-        pairs.append([name, value.strip()])
-    if any(_has_bare_nul(value) or "\r" in value for _, value in pairs):
+        pairs.append((name, [value.strip()]))
+    joined = [(name, " ".join(piece for piece in pieces if piece)) for name, pieces in pairs]
+    if any(_has_bare_nul(value) or "\r" in value for _, value in joined):
         raise ParseError("stray CR or NUL in a header value")
-    return Headers((name, value) for name, value in pairs)
+    return Headers(joined)
 
 
 def parse_header_block(data: bytes) -> Headers:

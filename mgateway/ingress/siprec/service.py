@@ -46,7 +46,7 @@ class SiprecListeners:
 
     async def listen(self) -> None:
         config = self.config
-        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address)
+        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address, self.reactor)
         self.udp = self.reactor.listenUDP(config.udp_port, protocol, interface=config.udp_interface,
                                           maxPacketSize=config.max_message_bytes)
         # One socket takes the SIP of every call: a burst of INVITEs (an SBC
