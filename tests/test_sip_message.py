@@ -8,15 +8,13 @@ from hypothesis import strategies as st
 
 from mgateway.sip.errors import MessageTooLarge, ParseError, SIPError
 from mgateway.sip.framing import Malformed, StreamFramer
+from mgateway.sip.grammar import CSeq, parse_name_addr, parse_via
 from mgateway.sip.message import (
-    CSeq,
     Headers,
     Request,
     Response,
     header_key,
     parse_message,
-    parse_name_addr,
-    parse_via,
     response_for,
     serialize,
 )

@@ -112,6 +112,14 @@ class Sender(DatagramProtocol):
             self.transport.write(packet, ("127.0.0.1", port))
 
 
+async def leave_audio_buffered(session, sender: Sender) -> None:
+    """Packets 1 and 3 on the first stream: the third waits in the jitter buffer for the second."""
+    sender.send(session.ports[0], count=1)
+    sender.send(session.ports[0], count=1, skip=1)
+    await until(reactor, lambda: session.receivers[0].jitter is not None
+                and session.receivers[0].jitter.received == 2)
+
+
 @pytest.fixture
 def sender():
     sender = Sender()
@@ -174,11 +182,7 @@ async def test_a_recording_whose_media_stops_is_ended_with_a_bye_and_its_buffere
         recorder.call(invite("rec-1", f"User-to-User: {UUI}\r\n", TWO_STREAMS))
         session = recorder.session("rec-1")
         call = recorder.registry.find("siprec", UCID)
-        # Packets 1 and 3: the third waits in the jitter buffer for the second.
-        sender.send(session.ports[0], count=1)
-        sender.send(session.ports[0], count=1, skip=1)
-        await until(reactor, lambda: session.receivers[0].jitter is not None
-                    and session.receivers[0].jitter.received == 2)
+        await leave_audio_buffered(session, sender)
         recorder.clock.advance(59)
         assert recorder.channel.take() == [] and recorder.server.sessions() == [session]
         recorder.clock.advance(2)
@@ -222,3 +226,17 @@ def test_a_siprec_invite_with_metadata_but_no_sdp_gets_our_offer(recorder):
                        ack_body=b"v=0\r\nc=IN IP4 127.0.0.1\r\nm=audio 31000 RTP/AVP 0\r\na=sendonly\r\n")
     assert ok.status == 200 and parse_sdp(ok.body).media[0].direction == "recvonly"
     assert recorder.session("meta-only").receivers[0].codec == "PCMU"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_session_timer_that_expires_ends_the_recording_with_its_buffered_audio_flushed(recorder, sender):
+    recorder.server.media_timeout = 0
+    recorder.call(invite("timed", f"User-to-User: {UUI}\r\nSession-Expires: 90\r\nSupported: timer\r\n",
+                         TWO_STREAMS))
+    session = recorder.session("timed")
+    call = recorder.registry.find("siprec", UCID)
+    await leave_audio_buffered(session, sender)
+    recorder.clock.advance(61)  # 90 s less a third: no refresh came
+    assert [m.method for m in recorder.channel.take() if not hasattr(m, "status")] == ["BYE"]
+    assert call.legs["0"].position_bytes == 3 * 320
+    assert recorder.registry.find("siprec", UCID) is None

@@ -11,7 +11,8 @@ import secrets
 from twisted.internet.interfaces import IDelayedCall
 
 from mgateway.sip.errors import SIPError
-from mgateway.sip.message import Headers, Request, parse_contact
+from mgateway.sip.grammar import parse_contact
+from mgateway.sip.message import Headers, Request
 
 
 def new_tag() -> str:

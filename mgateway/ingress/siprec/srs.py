@@ -33,7 +33,8 @@ from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver
 from mgateway.sip.callid import DEFAULT_ORDER, extract_call_id
 from mgateway.sip.dialog import Dialog
 from mgateway.sip.errors import NotAcceptableHere, SIPError
-from mgateway.sip.message import Request, parse_contact
+from mgateway.sip.grammar import parse_contact
+from mgateway.sip.message import Request
 from mgateway.sip.metadata import RecordingMetadata, merge, parse_metadata
 from mgateway.sip.multipart import recording_parts
 from mgateway.sip.sdp import (

@@ -14,7 +14,8 @@ from zope.interface import implementer
 from mgateway.sip.channel import ISipChannel
 from mgateway.sip.errors import SIPError
 from mgateway.sip.intake import Intake, is_urgent
-from mgateway.sip.message import Request, Via, parse_message
+from mgateway.sip.grammar import Via
+from mgateway.sip.message import Request, parse_message
 
 log = Logger()
 
