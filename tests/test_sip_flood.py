@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import Clock
@@ -97,6 +98,7 @@ def test_what_waits_is_bounded_and_what_does_not_fit_is_counted():
     for invite in malformed_invites(150):
         protocol.datagramReceived(invite, ("127.0.0.1", 5060))
     assert (len(protocol.intake), protocol.intake.dropped) == (100, 50)
+    assert REGISTRY.get_sample_value("asapp_mg_sip_dropped_messages_total") >= 50
 
 
 def test_a_head_of_many_folded_lines_parses_in_one_pass():

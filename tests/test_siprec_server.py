@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -358,8 +359,10 @@ async def test_every_codec_the_answer_allowed_is_decoded_and_others_are_counted(
         sender.send(session.ports[0], count=10, payload_type=8)  # PCMA, second in the answer
         await until(reactor, lambda: len(attachment.pcm["0"]) >= 320 * 8)
         assert receiver.codec == "PCMA"
+        before = REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total")
         sender.send(session.ports[0], count=5, payload_type=18)  # G.729: not in this answer
         await until(reactor, lambda: receiver.unexpected.get(18) == 5)
+        assert REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total") == before + 5
     finally:
         listening.stopListening()
 

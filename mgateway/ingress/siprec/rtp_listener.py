@@ -20,6 +20,7 @@ from typing import Callable
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
+from prometheus_client import Counter
 from twisted.logger import Logger
 
 from mgateway.media.g711 import alaw_decode, ulaw_decode
@@ -35,6 +36,10 @@ _G711 = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
 CLOCK_RATE = 8000
 #: RFC 3389 comfort noise: expected between talk spurts, carries no speech.
 COMFORT_NOISE_PT = 13
+UNEXPECTED_PACKETS = Counter(
+    "asapp_mg_rtp_unexpected_payload_packets",
+    "RTP packets of a payload type their stream's SDP answer did not allow, dropped undecoded.",
+)
 
 
 def decodable_codecs() -> dict[str, int]:
@@ -165,6 +170,7 @@ class RtpReceiver(DatagramProtocol):
         elif payload_type not in (self.telephone_event_pt, COMFORT_NOISE_PT):
             count = self.unexpected.get(payload_type, 0) + 1
             self.unexpected[payload_type] = count
+            UNEXPECTED_PACKETS.inc()
             if count == 1:
                 log.warn("RTP port {port}: packets of payload type {pt}, which the answer did not allow "
                          "(allowed: {allowed}), cannot be decoded; counted and dropped",

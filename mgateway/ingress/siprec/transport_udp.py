@@ -7,6 +7,7 @@ from when the top Via asks for C{rport}, else at the Via's port.
 from __future__ import annotations
 
 import attrs
+from prometheus_client import Counter
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -18,6 +19,8 @@ from mgateway.sip.grammar import Via
 from mgateway.sip.message import Request, parse_message
 
 log = Logger()
+
+DROPPED = Counter("asapp_mg_sip_dropped_messages", "SIP datagrams dropped unread: too many were waiting.")
 
 DEFAULT_SIP_PORT = 5060
 
@@ -93,6 +96,7 @@ class SipDatagramProtocol(DatagramProtocol):
             self._handle(data, addr)
             return
         if not self.intake.push(data, addr):
+            DROPPED.inc()
             if self.intake.dropped % 1000 == 1:
                 log.warn("SIP over UDP: {dropped} messages dropped so far, {waiting} waiting to be handled",
                          dropped=self.intake.dropped, waiting=len(self.intake))
