@@ -40,6 +40,7 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 
 from mgateway.calls.requests import MEDIA_LINE_ORDERS
+from mgateway.export.feed import FORMATS as EXPORT_FORMATS
 from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP
 from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
 from mgateway.sip.sdp import DEFAULT_CODEC_PREFERENCE
@@ -201,6 +202,23 @@ class StoreConfig:
 
 
 @attrs.frozen
+class ExporterConfig:
+    """
+    The File Exporter.
+
+    @ivar enabled: whether this node builds the feed every day at
+        C{build_hour} UTC (the API and C{asapp-mg export} work either way).
+    @ivar url_ttl_seconds: how long a C{getfeedfile} URL can be downloaded.
+    """
+
+    directory: Path
+    enabled: bool
+    build_hour: int
+    formats: tuple[str, ...]
+    url_ttl_seconds: float
+
+
+@attrs.frozen
 class SipConfig:
     """
     The SIPREC Session Recording Server.
@@ -250,6 +268,7 @@ class Config:
     webhook: WebhookConfig
     store: StoreConfig
     sip: SipConfig
+    exporter: ExporterConfig
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
@@ -295,6 +314,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         webhook=_webhook(document.table("webhook"), base_dir),
         store=_store(document.table("store"), gateway.data_dir),
         sip=_sip(document.table("sip")),
+        exporter=_exporter(document.table("exporter"), gateway.data_dir),
     )
 
 
@@ -386,6 +406,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "call_id_header": "",
         "media_timeout_seconds": 60,
         "replace_silent_after_seconds": 10,
+    },
+    "exporter": {
+        "enabled": False,
+        "directory": "exports",
+        "build_hour": 2,
+        "formats": ["jsonl", "csv"],
+        "url_ttl_seconds": 300,
     },
 }
 
@@ -662,6 +689,23 @@ def _store(table: _Table, data_dir: Path) -> StoreConfig:
         retention_days=table.number("retention_days", minimum=0, exclusive=True),
         purge_interval_seconds=table.number("purge_interval_seconds", minimum=0, exclusive=True),
     )
+
+
+def _exporter(table: _Table, data_dir: Path) -> ExporterConfig:
+    build_hour = table.integer("build_hour", minimum=0)
+    if build_hour > 23:
+        raise table.error("build_hour", f"expected an hour of the day, 0 to 23, got {build_hour}")
+    return ExporterConfig(
+        directory=table.path("directory", data_dir),
+        enabled=table.boolean("enabled"),
+        build_hour=build_hour,
+        formats=_distinct_names(table, "formats", EXPORT_FORMATS) or _no_formats(table),
+        url_ttl_seconds=table.number("url_ttl_seconds", minimum=0, exclusive=True),
+    )
+
+
+def _no_formats(table: _Table):
+    raise table.error("formats", f"expected at least one of {', '.join(EXPORT_FORMATS)}")
 
 
 def _sip(table: _Table) -> SipConfig:

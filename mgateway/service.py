@@ -25,6 +25,7 @@ from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
 from mgateway.config import Config
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.webhook import WebhookSink
+from mgateway.export.service import make_exporter, make_file_exporter_api
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.siprec.service import SiprecListeners
@@ -118,6 +119,7 @@ class Gateway(MultiService):
         self.tokens = TokenSigner(
             signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
         )
+        self.exports = make_exporter(config, self.store, reactor, parent=self)
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
             engine=self.engine,
@@ -159,6 +161,7 @@ class Gateway(MultiService):
                 TWILIO_STREAM_PATH: WebSocketResource(self.twilio),
             },
             configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
+            file_exporter=make_file_exporter_api(config, reactor),
         )
         self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
         self.ports = []

@@ -74,6 +74,7 @@ class TranscriptEvent:
     @ivar created: when the gateway produced the utterance (UTC).
     @ivar spoken: wall-clock time at which the utterance ended (UTC).
     @ivar detailed_tokens: whether the client asked for word-level tokens.
+    @ivar language: the language tag the stream is transcribed in.
     """
 
     namespace: str
@@ -84,3 +85,4 @@ class TranscriptEvent:
     created: datetime
     spoken: datetime
     detailed_tokens: bool = False
+    language: str | None = None

@@ -590,6 +590,14 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path):
                      id="no retention"),
         pytest.param("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes: expected an integer >= 1, got an integer 0",
                      id="no body"),
+        pytest.param("[exporter]\nbuild_hour = 24\n",
+                     "exporter.build_hour: expected an hour of the day, 0 to 23, got 24", id="hour 24"),
+        pytest.param('[exporter]\nformats = ["parquet"]\n',
+                     'exporter.formats: expected distinct names among jsonl, csv, got "parquet"', id="format"),
+        pytest.param("[exporter]\nformats = []\n", "exporter.formats: expected at least one of jsonl, csv",
+                     id="no format"),
+        pytest.param("[exporter]\nurl_ttl_seconds = 0\n",
+                     "exporter.url_ttl_seconds: expected a number > 0, got an integer 0", id="url ttl of zero"),
         pytest.param(
             "[asr]\nendpoint_silence_ms = 800\nmax_utterance_ms = 800\n",
             "asr.max_utterance_ms: expected more than endpoint_silence_ms (800), got 800",
@@ -827,3 +835,20 @@ def test_sip_media_timeout_and_replacement_default_and_are_read(tmp_path):
     assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (60, 10)
     sip = load(tmp_path, APP + "\n[sip]\nmedia_timeout_seconds = 0\nreplace_silent_after_seconds = 2.5\n").sip
     assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (0, 2.5)
+
+
+# -- exporter -----------------------------------------------------------------------
+
+
+def test_exporter_defaults_build_nothing_in_data_dir_exports(tmp_path):
+    exporter = load(tmp_path, APP).exporter
+    assert (exporter.enabled, exporter.build_hour, exporter.formats, exporter.url_ttl_seconds) == (
+        False, 2, ("jsonl", "csv"), 300)
+    assert exporter.directory == tmp_path / "var" / "exports"
+
+
+def test_exporter_settings_are_read(tmp_path):
+    exporter = load(tmp_path, APP + '[exporter]\nenabled = true\ndirectory = "/srv/feed"\nbuild_hour = 0\n'
+                                    'formats = ["csv"]\nurl_ttl_seconds = 30\n').exporter
+    assert (exporter.enabled, exporter.directory, exporter.build_hour, exporter.formats,
+            exporter.url_ttl_seconds) == (True, Path("/srv/feed"), 0, ("csv",), 30)

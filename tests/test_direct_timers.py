@@ -3,9 +3,15 @@ The direct API's server-side limits (idle timeout, duration limit, shutdown),
 driven by an injected clock over a real loopback socket.
 """
 
+import json
+
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.internet.threads import deferToThread
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as websockets_connect
 
 from mgateway.api.tokens import TokenSigner
 from mgateway.ingress.direct.websocket import DirectStreamFactory
@@ -86,6 +92,36 @@ async def test_shutdown_sends_5001_then_closes():
     assert (await client_factory.closed)[0] == 1000
     await closed
     await port.stopListening()
+
+
+def _stream_until_shut_down(url: str, started: Deferred) -> tuple[dict, int]:
+    """A client of another WebSocket library: start, then read until the server closes."""
+    with websockets_connect(url, close_timeout=WATCHDOG_SECONDS) as ws:
+        ws.send(json.dumps(START))
+        assert json.loads(ws.recv(timeout=WATCHDOG_SECONDS))["message"] == "startResponse"
+        reactor.callFromThread(started.callback, None)
+        final = json.loads(ws.recv(timeout=WATCHDOG_SECONDS))
+        try:
+            ws.recv(timeout=WATCHDOG_SECONDS)
+        except ConnectionClosed as closed:
+            return final, closed.rcvd.code
+    raise AssertionError("the server sent more than the finalResponse")
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_shutdown_delivers_the_final_response_to_another_client_library():
+    factory, port, url = listening(Clock())
+    try:
+        for _ in range(200):
+            started = Deferred()
+            client = deferToThread(_stream_until_shut_down, url, started)
+            await started.addTimeout(WATCHDOG_SECONDS, reactor)
+            factory.shut_down()
+            final, close_code = await client
+            assert final["message"] == "finalResponse" and final["status"]["code"] == "5001"
+            assert close_code == 1000
+    finally:
+        await port.stopListening()
 
 
 @pytest_twisted.ensureDeferred

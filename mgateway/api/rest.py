@@ -70,13 +70,14 @@ class RestApi:
         C{WebSocketResource}) for each WebSocket ingress.
     @param configured_websockets: the same, for ingresses whose path comes
         from the configuration (AudioHook).
+    @param file_exporter: the L{mgateway.api.fileexporter.FileExporterApi}.
     """
 
     app = Klein()
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
-                 configured_websockets: dict | None = None):
+                 configured_websockets: dict | None = None, file_exporter):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -86,6 +87,7 @@ class RestApi:
         self._max_body = max_body_bytes
         self._websockets = websockets
         self._configured_websockets = configured_websockets or {}
+        self._file_exporter = file_exporter
 
     def resource(self):
         return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
@@ -225,6 +227,20 @@ class RestApi:
             raise generic_error(400, "externalId is required")
         stored = await self._store.messages(external_id, MESSAGE_LIMIT)
         return json_body(request, 200, {"items": [m.to_json() for m in stored]})
+
+    # -- File Exporter ------------------------------------------------------------
+
+    @app.route("/fileexporter/v1/static/<operation>", methods=["POST"])
+    async def file_exporter(self, request, operation):
+        api_id = self._authenticate(request)
+        body = _json(request, self._max_body)
+        answer = await self._file_exporter.answer(operation, body, api_id, self._base_url(request))
+        return json_body(request, 200, answer)
+
+    @app.route("/fileexporter/v1/files/<token>/<name>", methods=["GET"])
+    def feed_file(self, request, token, name):
+        """A signed download URL: the token is the credential, no API headers."""
+        return self._file_exporter.download(token, name)
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

@@ -106,6 +106,7 @@ class Call:
             created=created,
             spoken=created - timedelta(milliseconds=max(0, lag_ms)),
             detailed_tokens=stream.detailed_tokens,
+            language=stream.language,
         )
         self._registry.publish(event)
 

@@ -20,6 +20,8 @@ class StoredMessage:
     @ivar created: when the gateway produced the message (aware, UTC).
     @ivar spoken: wall-clock end of the utterance (aware, UTC); the
         C{clientTimestamp} of the after-call API.
+    @ivar language: the stream's language tag (C{None} if not known, as for
+        messages stored before it was recorded).
     """
 
     message_id: str
@@ -33,6 +35,7 @@ class StoredMessage:
     end_ms: int
     created: datetime
     spoken: datetime
+    language: str | None = None
 
     @classmethod
     def from_event(cls, event: TranscriptEvent) -> StoredMessage:
@@ -48,6 +51,7 @@ class StoredMessage:
             end_ms=event.utterance.end_ms,
             created=event.created,
             spoken=event.spoken,
+            language=event.language,
         )
 
     def to_json(self) -> dict:

@@ -56,6 +56,24 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """,
         "CREATE INDEX messages_by_created ON messages (created_us)",
     ),
+    (
+        # The language of the stream, for the File Exporter's utterances feed;
+        # NULL for messages stored before it was recorded.
+        "ALTER TABLE messages ADD COLUMN language TEXT",
+        # One row per feed and day: which node builds (or built) it, so that
+        # of several nodes sharing the database one builds and the others see
+        # it (mgateway.export.ledger).
+        """
+        CREATE TABLE export_claims (
+            feed TEXT NOT NULL,
+            day TEXT NOT NULL,
+            node TEXT NOT NULL,
+            state TEXT NOT NULL,
+            claimed_us BIGINT NOT NULL,
+            PRIMARY KEY (feed, day)
+        )
+        """,
+    ),
 )
 
 #: Columns in the order of L{StoredMessage}'s fields.
@@ -71,7 +89,11 @@ COLUMNS = (
     "end_ms",
     "created_us",
     "spoken_us",
+    "language",
 )
+
+#: The columns holding times, and the L{StoredMessage} field of each.
+_TIME_COLUMNS = {"created_us": "created", "spoken_us": "spoken"}
 
 
 class StoreError(Exception):
@@ -120,15 +142,20 @@ def moment(value: int) -> datetime:
 
 
 def to_row(message: StoredMessage) -> tuple:
-    return (
-        *attrs.astuple(message, recurse=False)[:-2],
-        micros(message.created),
-        micros(message.spoken),
+    """The values of L{COLUMNS} for C{message}."""
+    return tuple(
+        micros(getattr(message, _TIME_COLUMNS[column])) if column in _TIME_COLUMNS
+        else getattr(message, column)
+        for column in COLUMNS
     )
 
 
 def from_row(row: Sequence) -> StoredMessage:
-    return StoredMessage(*row[:-2], created=moment(row[-2]), spoken=moment(row[-1]))
+    """The message of a row whose values are those of L{COLUMNS}."""
+    return StoredMessage(**{
+        _TIME_COLUMNS.get(column, column): moment(value) if column in _TIME_COLUMNS else value
+        for column, value in zip(COLUMNS, row)
+    })
 
 
 def migrate(connection: Any, dialect: Dialect) -> None:
@@ -255,6 +282,18 @@ class PooledTranscriptStore:
             return result
 
         return deferToThreadPool(self._reactor, self._pool, work).addBoth(finished)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    def run_with_connection(self, work: Callable[[Any], Any]) -> Deferred:
+        """
+        Run C{work(connection)} on a worker thread with its autocommit
+        connection, the schema migrated; fires with what it returns. For
+        statements of other modules on the same tables (the File Exporter's).
+        """
+        return self._run(lambda: work(self._connection()))
 
     def _execute(self, statement: str, params: tuple) -> int:
         cursor = self._connection().cursor()

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import deferLater
@@ -45,6 +44,7 @@ from mgateway.ingress.audiohook.session import (
     Updated,
 )
 from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
+from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
 from mgateway.media.noise import comfort_noise
 
 log = Logger()
@@ -66,7 +66,7 @@ CLOSE_FLUSH_SECONDS = 5
 SAMPLE_NS = NS_PER_SECOND // RATE
 
 
-class AudioHookProtocol(WebSocketServerProtocol):
+class AudioHookProtocol(GatewayServerProtocol):
     session: AudioHookSession | None = None
     media: MediaAttachment | None = None
     #: For the logs until C{open} names the conversation.
@@ -268,7 +268,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
             self._hang_up()
 
 
-class AudioHookFactory(WebSocketServerFactory):
+class AudioHookFactory(GatewayServerFactory):
     """
     @param keys: API key -> base64 client secret (empty: that key may connect
         unsigned). No keys: every session is refused.

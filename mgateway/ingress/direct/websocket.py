@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
@@ -25,6 +24,7 @@ from mgateway.ingress.direct.session import (
     Send,
     Started,
 )
+from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
 from mgateway.transcript import Sender, TranscriptEvent, Utterance
 
 log = Logger()
@@ -41,7 +41,7 @@ def close_code(status_code: int) -> int:
     return status_code if 4000 <= status_code <= 4999 else 1000
 
 
-class DirectStreamProtocol(WebSocketServerProtocol):
+class DirectStreamProtocol(GatewayServerProtocol):
     session: DirectSession | None = None
     _transcriber = None
 
@@ -135,6 +135,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
             created=self.factory.now(),
             spoken=self.started_wall + timedelta(milliseconds=utterance.end_ms),
             detailed_tokens=self.params.detailed_token,
+            language=self.params.language,
         )
         self.factory.sink.deliver(event)
         self._carry_out(self.session.utterance(utterance))
@@ -153,7 +154,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         self._flush()
 
 
-class DirectStreamFactory(WebSocketServerFactory):
+class DirectStreamFactory(GatewayServerFactory):
     protocol = DirectStreamProtocol
 
     def __init__(

@@ -5,7 +5,6 @@ decoded audio into the call registry under the Call SID.
 
 from __future__ import annotations
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from prometheus_client import Counter
 from twisted.logger import Logger
@@ -22,6 +21,7 @@ from mgateway.ingress.twilio.session import (
     TwilioStream,
 )
 from mgateway.ingress.twilio.signature import valid_signature
+from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
 from mgateway.paths import TWILIO_STREAM_PATH
 
 log = Logger()
@@ -43,7 +43,7 @@ def token_from(path: str, params: dict) -> str:
     return (params.get("token") or [""])[0]
 
 
-class TwilioStreamProtocol(WebSocketServerProtocol):
+class TwilioStreamProtocol(GatewayServerProtocol):
     stream: TwilioStream | None = None
     media = None
 
@@ -126,7 +126,7 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
             self.stream.counts.clear()
 
 
-class TwilioStreamFactory(WebSocketServerFactory):
+class TwilioStreamFactory(GatewayServerFactory):
     """
     @param public_url: the gateway's public base URL; Twilio signs the URL it
         was given, so behind a proxy this must be set. Empty: C{wss://} and the
