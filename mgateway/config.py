@@ -247,6 +247,12 @@ class SipConfig:
     media_line_order: str
     call_id_sources: tuple[str, ...]
     call_id_header: str
+    #: A recording whose streams (those not on hold) sent no RTP for this
+    #: long is ended (BYE, last words flushed); 0: never.
+    media_timeout_seconds: float = 60
+    #: A new INVITE for the guid of a recording that received no RTP for
+    #: this long replaces it (an SBC failing over); else it gets 486.
+    replace_silent_after_seconds: float = 10
 
 
 @attrs.frozen
@@ -423,6 +429,8 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "media_line_order": "CUSTOMER_FIRST",
         "call_id_sources": list(CALL_ID_SOURCES),
         "call_id_header": "",
+        "media_timeout_seconds": 60,
+        "replace_silent_after_seconds": 10,
     },
     "exporter": {
         "enabled": False,
@@ -777,6 +785,8 @@ def _sip(table: _Table) -> SipConfig:
         media_line_order=table.choice("media_line_order", MEDIA_LINE_ORDERS),
         call_id_sources=sources,
         call_id_header=header,
+        media_timeout_seconds=table.number("media_timeout_seconds", minimum=0),
+        replace_silent_after_seconds=table.number("replace_silent_after_seconds", minimum=0),
     )
 
 

@@ -830,6 +830,13 @@ def test_any_value_for_any_setting_is_accepted_or_refused_in_one_line_naming_the
         assert section in message, message
 
 
+def test_sip_media_timeout_and_replacement_default_and_are_read(tmp_path):
+    sip = load(tmp_path, APP).sip
+    assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (60, 10)
+    sip = load(tmp_path, APP + "\n[sip]\nmedia_timeout_seconds = 0\nreplace_silent_after_seconds = 2.5\n").sip
+    assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (0, 2.5)
+
+
 # -- exporter -----------------------------------------------------------------------
 
 

@@ -112,3 +112,36 @@ async def test_200_ok_is_retransmitted_over_udp_until_the_ack_comes(gateway, tmp
     counts = re.search(r"^\s*200 <-+\s+1\s+(\d+)", sipp.output, re.MULTILINE)
     assert counts and int(counts[1]) >= 1, sipp.output
     await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cucm_recordings_with_delayed_offers_form_one_call_one_participant_each(gateway, tmp_path):
+    """Cisco CUCM built-in-bridge: two plain INVITEs without SDP, one per party, both with the call's Cisco-Guid."""
+    guid = "0648881792-0000065536-{:010d}-0185272330".format(int(uuid.uuid4().int % 10**9))
+    server = gateway.service.siprec.server
+    server.accept_plain = True  # as [sip] accept_plain_invites = true configures it
+    runs = []
+    try:
+        for leg in ("near", "far"):
+            port, call_id = free_udp_port(), f"cucm-{leg}-{uuid.uuid4().hex}"
+            runs.append((run_sipp(reactor, "cucm_delayed_offer.xml", sip_target(gateway), "-set", "guid", guid,
+                                  port=port, call_id=call_id, workdir=tmp_path), port, call_id))
+            await until(reactor, lambda: any(d.call_id == call_id for d in server.uas.dialogs.values())
+                        and not next(d for d in server.uas.dialogs.values() if d.call_id == call_id).awaiting_answer)
+        sessions = [s for s in server.sessions() if s.guid == guid]
+        assert sorted(leg for s in sessions for leg in s.legs.values()) == ["0", "1"]
+        assert all(s.receivers[0].codec == "PCMU" for s in sessions), "the ACKs' answers chose PCMU"
+        pcm = read_pcm("customer.wav")[: 16000]
+        await send_streams(reactor, [(s.ports[0], pcm) for s in sessions])
+        call = gateway.service.registry.find(NAMESPACE, guid)
+        await until(reactor, lambda: all(call.legs[leg].position_bytes == len(pcm) for leg in ("0", "1")))
+        body = {"namespace": NAMESPACE, "guid": guid, "customerId": "c-1", "agentId": "a-1",
+                "autotranscribeParams": {"language": "ko-KR"}}
+        code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
+        assert code == 200, started
+        for sipp, port, call_id in runs:
+            go_on(reactor, port, call_id)
+            assert await sipp.ended == 0, sipp.output
+        await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+    finally:
+        server.accept_plain = False

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
@@ -141,7 +142,6 @@ def test_plain_invite_is_refused_unless_configured_to_record_it(server):
     ("application/sdp", OFFER.replace(b"m=audio 30000", b"m=audio port"), 400),
     ("text/plain", b"hello", 415),
     ("multipart/mixed;boundary=x", b"--x\r\nContent-Type: text/plain\r\n\r\nhi\r\n--x--\r\n", 415),
-    ("application/rs-metadata+xml", b"<?xml version='1.0'?><recording/>", 488),
 ])
 def test_offers_we_cannot_take_get_a_clean_error(server, content_type, body, status):
     channel = FakeChannel()
@@ -336,18 +336,35 @@ async def test_an_m_line_removed_and_offered_again_is_recorded_again():
         await server.close()
 
 
-@pytest.mark.parametrize("preference, chosen", [(("PCMU", "PCMA"), "0"), (("PCMA", "PCMU"), "8")])
-def test_the_configured_codec_preference_picks_among_offered_codecs(preference, chosen):
-    ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
-    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs(),
-                          codec_preference=preference)
+@pytest.mark.parametrize("offered, answered", [(b"0 8", ("0", "8")), (b"8 0", ("8", "0"))])
+def test_the_answer_keeps_the_offerers_codec_order(server, offered, answered):
+    channel = FakeChannel()
+    both = OFFER.replace(b"RTP/AVP 0", b"RTP/AVP " + offered)
+    server.uas.receive(parse_message(invite_around(both, "application/sdp")), channel)
+    assert [m.formats for m in answer_of(channel).media] == [answered, answered]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_codec_the_answer_allowed_is_decoded_and_others_are_counted(server):
+    """The sender may send any codec of the answer; a payload type nobody agreed to is counted, not lost silently."""
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8"),
+                                                   "application/sdp")), channel)
+    (session,) = server.sessions()
+    attachment = server.registry.calls[session.guid]
+    receiver = session.receivers[0]
+    sender = Sender()
+    listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
     try:
-        channel = FakeChannel()
-        both = OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8")
-        srs.uas.receive(parse_message(invite_around(both, "application/sdp")), channel)
-        assert [m.formats for m in answer_of(channel).media] == [(chosen,), (chosen,)]
+        sender.send(session.ports[0], count=10, payload_type=8)  # PCMA, second in the answer
+        await until(reactor, lambda: len(attachment.pcm["0"]) >= 320 * 8)
+        assert receiver.codec == "PCMA"
+        before = REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total")
+        sender.send(session.ports[0], count=5, payload_type=18)  # G.729: not in this answer
+        await until(reactor, lambda: receiver.unexpected.get(18) == 5)
+        assert REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total") == before + 5
     finally:
-        srs.close()
+        listening.stopListening()
 
 
 def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
@@ -358,7 +375,7 @@ def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
     ports.listen(receiver)
     delivered = []
     receiver.deliver = delivered.append
-    receiver.use("PCMU", 0)
+    receiver.use([(0, "PCMU")])
     speech = ulaw_encode(b"\x00\x20" * 160)
 
     def send(index):

@@ -35,17 +35,18 @@ class SiprecListeners:
             reactor, registry, ports,
             media_address=config.rtp_address,
             codecs={name: pt for name, pt in decodable_codecs().items() if name in config.codecs},
-            codec_preference=config.codecs,
             accept_plain=config.accept_plain_invites,
             call_id_sources=config.call_id_sources,
             call_id_header=config.call_id_header,
+            media_timeout=config.media_timeout_seconds,
+            replace_silent_after=config.replace_silent_after_seconds,
         )
         self.udp = None
         self.streams = []
 
     async def listen(self) -> None:
         config = self.config
-        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address)
+        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address, self.reactor)
         self.udp = self.reactor.listenUDP(config.udp_port, protocol, interface=config.udp_interface,
                                           maxPacketSize=config.max_message_bytes)
         # One socket takes the SIP of every call: a burst of INVITEs (an SBC
