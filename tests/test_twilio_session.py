@@ -4,6 +4,7 @@ import json
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from twisted.internet.task import Clock
 
 from mgateway.ingress.twilio.session import Audio, Dropped, Started, Stopped, StreamError, TwilioStream
 from mgateway.ingress.twilio.signature import twilio_signature, valid_signature
@@ -25,7 +26,13 @@ def feed(stream, frames):
 
 
 def audio_of(events, track):
-    return b"".join(e.pcm for e in events if isinstance(e, Audio) and e.track == track)
+    """The track's timeline: filled gaps and received audio, in order."""
+    return b"".join(e.fill + e.pcm for e in events if isinstance(e, Audio) and e.track == track)
+
+
+def placed(timeline, timestamp, pcm) -> bytes:
+    result = timeline.place(timestamp, pcm)
+    return result.fill + result.pcm
 
 
 def test_documented_session_yields_start_audio_per_track_and_stop():
@@ -116,7 +123,7 @@ def test_timeline_position_always_follows_the_latest_timestamp(chunks):
     timeline = TrackTimeline(max_gap_ms=1000)
     for timestamp, ms in sorted(chunks):
         before = timeline.position_ms
-        out = timeline.place(timestamp, b"\x02\x00" * 8 * ms)
+        out = placed(timeline, timestamp, b"\x02\x00" * 8 * ms)
         assert len(out) % 2 == 0
         assert timeline.position_ms == before + len(out) // 16
         assert timeline.position_ms >= min(timestamp + ms, before)
@@ -125,9 +132,53 @@ def test_timeline_position_always_follows_the_latest_timestamp(chunks):
 def test_timeline_caps_a_huge_jump_and_reanchors():
     timeline = TrackTimeline(max_gap_ms=100)
     timeline.place(0, b"\x02\x00" * 160)
-    out = timeline.place(3_600_000, b"\x02\x00" * 160)
+    out = placed(timeline, 3_600_000, b"\x02\x00" * 160)
     assert len(out) == (100 + 20) * 16
-    assert len(timeline.place(3_600_020, b"\x02\x00" * 160)) == 320
+    assert len(placed(timeline, 3_600_020, b"\x02\x00" * 160)) == 320
+
+
+def test_a_timestamp_jump_fills_no_further_than_the_wall_clock_allows():
+    """Six frames in 13 s whose timestamps jump a minute each: 13 s of timeline, not five minutes."""
+    clock = Clock()
+    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=2_000)
+    frame = b"\x02\x00" * 160
+    for i in range(6):
+        result = timeline.place(i * 60_000, frame)
+        assert result.pcm == frame, "received audio is always kept whole"
+        clock.advance(2.6)
+    assert timeline.position_ms <= 13_000 + 2_000 + 6 * 20, timeline.position_ms
+    assert timeline.refused_ms > 280_000
+    # Timestamps that follow the jump go on from where the timeline stands.
+    assert timeline.place(5 * 60_000 + 20, frame).fill == b""
+
+
+def test_late_audio_arriving_in_a_burst_is_placed_at_its_timestamps():
+    clock = Clock()
+    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=500)
+    frame = b"\x02\x00" * 160
+    timeline.place(0, frame)
+    clock.advance(3)  # three seconds lost on the way, then the stream resumes on time
+    assert len(timeline.place(3_000, frame).fill) == (3_000 - 20) * 16
+    assert timeline.refused_ms == 0
+
+
+def test_no_media_for_the_timeout_gives_up_on_the_stream_with_4083():
+    clock = Clock()
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    stream = TwilioStream(clock_now=clock.seconds, media_timeout=10)
+    assert stream.get_timer() == 10, "runs from the socket's opening, before any media"
+    stream.receive(peer.start())
+    clock.advance(4)
+    stream.receive(peer.media("inbound", b"\xff" * 160, 0))
+    assert stream.get_timer() == 14
+    clock.advance(9.9)
+    stream.handle_timer(clock.seconds())
+    clock.advance(0.1)
+    with pytest.raises(StreamError) as e:
+        stream.handle_timer(clock.seconds())
+    assert e.value.close_code == 4083
+    stream.receive(peer.stop())
+    assert stream.get_timer() is None, "a stopped stream has no timer"
 
 
 def test_signature_matches_twilio_algorithm_with_and_without_default_port():

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 from collections import Counter
+from typing import Callable
 
 import attrs
 
@@ -28,6 +29,10 @@ TRACKS = ("inbound", "outbound")
 UNSUPPORTED_DATA = 4003
 MALFORMED = 4007
 POLICY = 4008
+#: A newer stream for the same call took this one's tracks over (1001, going away).
+SUPERSEDED = 4001
+#: No media for too long (the direct API's code for an idle connection).
+IDLE = 4083
 
 
 class StreamError(Exception):
@@ -49,8 +54,15 @@ class Started:
 
 @attrs.frozen
 class Audio:
+    """
+    Decoded audio of one track, in timeline order: C{fill} (comfort noise for
+    a gap in the timestamps before it, possibly empty), then C{pcm}, what
+    was received.
+    """
+
     track: str
     pcm: bytes
+    fill: bytes = b""
 
 
 @attrs.frozen
@@ -69,16 +81,39 @@ class TwilioStream:
     """
     @param max_dropped: malformed frames tolerated before the socket is
         closed: a sender that only sends garbage is cut off.
-    @param max_gap_ms: see L{TrackTimeline}.
+    @param max_gap_ms, max_lead_ms: see L{TrackTimeline}.
+    @param clock_now: seconds: holds timestamps to the wall clock and times
+        the media inactivity limit.
+    @param media_timeout: seconds without a C{media} frame (or, before the
+        first, since the socket opened) after which L{handle_timer} gives up
+        on the stream (a stalled or half-open connection); None: never.
     """
 
-    def __init__(self, max_dropped: int = 100, max_gap_ms: int = 60_000):
+    def __init__(self, max_dropped: int = 100, max_gap_ms: int = 60_000,
+                 clock_now: Callable[[], float] | None = None, max_lead_ms: int = 2_000,
+                 media_timeout: float | None = None):
         self._max_dropped = max_dropped
         self._max_gap_ms = max_gap_ms
+        self._now = clock_now
+        self._max_lead_ms = max_lead_ms
+        self._media_timeout = media_timeout if clock_now is not None else None
+        self._last_media_at = clock_now() if clock_now is not None else None
         self.started: Started | None = None
         self.stopped = False
         self.timelines: dict[str, TrackTimeline] = {}
         self.counts: Counter = Counter()
+
+    def get_timer(self) -> float | None:
+        """When L{handle_timer} is next due (seconds), or None."""
+        if self._media_timeout is None or self.stopped:
+            return None
+        return self._last_media_at + self._media_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """Raises L{StreamError} (L{IDLE}) once no media came for the timeout."""
+        deadline = self.get_timer()
+        if deadline is not None and now >= deadline:
+            raise StreamError(IDLE, f"no media for {self._media_timeout:g} s")
 
     def receive(self, text: str) -> list:
         """Events for one text frame; raises L{StreamError} when the socket must close."""
@@ -130,7 +165,8 @@ class TwilioStream:
         parameters = start.get("customParameters") or {}
         self.started = Started(call_sid, str(stream_sid), tuple(dict.fromkeys(tracks)),
                                dict(parameters) if isinstance(parameters, dict) else {})
-        self.timelines = {track: TrackTimeline(self._max_gap_ms) for track in self.started.tracks}
+        self.timelines = {track: TrackTimeline(self._max_gap_ms, self._now, self._max_lead_ms)
+                          for track in self.started.tracks}
         return self.started
 
     def _media(self, frame: dict) -> list:
@@ -148,8 +184,10 @@ class TwilioStream:
             raise _Malformed(f"bad timestamp or payload ({e.__class__.__name__})") from None
         if timestamp < 0:
             raise _Malformed("negative timestamp")
-        pcm = timeline.place(timestamp, ulaw_decode(payload))
-        return [Audio(track, pcm)] if pcm else []
+        if self._now is not None:
+            self._last_media_at = self._now()
+        placed = timeline.place(timestamp, ulaw_decode(payload))
+        return [Audio(track, placed.pcm, placed.fill)] if placed.fill or placed.pcm else []
 
 
 class _Malformed(Exception):
