@@ -23,6 +23,7 @@ from mgateway.ingress.audiohook.session import (
     Resumed,
     SessionPolicy,
     State,
+    TimedOut,
     Updated,
     select_media,
 )
@@ -183,6 +184,9 @@ def test_close_is_answered_with_closed():
     ([EXTERNAL, REVERSED, STEREO], STEREO),
     ([{"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 16000}, EXTERNAL], EXTERNAL),
     ([{"type": "video"}, "junk", EXTERNAL], EXTERNAL),
+    ([INTERNAL], INTERNAL),
+    ([{"type": "audio", "format": "PCMU", "channels": ["internal", "external"], "rate": 8000}, INTERNAL, EXTERNAL],
+     REVERSED),
 ])
 def test_media_preference(offers, chosen):
     assert select_media(offers) is offers[offers.index(chosen)]
@@ -196,12 +200,79 @@ def test_l16_is_chosen_only_when_the_policy_allows_it():
 
 def test_no_acceptable_media_disconnects_with_an_error_then_closes():
     call = Call()
-    events = call.open(offers=[INTERNAL, L16_STEREO])
+    events = call.open(offers=[L16_STEREO, {**INTERNAL, "rate": 16000}])
     assert [e.reason for e in events] == ["error"] and "No acceptable media" in events[0].info
     assert call.last["type"] == "disconnect" and call.last["parameters"]["reason"] == "error"
     assert all(json.loads(r)["type"] != "opened" for r in call.replies)
     assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
     assert call.last["type"] == "closed"
+
+
+def test_an_internal_only_offer_is_opened_and_yields_the_agents_audio():
+    """The compliance suite's single-channel internal test: the reference server answers opened."""
+    call = Call()
+    events = call.open(offers=[INTERNAL])
+    assert call.last["type"] == "opened" and call.last["parameters"]["media"] == [INTERNAL]
+    assert events[0].media == Media("PCMU", ("internal",), 8000)
+    frames = call.binary(call.client.audio(ulaw_encode(tone(300, 100))))
+    assert list(frames[0].pcm) == ["internal"]
+
+
+def test_a_declined_open_gets_a_disconnect_in_place_of_its_opened():
+    call = Call()
+    call.session.receive_text(call.client.open())
+    events = call.session.decline("Conversation X is already streamed by AudioHook session Y")
+    assert events == [Disconnected("error", "Conversation X is already streamed by AudioHook session Y")]
+    for reply in call.session.data_to_send():
+        call.replies.append(reply)
+        call.client.receive(reply)  # seq 1: the disconnect takes the opened's place
+    assert [json.loads(r)["type"] for r in call.replies] == ["disconnect"]
+    assert call.last["parameters"]["info"] == "Conversation X is already streamed by AudioHook session Y"
+    assert call.binary(bytes(1600)) == [], "audio sent anyway is dropped"
+    assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
+
+
+def test_a_client_told_to_go_has_the_grace_period_to_close_its_socket():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10))
+    call.open()
+    assert call.session.get_timer() is None, "an open session has no deadline"
+    call.clock.advance(100)
+    call.raw("{not json")  # a protocol error: disconnect(error)
+    assert call.session.get_timer() == 110
+    call.clock.advance(9.9)
+    assert call.session.handle_timer(call.clock.seconds()) == []
+    call.clock.advance(0.1)
+    assert call.session.handle_timer(call.clock.seconds()) == [TimedOut("disconnect sent")]
+    assert call.session.get_timer() is None and call.session.state is State.CLOSED
+
+
+def test_after_closed_the_client_has_the_grace_period_to_close_its_socket():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10))
+    call.open()
+    call.text(call.client.close())
+    assert call.session.get_timer() == 10
+    assert call.session.handle_timer(10) == [TimedOut("closed")]
+
+
+@pytest.mark.parametrize("parameters, info", [
+    ({"code": "408", "message": None}, """Invalid 'error' parameters: {"code":"408","message":null}"""),
+    ({"code": 408, "message": "x", "retryAfter": "2 s"}, '"2 s" is not a duration of the form PT<seconds>S'),
+])
+def test_disconnect_info_is_plain_text_with_the_clients_values_as_json(parameters, info):
+    call = Call()
+    call.open()
+    events = call.raw(call.client.message("error", parameters))
+    assert events == [Disconnected("error", info)]
+    assert call.last["parameters"]["info"] == info
+
+
+def test_no_acceptable_media_names_the_offers_as_json():
+    call = Call()
+    offers = [L16_STEREO, {"type": "audio", "format": "PCMA", "channels": ["external"], "rate": 8000}]
+    call.open(offers=offers)
+    info = call.last["parameters"]["info"]
+    prefix = "No acceptable media offered (PCMU 8000 Hz, channels external and/or internal): "
+    assert info.startswith(prefix) and json.loads(info[len(prefix):]) == offers, info
 
 
 # --- audio ------------------------------------------------------------------------------------
@@ -425,7 +496,7 @@ def test_stereo_frame_with_half_a_sample_is_an_error():
     ('{"version":"2","type":"ping","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":0,'
      '"position":"PT1M2S","parameters":{}}', "not a duration"),
     ('{"version":"2","type":"dance","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":0,'
-     '"position":"PT0S","parameters":{}}', "'dance' is not a supported client message"),
+     '"position":"PT0S","parameters":{}}', '"dance" is not a supported client message'),
     ('{"version":"2","type":"ping","id":"9ed63d0d-1a2a-4711-a4df-b4a8c182a742","seq":1,"serverseq":0,'
      '"position":"PT0S","parameters":{}}', "Session identifier mismatch"),
     ('{"version":"2","type":"ping","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":5,'

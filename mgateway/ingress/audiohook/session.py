@@ -38,6 +38,7 @@ from mgateway.ingress.audiohook.messages import (
     NS_PER_SECOND,
     NULL_UUID,
     ProtocolError,
+    as_text,
     decode_client_message,
     encode_server_message,
     is_language,
@@ -46,8 +47,10 @@ from mgateway.ingress.audiohook.messages import (
 )
 from mgateway.media.g711 import ulaw_decode
 
-#: Channel orders we take, best first: both participants, then the customer.
-CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",))
+#: Channel orders we take, best first: both participants, then the customer
+#: alone, then the agent alone (the compliance suite's internal-only offer,
+#: which Genesys's reference server opens too).
+CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",), ("internal",))
 #: Bytes per sample per channel.
 SAMPLE_WIDTH = {"PCMU": 1, "L16": 2}
 RATE = 8000
@@ -68,10 +71,15 @@ class SessionPolicy:
     @ivar allow_l16: also accept 16-bit linear offers (little-endian, as the
         reference implementation sends them) when no PCMU offer fits.
     @ivar supported_languages: listed in C{opened} when C{open} asks.
+    @ivar close_grace_seconds: how long a client has to close its socket
+        once told to go (our C{disconnect}, or our C{closed}), or once refused
+        as unauthorized, before L{AudioHookSession.handle_timer} gives up on
+        it: the reference client's own close timeout.
     """
 
     allow_l16: bool = False
     supported_languages: tuple[str, ...] = ()
+    close_grace_seconds: float = 10.0
 
 
 @attrs.frozen
@@ -176,6 +184,13 @@ class Disconnected:
     info: str | None
 
 
+@attrs.frozen
+class TimedOut:
+    """The client did not close its socket within the grace period: drop it."""
+
+    state: str
+
+
 class State(enum.Enum):
     AWAITING_OPEN = "awaiting open"
     ACTIVE = "active"
@@ -235,6 +250,10 @@ class AudioHookSession:
         self._start_paused = False
         self._unauthorized = False
         self._outgoing: list[str] = []
+        #: The C{opened} just queued, until L{data_to_send} hands it out.
+        self._pending_opened: str | None = None
+        #: When a client told to go must have closed its socket.
+        self._close_deadline: float | None = None
         self._handlers = {
             "open": self._open,
             "ping": self._ping,
@@ -248,7 +267,25 @@ class AudioHookSession:
     def data_to_send(self) -> list[str]:
         """The text frames to send, oldest first; each call empties the queue."""
         outgoing, self._outgoing = self._outgoing, []
+        self._pending_opened = None
         return outgoing
+
+    def get_timer(self) -> float | None:
+        """When L{handle_timer} is next due (seconds on the session's clock), or None."""
+        return self._close_deadline
+
+    def handle_timer(self, now: float) -> list:
+        """L{TimedOut} once a client told to go has not closed in time (nothing is sent)."""
+        if self._close_deadline is None or now < self._close_deadline:
+            return []
+        self._close_deadline = None
+        state, self.state = self.state, State.CLOSED
+        return [TimedOut(state.value)]
+
+    def _expect_close(self) -> None:
+        """From now on, the client has the grace period to close its socket."""
+        if self._close_deadline is None:
+            self._close_deadline = self._now() + self._policy.close_grace_seconds
 
     def receive_text(self, text: str) -> list:
         self.last_received_at = self._now()
@@ -280,7 +317,7 @@ class AudioHookSession:
             self.clientseq = message["seq"]
             handler = self._handlers.get(kind)
             if handler is None:
-                raise ProtocolError(f"{kind!r} is not a supported client message")
+                raise ProtocolError(f"{as_text(kind)} is not a supported client message")
             return handler(parameters)
         except ProtocolError as e:
             return self._violation(e.info)
@@ -327,16 +364,35 @@ class AudioHookSession:
             return False
         self._send("disconnect", {"reason": reason} if info is None else {"reason": reason, "info": info})
         self.state = State.DISCONNECTING
+        self._expect_close()
         return True
+
+    def decline(self, info: str) -> list:
+        """
+        Answer the C{open} just received with C{disconnect} (reason
+        C{error}, C{info} saying why) instead of the C{opened} it queued, as
+        the reference server does when its media selection refuses a session.
+        Only until L{data_to_send} has handed that C{opened} out; after, the
+        session is disconnected the same way.
+        """
+        if self._pending_opened is not None and self._outgoing[-1:] == [self._pending_opened]:
+            self._outgoing.pop()
+            self._pending_opened = None
+            self.seq -= 1
+        if not self.disconnect("error", info):
+            return []
+        return [Disconnected("error", info)]
 
     # --- client messages ---------------------------------------------------
 
     def refuse(self) -> None:
         """
         The client failed authentication: answer its C{open} with
-        C{disconnect} (reason C{unauthorized}), as Genesys's reference server does.
+        C{disconnect} (reason C{unauthorized}), as Genesys's reference server
+        does; it has the grace period from now to open and close.
         """
         self._unauthorized = True
+        self._expect_close()
 
     def _open(self, parameters: dict) -> list:
         if self.state is not State.AWAITING_OPEN:
@@ -353,12 +409,13 @@ class AudioHookSession:
             return [Disconnected("unauthorized", info)]
         offer = select_media(parameters["media"], self._policy.allow_l16)
         if offer is None:
-            raise ProtocolError(f"No acceptable media offered (PCMU 8000 Hz, channels external/internal): "
-                                f"{parameters['media']!r}"[:1024])
+            raise ProtocolError("No acceptable media offered (PCMU 8000 Hz, channels external and/or internal): "
+                                + as_text(parameters["media"], 768))
         opened = {"media": [offer], "startPaused": self._start_paused}
         if parameters.get("supportedLanguages") is True:
             opened["supportedLanguages"] = list(self._policy.supported_languages)
         self._send("opened", opened)
+        self._pending_opened = self._outgoing[-1]
         self.media = Media(offer["format"], tuple(offer["channels"]), RATE)
         self.state = State.PAUSED if self._start_paused else State.ACTIVE
         self.probe = parameters["conversationId"] == NULL_UUID
@@ -401,20 +458,21 @@ class AudioHookSession:
         self._require_opened("update")
         language = parameters.get("language")
         if not is_language(language):
-            raise ProtocolError(f"Invalid 'update' parameters: language {language!r}")
+            raise ProtocolError(f"Invalid 'update' parameters: language {as_text(language)}")
         self._send("updated", {})
         return [Updated(language)]
 
     def _error(self, parameters: dict) -> list:
         code, message = parameters.get("code"), parameters.get("message")
         if type(code) is not int or not 400 <= code <= 9999 or not isinstance(message, str):
-            raise ProtocolError(f"Invalid 'error' parameters: {parameters!r}"[:1024])
+            raise ProtocolError(f"Invalid 'error' parameters: {as_text(parameters, 768)}")
         retry_after = parameters.get("retryAfter")
         return [Error(code, message, None if retry_after is None else parse_duration(retry_after))]
 
     def _close(self, parameters: dict) -> list:
         self._send("closed", {})
         self.state = State.CLOSED
+        self._expect_close()
         reason = parameters.get("reason")
         return [Closed(reason if reason in CLOSE_REASONS else None)]
 
@@ -431,7 +489,7 @@ class AudioHookSession:
 
     def _require_opened(self, kind: str) -> None:
         if self.state is State.AWAITING_OPEN:
-            raise ProtocolError(f"Unexpected {kind!r} before 'open'")
+            raise ProtocolError(f"Unexpected '{kind}' before 'open'")
 
     def _skip(self, parameters: dict) -> tuple[int, int]:
         """Move the timeline past a gap the client reports: (start, duration)."""

@@ -12,7 +12,15 @@ Genesys' 5 s open timeout and ping deadline hold under load.
 Closing the socket is left to Genesys, which closes it after our C{closed}.
 To end a session from our side (shut-down, a refused session, a protocol
 error) we send C{disconnect} and answer the C{close} that follows; only a
-client that does not close in time is dropped.
+client that does not close in time is dropped (the session's timer, on the
+factory's clock).
+
+One conversation is streamed by one session at a time: Genesys uses a single
+AudioHook session for a call's whole duration and does not re-establish
+sessions, so a second simultaneous session for the same conversation is
+another integration streaming the same call. Its C{open} is answered with
+C{disconnect} (reason C{error}) saying which session already streams the
+conversation, and the first session goes on undisturbed.
 """
 
 from __future__ import annotations
@@ -42,6 +50,7 @@ from mgateway.ingress.audiohook.session import (
     Probed,
     Resumed,
     SessionPolicy,
+    TimedOut,
     Updated,
 )
 from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
@@ -58,9 +67,6 @@ AUTH_FAILURE_SECONDS = 0.5
 #: comfort noise at once; a longer one is filled only this far, so memory and
 #: recognition time stay bounded.
 MAX_GAP_SAMPLES = 60 * RATE
-#: How long a client told to go as unauthorized has to close its socket
-#: before it is dropped (the reference client's own close timeout).
-UNAUTHORIZED_CLOSE_SECONDS = 10
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
 SAMPLE_NS = NS_PER_SECOND // RATE
@@ -73,7 +79,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
     conversation_id = "(not opened)"
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
-    _drop_timer = None
+    _timer = None
     #: The hang-up of a close transaction, then (C{_closing}) the wait for
     #: it to end, until its C{closed} is sent.
     _flushing: Deferred | None = None
@@ -120,9 +126,9 @@ class AudioHookProtocol(WebSocketServerProtocol):
     def onOpen(self):
         self.factory.sessions.add(self)
         if self.unauthorized:
-            # Its open gets disconnect(unauthorized); it then has this long to close.
+            # Its open gets disconnect(unauthorized); it has the grace period to close.
             self.session.refuse()
-            self._drop_timer = self.factory.clock.callLater(UNAUTHORIZED_CLOSE_SECONDS, self.drop)
+            self._schedule()
 
     def onMessage(self, payload: bytes, isBinary: bool):
         if isBinary:
@@ -135,6 +141,24 @@ class AudioHookProtocol(WebSocketServerProtocol):
             self._closed_once_flushed()
         elif self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
             self._send()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Arm the session's next timer on the factory's clock."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        deadline = self.session.get_timer()
+        if deadline is not None:
+            clock = self.factory.clock
+            self._timer = clock.callLater(max(0.0, deadline - clock.seconds()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        for event in self.session.handle_timer(self.factory.clock.seconds()):
+            if isinstance(event, TimedOut):
+                self.drop(event.state)
+        self._schedule()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
@@ -142,12 +166,14 @@ class AudioHookProtocol(WebSocketServerProtocol):
             log.info("audiohook session {session_id}: disconnecting ({reason})",
                      session_id=self.session.session_id, reason=reason)
             self._send()
+            self._schedule()
 
-    def drop(self) -> None:
-        """The client did not close after our C{disconnect}: cut it off."""
+    def drop(self, state: str = "disconnect sent") -> None:
+        """The client did not close after our C{disconnect} (or C{closed}): cut it off."""
         if self.state != self.STATE_CLOSED:
-            log.warn("audiohook session {session_id} did not close in time: dropped",
-                     session_id=self.session.session_id)
+            log.warn("audiohook session {session_id} of conversation {conversation_id} did not close in "
+                     "time ({state}): dropped", session_id=self.session.session_id,
+                     conversation_id=self.conversation_id, state=state)
             self.dropConnection(abort=True)
 
     def _send(self) -> None:
@@ -181,19 +207,28 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
+        streaming = self.factory.streaming(event.conversation_id)
+        if streaming is not None:
+            return self._decline(f"Conversation {event.conversation_id} is already streamed by AudioHook "
+                                 f"session {streaming.session.session_id}; a conversation is transcribed "
+                                 f"from one session at a time")
         try:
             on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
             self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels,
                                                       on_stop=on_stop)
-        except ValueError as e:
-            log.warn("audiohook session {session_id}: {reason}", session_id=event.session_id, reason=str(e))
-            self.disconnect("error")
-            return
+        except ValueError:
+            # Its channels are fed by another ingress's leg of the same id.
+            return self._decline(f"Conversation {event.conversation_id} is already being received")
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
                  "{channels}, participant {participant}, language {language}",
                  session_id=event.session_id, conversation_id=event.conversation_id,
                  media_format=event.media.format, channels=list(event.media.channels),
                  participant=event.participant.id, language=event.language)
+
+    def _decline(self, info: str) -> None:
+        """Answer the open with a disconnect (reason error) that says why, instead of opened."""
+        log.warn("audiohook session {session_id} refused: {info}", session_id=self.session.session_id, info=info)
+        self.session.decline(info)
 
     def _call_stopped(self) -> None:
         """stop-streaming stopped the call, and the policy is to end the session then."""
@@ -220,7 +255,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
         self._skipped_samples += gap - fill
         noise = comfort_noise(fill, start=self._fed_samples)
         for channel in self.media.legs:
-            self.media.audio(channel, noise)
+            self.media.audio(channel, noise, filled=True)
         self._fed_samples += fill
 
     def _hang_up(self) -> Deferred:
@@ -256,8 +291,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self.factory.sessions.discard(self)
-        if self._drop_timer is not None and self._drop_timer.active():
-            self._drop_timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         if self.media is not None:
@@ -325,6 +360,11 @@ class AudioHookFactory(WebSocketServerFactory):
         policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
         return AudioHookSession(self.clock.seconds, policy, session_id=session_id,
                                 organization_id=organization_id)
+
+    def streaming(self, conversation_id: str) -> AudioHookProtocol | None:
+        """The session that feeds this conversation's call now, if any."""
+        return next((protocol for protocol in self.sessions
+                     if protocol.media is not None and protocol.conversation_id == conversation_id), None)
 
     def shut_down(self, grace: float) -> Deferred:
         """
