@@ -340,7 +340,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "max_message_bytes": 65536,
         "max_gap_ms": 60000,
         "max_lead_ms": 2000,
-        "media_timeout_seconds": 10,
+        "media_timeout_seconds": 30,
         "reconnect_grace_seconds": 30,
         "ping_interval_seconds": 10,
         "ping_timeout_seconds": 10,

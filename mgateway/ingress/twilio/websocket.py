@@ -139,8 +139,9 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
                 old.media.release(leg)
         try:
             self.media = factory.registry.attach("twilio", event.call_sid, event.tracks)
-        except ValueError as e:
-            self._fail(StreamError(POLICY, str(e)))
+        except ValueError:
+            # Only another ingress could feed a leg of namespace "twilio".
+            self._fail(StreamError(POLICY, f"tracks of call {event.call_sid} are fed elsewhere"))
         else:
             self.call_sid = event.call_sid
             factory.feeds.setdefault(event.call_sid, []).append(self)
@@ -204,6 +205,11 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
                  "for a restarted stream", guid=self.call_sid, code=code, grace=grace)
         self._linger = self.factory.clock.callLater(grace, self._restart_missed)
 
+    @property
+    def waiting_for_restart(self) -> bool:
+        """Lost without a C{stop}, its call held for a restarted stream."""
+        return self._linger is not None
+
     def _restart_missed(self) -> None:
         self._linger = None
         log.warn("twilio call {guid}: no stream restarted within {grace} s: the call ends",
@@ -232,7 +238,7 @@ class TwilioStreamFactory(WebSocketServerFactory):
     def __init__(self, *, tokens, registry, public_url, clock, auth_token: str = "",
                  max_message_bytes: int = 65536, max_gap_ms: int = 60_000,
                  max_dropped: int = 100, max_lead_ms: int = 2_000,
-                 media_timeout: float | None = 10.0, reconnect_grace: float = 30.0,
+                 media_timeout: float | None = 30.0, reconnect_grace: float = 30.0,
                  ping_interval: float = 10.0, ping_timeout: float = 10.0):
         super().__init__()
         self.tokens = tokens
@@ -260,15 +266,16 @@ class TwilioStreamFactory(WebSocketServerFactory):
         )
 
     def forget(self, protocol: TwilioStreamProtocol) -> None:
+        """The socket no longer feeds its call."""
         feeds = self.feeds.get(protocol.call_sid, [])
         if protocol in feeds:
             feeds.remove(protocol)
         if not feeds:
             self.feeds.pop(protocol.call_sid, None)
 
-    def shut_down(self):
+    def shut_down(self) -> Deferred:
         """End the calls that wait for a restarted stream (flushed; the registry flushes the rest)."""
-        waiting = [p for feeds in self.feeds.values() for p in feeds if p._linger is not None]
+        waiting = [p for feeds in self.feeds.values() for p in feeds if p.waiting_for_restart]
         return DeferredList([protocol._hang_up() for protocol in waiting], consumeErrors=True)
 
     def signed_url(self, host: str, request_uri: str) -> str:
