@@ -25,7 +25,7 @@ from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.websocket import (
     AUTH_FAILURE_SECONDS,
     CLOSE_FLUSH_SECONDS,
-    MAX_GAP_SAMPLES,
+    MAX_GAP_MS,
     NAMESPACE,
     AudioHookFactory,
 )
@@ -235,7 +235,7 @@ async def test_a_gap_longer_than_a_minute_is_filled_only_that_far(gateway):
     session.send(client.discarded(600 * NS_PER_SECOND))
     await pace(reactor, client.pcmu_frames({"external": noise(0.1)}), session.protocol.send_audio)
     leg = gateway.service.registry.find(NAMESPACE, client.conversation_id).legs["external"]
-    await until(reactor, lambda: leg.position_bytes == (MAX_GAP_SAMPLES + 800) * 2)
+    await until(reactor, lambda: leg.position_bytes == (MAX_GAP_MS * 8 + 800) * 2)
     await session.close()
 
 

@@ -197,3 +197,14 @@ def test_signature_matches_the_vector_published_with_twilios_libraries():
               "From": "+14158675309", "To": "+18005551212"}
     assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params) == \
         "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+
+
+def test_positions_in_samples_fill_gaps_shorter_than_a_millisecond():
+    """AudioHook reports gaps to the sample; they are filled exactly, on every channel alike."""
+    timeline = TrackTimeline(max_gap_ms=1000)
+    assert timeline.advance(0, 800) == (b"", 0)
+    noise, trim = timeline.advance(805, 0)  # five samples (625 us) discarded
+    assert (noise, trim) == (comfort_noise(5, start=800), 0)
+    assert timeline.advance(805, 800) == (b"", 0)
+    assert timeline.position_samples == 1605
+    assert timeline.advance(1600, 10) == (b"", 5), "an overlap is trimmed from the chunk"

@@ -54,7 +54,7 @@ from mgateway.ingress.audiohook.session import (
     Updated,
 )
 from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
-from mgateway.media.noise import comfort_noise
+from mgateway.media.timeline import TrackTimeline
 
 log = Logger()
 
@@ -66,7 +66,7 @@ AUTH_FAILURE_SECONDS = 0.5
 #: The longest gap (discarded audio, a pause the client reports) filled with
 #: comfort noise at once; a longer one is filled only this far, so memory and
 #: recognition time stay bounded.
-MAX_GAP_SAMPLES = 60 * RATE
+MAX_GAP_MS = 60_000
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
 SAMPLE_NS = NS_PER_SECOND // RATE
@@ -85,9 +85,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
     _flushing: Deferred | None = None
     _closing: Deferred | None = None
     _close_timer = None
-    #: Samples fed to each leg, and samples of gaps too long to fill.
-    _fed_samples = 0
-    _skipped_samples = 0
+    #: The session's timeline, shared by its channels (from C{opened}).
+    _timeline: TrackTimeline | None = None
 
     def onConnect(self, request):
         factory = self.factory
@@ -219,6 +218,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
         except ValueError:
             # Its channels are fed by another ingress's leg of the same id.
             return self._decline(f"Conversation {event.conversation_id} is already being received")
+        self._timeline = TrackTimeline(MAX_GAP_MS)
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
                  "{channels}, participant {participant}, language {language}",
                  session_id=event.session_id, conversation_id=event.conversation_id,
@@ -235,28 +235,24 @@ class AudioHookProtocol(WebSocketServerProtocol):
         self.disconnect("completed")
 
     def _audio(self, event: Audio) -> None:
-        self._fill_to(event.position_ns)
+        # Every channel of a frame holds the same number of samples.
+        samples = len(next(iter(event.pcm.values()))) // 2
+        self._fill_to(event.position_ns, samples)
         for channel, pcm in event.pcm.items():
             self.media.audio(channel, pcm)
-        # Every channel of a frame holds the same number of samples.
-        self._fed_samples += len(pcm) // 2
 
-    def _fill_to(self, position_ns: int) -> None:
+    def _fill_to(self, position_ns: int, samples: int = 0) -> None:
         """
         Comfort noise on every channel up to C{position_ns}, where the client
-        says its audio continues: utterance times then match the call.
+        says its audio (C{samples} of it) continues: utterance times then
+        match the call.
         """
         if self.media is None:
             return
-        gap = position_ns // SAMPLE_NS - self._skipped_samples - self._fed_samples
-        if gap <= 0:
-            return
-        fill = min(gap, MAX_GAP_SAMPLES)
-        self._skipped_samples += gap - fill
-        noise = comfort_noise(fill, start=self._fed_samples)
-        for channel in self.media.legs:
-            self.media.audio(channel, noise, filled=True)
-        self._fed_samples += fill
+        noise, _ = self._timeline.advance(position_ns // SAMPLE_NS, samples)
+        if noise:
+            for channel in self.media.legs:
+                self.media.audio(channel, noise, filled=True)
 
     def _hang_up(self) -> Deferred:
         """The session's legs are gone: fires once the call's last words are delivered (if it ended)."""

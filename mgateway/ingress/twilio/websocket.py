@@ -189,9 +189,11 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         if self.stream is not None and self.stream.started is not None:
-            log.info("twilio call {guid}: stream {stream_sid} closed ({code}); frames {counts}",
+            log.info("twilio call {guid}: stream {stream_sid} closed ({code}); frames {counts}; "
+                     "gaps not filled, the timestamps running ahead of the clock (ms): {refused}",
                      guid=self.stream.started.call_sid, stream_sid=self.stream.started.stream_sid,
-                     code=code, counts=dict(self.stream.counts))
+                     code=code, counts=dict(self.stream.counts),
+                     refused={track: t.refused_ms for track, t in self.stream.timelines.items()})
         self._count_frames()
         if self.media is None:
             return
