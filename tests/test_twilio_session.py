@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 
-from mgateway.ingress.twilio.session import Audio, Dropped, Started, Stopped, StreamError, TwilioStream
+from mgateway.ingress.events import LegAudio, Terminated
+from mgateway.ingress.twilio.session import Dropped, Started, Stopped, TwilioStream
 from mgateway.ingress.twilio.signature import twilio_signature, valid_signature
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.noise import comfort_noise
@@ -21,13 +22,22 @@ def tone(ms: int, value: int = 1000) -> bytes:
 def feed(stream, frames):
     events = []
     for frame in frames:
-        events += stream.receive(frame)
+        stream.receive_text(frame)
+        events += stream.events()
     return events
 
 
 def audio_of(events, track):
     """The track's timeline: filled gaps and received audio, in order."""
-    return b"".join(e.fill + e.pcm for e in events if isinstance(e, Audio) and e.track == track)
+    return b"".join(e.pcm for e in events if isinstance(e, LegAudio) and e.leg == track)
+
+
+def terminated(stream, frame) -> Terminated:
+    """The stream ends on this frame, as its last event."""
+    events = feed(stream, [frame])
+    assert isinstance(events[-1], Terminated), events
+    assert stream.events() == [] and feed(stream, [frame]) == [], "nothing after the end"
+    return events[-1]
 
 
 def placed(timeline, timestamp, pcm) -> bytes:
@@ -73,39 +83,42 @@ def test_lost_and_reordered_frames_do_not_shift_later_audio():
 
 def test_media_before_start_closes_only_with_a_policy_error():
     peer = TwilioPeer("CA1")
-    with pytest.raises(StreamError) as e:
-        TwilioStream().receive(peer.media("inbound", b"\xff" * 160, 0))
-    assert e.value.close_code == 4008
+    assert terminated(TwilioStream(), peer.media("inbound", b"\xff" * 160, 0)) == \
+        Terminated(4008, '"media" before "start"')
 
 
 @pytest.mark.parametrize("frame", ["not json", "[1,2]", '{"no": "event"}'])
 def test_non_json_frames_close_the_socket(frame):
-    with pytest.raises(StreamError) as e:
-        TwilioStream().receive(frame)
-    assert e.value.close_code == 4007
+    assert terminated(TwilioStream(), frame).close_code == 4007
+
+
+def test_a_binary_frame_closes_the_socket_with_4003():
+    stream = TwilioStream()
+    stream.receive_bytes(b"\xff" * 160)
+    assert stream.events() == [Terminated(4003, "binary frame on a Twilio stream")]
+    assert stream.data_to_send() == [], "a fork stream sends nothing back"
 
 
 def test_malformed_media_is_dropped_and_the_stream_goes_on():
     peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
     stream = TwilioStream(max_dropped=2)
-    stream.receive(peer.start())
+    feed(stream, [peer.start()])
     bad = json.loads(peer.media("inbound", b"\xff" * 160, 0))
     bad["media"]["payload"] = "***not base64***"
-    assert [type(e) for e in stream.receive(json.dumps(bad))] == [Dropped]
+    assert [type(e) for e in feed(stream, [json.dumps(bad)])] == [Dropped]
     missing = json.loads(peer.media("inbound", b"\xff" * 160, 0))
     del missing["media"]["timestamp"]
-    assert [type(e) for e in stream.receive(json.dumps(missing))] == [Dropped]
-    assert audio_of(stream.receive(peer.media("inbound", b"\xff" * 160, 0)), "inbound")
-    with pytest.raises(StreamError):
-        stream.receive(json.dumps(bad))
+    assert [type(e) for e in feed(stream, [json.dumps(missing)])] == [Dropped]
+    assert audio_of(feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]), "inbound")
+    assert terminated(stream, json.dumps(bad)) == Terminated(4007, "more than 2 malformed frames")
 
 
 def test_unknown_events_and_marks_are_counted_not_fatal():
     peer = TwilioPeer("CA1")
     stream = TwilioStream()
-    stream.receive(peer.start())
-    assert stream.receive(json.dumps({"event": "mark", "mark": {"name": "x"}})) == []
-    assert stream.receive(json.dumps({"event": "brand-new"})) == []
+    feed(stream, [peer.start()])
+    assert feed(stream, [json.dumps({"event": "mark", "mark": {"name": "x"}})]) == []
+    assert feed(stream, [json.dumps({"event": "brand-new"})]) == []
     assert stream.counts["brand-new"] == 1
 
 
@@ -113,8 +126,8 @@ def test_unsupported_media_format_is_refused():
     peer = TwilioPeer("CA1")
     start = json.loads(peer.start())
     start["start"]["mediaFormat"]["sampleRate"] = 16000
-    with pytest.raises(StreamError):
-        TwilioStream().receive(json.dumps(start))
+    assert terminated(TwilioStream(), json.dumps(start)) == Terminated(
+        4008, 'unsupported media format {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1}')
 
 
 @settings(max_examples=50)
@@ -167,18 +180,26 @@ def test_no_media_for_the_timeout_gives_up_on_the_stream_with_4083():
     peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
     stream = TwilioStream(clock_now=clock.seconds, media_timeout=10)
     assert stream.get_timer() == 10, "runs from the socket's opening, before any media"
-    stream.receive(peer.start())
+    feed(stream, [peer.start()])
     clock.advance(4)
-    stream.receive(peer.media("inbound", b"\xff" * 160, 0))
+    feed(stream, [peer.media("inbound", b"\xff" * 160, 0)])
     assert stream.get_timer() == 14
     clock.advance(9.9)
     stream.handle_timer(clock.seconds())
+    assert stream.events() == []
     clock.advance(0.1)
-    with pytest.raises(StreamError) as e:
-        stream.handle_timer(clock.seconds())
-    assert e.value.close_code == 4083
-    stream.receive(peer.stop())
-    assert stream.get_timer() is None, "a stopped stream has no timer"
+    stream.handle_timer(clock.seconds())
+    assert stream.events() == [Terminated(4083, "no media for 10 s")]
+    assert stream.get_timer() is None, "an ended stream has no timer"
+
+
+def test_a_stopped_stream_has_no_timer_and_takes_no_more_frames():
+    clock = Clock()
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    stream = TwilioStream(clock_now=clock.seconds, media_timeout=10)
+    assert isinstance(feed(stream, [peer.start(), peer.stop()])[-1], Stopped)
+    assert stream.get_timer() is None
+    assert feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]) == []
 
 
 def test_signature_matches_twilio_algorithm_with_and_without_default_port():
@@ -208,3 +229,18 @@ def test_positions_in_samples_fill_gaps_shorter_than_a_millisecond():
     assert timeline.advance(805, 800) == (b"", 0)
     assert timeline.position_samples == 1605
     assert timeline.advance(1600, 10) == (b"", 5), "an overlap is trimmed from the chunk"
+
+
+_PEER = TwilioPeer("CA1", first_timestamp=0)
+_FRAMES = [_PEER.connected(), _PEER.start(), _PEER.media("inbound", b"\xff" * 160, 0),
+           _PEER.media("outbound", b"\x7f" * 160, 20), _PEER.dtmf("5"), _PEER.stop(),
+           '{"event": "media", "media": {"track": "inbound", "timestamp": "-5", "payload": ""}}', "{", "[]"]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(st.sampled_from(_FRAMES), st.text(max_size=40)), max_size=30))
+def test_no_sequence_of_frames_makes_the_stream_raise(frames):
+    stream = TwilioStream(max_dropped=3)
+    events = feed(stream, frames)
+    ends = [i for i, e in enumerate(events) if isinstance(e, Terminated)]
+    assert ends in ([], [len(events) - 1]), "at most one end, and nothing after it"

@@ -5,6 +5,12 @@ Twilio sends JSON text frames: C{connected}, C{start}, then C{media} (base64
 mu-law, 8 kHz, with a millisecond C{timestamp} per chunk), C{dtmf}, C{mark},
 and C{stop}. Numbers such as C{sequenceNumber}, C{chunk} and C{timestamp} are
 JSON strings. A fork stream is one-way: nothing is ever sent back.
+
+The shape of every ingress core (L{mgateway.ingress.events}): feed frames
+with L{TwilioStream.receive_text} / L{TwilioStream.receive_bytes} and the
+clock with L{TwilioStream.handle_timer}, read L{TwilioStream.events}. A
+stream that cannot go on ends with a L{Terminated} event carrying the
+WebSocket close code; nothing raises.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from typing import Callable
 
 import attrs
 
+from mgateway.ingress.events import IngressError, LegAudio, Terminated
 from mgateway.media.g711 import ulaw_decode
 from mgateway.media.timeline import TrackTimeline
 
@@ -35,13 +42,8 @@ SUPERSEDED = 4001
 IDLE = 4083
 
 
-class StreamError(Exception):
+class StreamError(IngressError):
     """The socket cannot continue; C{close_code} is the WebSocket close code."""
-
-    def __init__(self, close_code: int, reason: str):
-        super().__init__(reason)
-        self.close_code = close_code
-        self.reason = reason
 
 
 @attrs.frozen
@@ -50,19 +52,6 @@ class Started:
     stream_sid: str
     tracks: tuple[str, ...]
     custom_parameters: dict
-
-
-@attrs.frozen
-class Audio:
-    """
-    Decoded audio of one track, in timeline order: C{fill} (comfort noise for
-    a gap in the timestamps before it, possibly empty), then C{pcm}, what
-    was received.
-    """
-
-    track: str
-    pcm: bytes
-    fill: bytes = b""
 
 
 @attrs.frozen
@@ -100,22 +89,50 @@ class TwilioStream:
         self._last_media_at = clock_now() if clock_now is not None else None
         self.started: Started | None = None
         self.stopped = False
+        self.terminated: Terminated | None = None
         self.timelines: dict[str, TrackTimeline] = {}
         self.counts: Counter = Counter()
+        self._events: list = []
+
+    def events(self) -> list:
+        """What the input so far caused, oldest first; each call empties the list."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list:
+        """Nothing, ever: a fork stream is one-way (the shape every core has)."""
+        return []
+
+    def receive_text(self, text: str) -> None:
+        """One text frame (after C{stop} or the end, frames are ignored)."""
+        if self.terminated is None and not self.stopped:
+            try:
+                self._events += self._receive(text)
+            except StreamError as e:
+                self._terminate(e)
+
+    def receive_bytes(self, data: bytes) -> None:
+        """Twilio sends only text: a binary frame ends the stream."""
+        if self.terminated is None and not self.stopped:
+            self._terminate(StreamError(UNSUPPORTED_DATA, "binary frame on a Twilio stream"))
+
+    def _terminate(self, error: StreamError) -> None:
+        self.terminated = Terminated(error.close_code, error.reason)
+        self._events.append(self.terminated)
 
     def get_timer(self) -> float | None:
         """When L{handle_timer} is next due (seconds), or None."""
-        if self._media_timeout is None or self.stopped:
+        if self._media_timeout is None or self.stopped or self.terminated is not None:
             return None
         return self._last_media_at + self._media_timeout
 
     def handle_timer(self, now: float) -> None:
-        """Raises L{StreamError} (L{IDLE}) once no media came for the timeout."""
+        """Terminates the stream (L{IDLE}) once no media came for the timeout."""
         deadline = self.get_timer()
         if deadline is not None and now >= deadline:
-            raise StreamError(IDLE, f"no media for {self._media_timeout:g} s")
+            self._terminate(StreamError(IDLE, f"no media for {self._media_timeout:g} s"))
 
-    def receive(self, text: str) -> list:
+    def _receive(self, text: str) -> list:
         """Events for one text frame; raises L{StreamError} when the socket must close."""
         try:
             frame = json.loads(text)
@@ -131,7 +148,7 @@ class TwilioStream:
             if event == "start":
                 return [self._start(frame)]
             if self.started is None:
-                raise StreamError(POLICY, f"{event!r} before \"start\"")
+                raise StreamError(POLICY, f"{json.dumps(event)} before \"start\"")
             if event == "media":
                 return self._media(frame)
             if event == "stop":
@@ -157,11 +174,11 @@ class TwilioStream:
             raise StreamError(POLICY, "\"start\" without callSid")
         tracks = start.get("tracks", ["inbound"])
         if not isinstance(tracks, list) or not tracks or any(t not in TRACKS for t in tracks):
-            raise StreamError(POLICY, f"unsupported tracks {tracks!r}")
+            raise StreamError(POLICY, f"unsupported tracks {json.dumps(tracks)}")
         media_format = start.get("mediaFormat") or {}
         if (media_format.get("encoding", "audio/x-mulaw"), media_format.get("sampleRate", 8000),
                 media_format.get("channels", 1)) != ("audio/x-mulaw", 8000, 1):
-            raise StreamError(POLICY, f"unsupported media format {media_format!r}")
+            raise StreamError(POLICY, f"unsupported media format {json.dumps(media_format)}")
         parameters = start.get("customParameters") or {}
         self.started = Started(call_sid, str(stream_sid), tuple(dict.fromkeys(tracks)),
                                dict(parameters) if isinstance(parameters, dict) else {})
@@ -187,7 +204,8 @@ class TwilioStream:
         if self._now is not None:
             self._last_media_at = self._now()
         placed = timeline.place(timestamp, ulaw_decode(payload))
-        return [Audio(track, placed.pcm, placed.fill)] if placed.fill or placed.pcm else []
+        return ([LegAudio(track, placed.fill, filled=True)] if placed.fill else []) + \
+            ([LegAudio(track, placed.pcm)] if placed.pcm else [])
 
 
 class _Malformed(Exception):

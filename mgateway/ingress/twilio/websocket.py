@@ -21,15 +21,14 @@ from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
 from mgateway.api.tokens import InvalidToken
+from mgateway.ingress.events import LegAudio, Terminated
 from mgateway.ingress.twilio.session import (
+    IDLE,
     POLICY,
     SUPERSEDED,
-    UNSUPPORTED_DATA,
-    Audio,
     Dropped,
     Started,
     Stopped,
-    StreamError,
     TwilioStream,
 )
 from mgateway.ingress.twilio.signature import valid_signature
@@ -93,29 +92,23 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        if self.stream is None:
-            return
-        try:
+        if self.stream is not None:
             self.stream.handle_timer(self.factory.clock.seconds())
-        except StreamError as e:
-            # Stalled, not broken: the call waits for the restart.
-            return self._fail(e, keep_call=True)
-        self._schedule()
+            self._handle(self.stream.events())
 
     def onMessage(self, payload: bytes, isBinary: bool):
-        if self.stream is None or self.stream.stopped:
+        if self.stream is None:
             return
         if isBinary:
-            return self._fail(StreamError(UNSUPPORTED_DATA, "binary frame on a Twilio stream"))
-        try:
-            events = self.stream.receive(payload.decode("utf-8", "replace"))
-        except StreamError as e:
-            return self._fail(e)
+            self.stream.receive_bytes(payload)
+        else:
+            self.stream.receive_text(payload.decode("utf-8", "replace"))
+        self._handle(self.stream.events())
+
+    def _handle(self, events: list) -> None:
         for event in events:
-            if isinstance(event, Audio):
-                if event.fill:
-                    self.media.audio(event.track, event.fill, filled=True)
-                self.media.audio(event.track, event.pcm)
+            if isinstance(event, LegAudio):
+                self.media.audio(event.leg, event.pcm, filled=event.filled)
             elif isinstance(event, Started):
                 self._started(event)
             elif isinstance(event, Dropped):
@@ -125,6 +118,8 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
                 log.info("twilio call {guid}: stream stopped", guid=self.stream.started.call_sid)
                 self._hang_up()
                 self.sendClose(code=1000)
+            elif isinstance(event, Terminated):
+                self._fail(event.close_code, event.reason)
         self._schedule()
 
     def _started(self, event: Started) -> None:
@@ -141,7 +136,7 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
             self.media = factory.registry.attach("twilio", event.call_sid, event.tracks)
         except ValueError:
             # Only another ingress could feed a leg of namespace "twilio".
-            self._fail(StreamError(POLICY, f"tracks of call {event.call_sid} are fed elsewhere"))
+            self._fail(POLICY, f"tracks of call {event.call_sid} are fed elsewhere")
         else:
             self.call_sid = event.call_sid
             factory.feeds.setdefault(event.call_sid, []).append(self)
@@ -156,22 +151,26 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
                  guid=self.call_sid, stream_sid=self._stream_sid(), new_stream_sid=by_stream_sid)
         self._hang_up()
         if self.stream is not None and self.state != self.STATE_CLOSED:
-            self._fail(StreamError(SUPERSEDED, f"superseded by stream {by_stream_sid}"))
+            self._fail(SUPERSEDED, f"superseded by stream {by_stream_sid}")
 
     def _stream_sid(self) -> str:
         started = self.stream.started if self.stream else None
         return started.stream_sid if started else "(gone)"
 
-    def _fail(self, error: StreamError, keep_call: bool = False) -> None:
+    def _fail(self, close_code: int, reason: str) -> None:
+        """
+        Close the socket with C{close_code}. A stalled stream (L{IDLE}) keeps
+        its call for the restart, as a lost one does; any other failure ends it.
+        """
         started = self.stream.started if self.stream else None
-        log.warn("twilio call {guid}: closing the stream: {reason}",
-                 guid=started.call_sid if started else "(before start)", reason=error.reason)
-        if not keep_call:
+        log.warn("twilio call {guid}: closing the stream ({code}): {reason}",
+                 guid=started.call_sid if started else "(before start)", code=close_code, reason=reason)
+        if close_code != IDLE:
             self._hang_up()
         self._count_frames()
         self.stream = None
         self._schedule()
-        self.sendClose(code=error.close_code, reason=error.reason[:120])
+        self.sendClose(code=close_code, reason=reason[:120])
 
     def _hang_up(self) -> Deferred:
         """Let go of the call now: it ends, flushed, unless another stream feeds it."""
