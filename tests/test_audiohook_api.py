@@ -25,11 +25,10 @@ from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.websocket import (
     AUTH_FAILURE_SECONDS,
     CLOSE_FLUSH_SECONDS,
-    MAX_GAP_MS,
     NAMESPACE,
     AudioHookFactory,
 )
-from mgateway.ingress.audiohook.session import SessionPolicy
+from mgateway.ingress.audiohook.session import MAX_GAP_MS, SessionPolicy
 from mgateway.media.noise import comfort_noise
 from tests.support.audio import pace, read_pcm, until
 from tests.support.audiohook_client import (

@@ -34,13 +34,8 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mgateway.calls.registry import MediaAttachment
-from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID, format_duration, is_uuid
-from mgateway.ingress.audiohook.session import (
-    AUTH_FAILURES,
-    ON_STOP,
-    RATE,
-    Audio,
-    AudioHookSession,
+from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration, is_uuid
+from mgateway.ingress.audiohook.events import (
     Closed,
     Discarded,
     Disconnected,
@@ -49,12 +44,12 @@ from mgateway.ingress.audiohook.session import (
     Paused,
     Probed,
     Resumed,
-    SessionPolicy,
     TimedOut,
     Updated,
 )
+from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP, AudioHookSession, SessionPolicy
 from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
-from mgateway.media.timeline import TrackTimeline
+from mgateway.ingress.events import LegAudio
 
 log = Logger()
 
@@ -63,13 +58,8 @@ NAMESPACE = "genesysaudiohook"
 #: request arrived, whatever went wrong, so that its timing reveals nothing
 #: (the reference server waits at least 500 ms too).
 AUTH_FAILURE_SECONDS = 0.5
-#: The longest gap (discarded audio, a pause the client reports) filled with
-#: comfort noise at once; a longer one is filled only this far, so memory and
-#: recognition time stay bounded.
-MAX_GAP_MS = 60_000
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
-SAMPLE_NS = NS_PER_SECOND // RATE
 
 
 class AudioHookProtocol(WebSocketServerProtocol):
@@ -85,8 +75,6 @@ class AudioHookProtocol(WebSocketServerProtocol):
     _flushing: Deferred | None = None
     _closing: Deferred | None = None
     _close_timer = None
-    #: The session's timeline, shared by its channels (from C{opened}).
-    _timeline: TrackTimeline | None = None
 
     def onConnect(self, request):
         factory = self.factory
@@ -131,11 +119,10 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool):
         if isBinary:
-            events = self.session.receive_bytes(payload)
+            self.session.receive_bytes(payload)
         else:
-            events = self.session.receive_text(payload.decode("utf-8", "replace"))
-        for event in events:
-            self._handle(event)
+            self.session.receive_text(payload.decode("utf-8", "replace"))
+        self._handle_events()
         if self._flushing is not None:
             self._closed_once_flushed()
         elif self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
@@ -154,9 +141,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def _on_timer(self) -> None:
         self._timer = None
-        for event in self.session.handle_timer(self.factory.clock.seconds()):
-            if isinstance(event, TimedOut):
-                self.drop(event.state)
+        self.session.handle_timer(self.factory.clock.seconds())
+        self._handle_events()
         self._schedule()
 
     def disconnect(self, reason: str) -> None:
@@ -180,15 +166,23 @@ class AudioHookProtocol(WebSocketServerProtocol):
             if self.state == self.STATE_OPEN:
                 self.sendMessage(text.encode("utf-8"), isBinary=False)
 
+    def _handle_events(self) -> None:
+        """Everything the session has to say (handling an event may cause more: a declined open)."""
+        while events := self.session.events():
+            for event in events:
+                self._handle(event)
+
     def _handle(self, event) -> None:
         session_id = self.session.session_id
-        if isinstance(event, Audio):
-            self._audio(event)
+        if isinstance(event, LegAudio):
+            if self.media is not None:
+                self.media.audio(event.leg, event.pcm, filled=event.filled)
         elif isinstance(event, Opened):
             self._opened(event)
+        elif isinstance(event, TimedOut):
+            self.drop(event.state)
         elif isinstance(event, (Resumed, Discarded)):
             log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
-            self._fill_to(self.session.position_ns)
         elif isinstance(event, Closed):
             log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
                      "at {position}", session_id=session_id, conversation_id=self.conversation_id,
@@ -218,7 +212,6 @@ class AudioHookProtocol(WebSocketServerProtocol):
         except ValueError:
             # Its channels are fed by another ingress's leg of the same id.
             return self._decline(f"Conversation {event.conversation_id} is already being received")
-        self._timeline = TrackTimeline(MAX_GAP_MS)
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
                  "{channels}, participant {participant}, language {language}",
                  session_id=event.session_id, conversation_id=event.conversation_id,
@@ -233,26 +226,6 @@ class AudioHookProtocol(WebSocketServerProtocol):
     def _call_stopped(self) -> None:
         """stop-streaming stopped the call, and the policy is to end the session then."""
         self.disconnect("completed")
-
-    def _audio(self, event: Audio) -> None:
-        # Every channel of a frame holds the same number of samples.
-        samples = len(next(iter(event.pcm.values()))) // 2
-        self._fill_to(event.position_ns, samples)
-        for channel, pcm in event.pcm.items():
-            self.media.audio(channel, pcm)
-
-    def _fill_to(self, position_ns: int, samples: int = 0) -> None:
-        """
-        Comfort noise on every channel up to C{position_ns}, where the client
-        says its audio (C{samples} of it) continues: utterance times then
-        match the call.
-        """
-        if self.media is None:
-            return
-        noise, _ = self._timeline.advance(position_ns // SAMPLE_NS, samples)
-        if noise:
-            for channel in self.media.legs:
-                self.media.audio(channel, noise, filled=True)
 
     def _hang_up(self) -> Deferred:
         """The session's legs are gone: fires once the call's last words are delivered (if it ended)."""
