@@ -108,7 +108,8 @@ class TwilioStreamProtocol(WebSocketServerProtocol):
     def _handle(self, events: list) -> None:
         for event in events:
             if isinstance(event, LegAudio):
-                self.media.audio(event.leg, event.pcm, filled=event.filled)
+                if self.media is not None:
+                    self.media.audio(event.leg, event.pcm, filled=event.filled)
             elif isinstance(event, Started):
                 self._started(event)
             elif isinstance(event, Dropped):
