@@ -406,7 +406,7 @@ async def test_a_client_that_does_not_close_when_told_to_is_dropped_after_the_gr
             clock.advance(CLOSE_GRACE * 0.9)
             assert not session.factory.closed.called
             clock.advance(CLOSE_GRACE * 0.2)
-            await session.factory.closed
+            await session.factory.closed.addTimeout(REPLY_WATCHDOG_SECONDS, reactor)
         dropped = [e for e in events if "did not close in time" in e.get("log_format", "")]
         assert dropped and dropped[0]["conversation_id"] == session.client.conversation_id, dropped
     finally:

@@ -25,6 +25,8 @@ from tests.support.scripted_engine import ScriptedEngine
 from tests.support.twilio_peer import TwilioPeer
 from tests.support.wsclient import RecordingClient, connect
 
+#: A watchdog, not a deadline: a socket that never closes fails the test instead of hanging it.
+WATCHDOG_SECONDS = 30
 MEDIA_TIMEOUT = 10
 GRACE = 30
 PART = read_pcm("single.wav")[:8000]  # 250 ms
@@ -80,6 +82,11 @@ def gateway(**options):
     return decorate
 
 
+def closed(client_factory):
+    """The client socket's (code, reason) once it closes."""
+    return client_factory.closed.addTimeout(WATCHDOG_SECONDS, reactor)
+
+
 def call_sid() -> str:
     return "CA" + uuid.uuid4().hex
 
@@ -126,7 +133,7 @@ async def test_a_new_stream_supersedes_a_stalled_one_keeping_streams_and_timelin
     new, new_factory = await gw.open()
     with capturedLogs() as events:
         peer = await stream(gw, sid, new)
-        code, reason = await old_factory.closed
+        code, reason = await closed(old_factory)
     assert code == 4001, (code, reason)
     assert peer.stream_sid in reason
     superseded = [e for e in events if "superseded" in e.get("log_format", "")]
@@ -152,7 +159,7 @@ async def test_a_lost_stream_keeps_its_call_until_the_restart(gw):
     await media(first, old)
     await until(reactor, lambda: gw.legs(sid)["inbound"].position_bytes == len(PART))
     old.transport.abortConnection()  # a network failure: no stop, no closing handshake
-    await old_factory.closed
+    await closed(old_factory)
     gw.clock.advance(GRACE - 1)
     assert gw.registry.find("twilio", sid) is not None, "the call waits for the restart"
 
@@ -166,7 +173,7 @@ async def test_a_lost_stream_keeps_its_call_until_the_restart(gw):
     assert stopped["customer"][0].stream_id == streams["customer"].stream_id
     assert stopped["agent"][1].total_audio_bytes == 2 * len(PART)
     new.send_text(TwilioPeer(sid).stop())
-    await new_factory.closed
+    await closed(new_factory)
     await until(reactor, lambda: gw.registry.find("twilio", sid) is None)
 
 
@@ -174,7 +181,7 @@ async def test_a_lost_stream_keeps_its_call_until_the_restart(gw):
 async def test_a_lost_stream_that_is_not_restarted_ends_its_call_after_the_grace(gw):
     sid, client, factory = await streaming(gw)
     client.sendClose()
-    await factory.closed
+    await closed(factory)
     gw.clock.advance(GRACE - 0.1)
     assert gw.registry.find("twilio", sid) is not None
     gw.clock.advance(0.2)
@@ -187,7 +194,7 @@ async def test_a_stream_without_media_is_closed_with_4083_and_its_call_waits(gw)
     gw.clock.advance(MEDIA_TIMEOUT - 0.5)
     assert not factory.closed.called
     gw.clock.advance(1)
-    code, reason = await factory.closed
+    code, reason = await closed(factory)
     assert code == 4083, (code, reason)
     assert gw.registry.find("twilio", sid) is not None, "stalled, not ended: Twilio restarts it"
     gw.clock.advance(GRACE)
@@ -198,7 +205,7 @@ async def test_a_stream_without_media_is_closed_with_4083_and_its_call_waits(gw)
 async def test_a_socket_that_opens_and_never_starts_is_closed_too(gw):
     client, factory = await gw.open()
     gw.clock.advance(MEDIA_TIMEOUT)
-    code, _ = await factory.closed
+    code, _ = await closed(factory)
     assert code == 4083
 
 
@@ -216,7 +223,7 @@ async def test_a_peer_that_does_not_answer_pings_is_dropped_and_its_call_waits(g
     sid = call_sid()
     client, factory = await gw.open(Unresponsive)
     begin(sid, client)
-    await factory.closed.addTimeout(30, reactor)
+    await closed(factory)
     assert gw.registry.find("twilio", sid) is not None
 
 
@@ -241,4 +248,4 @@ async def test_timestamps_cannot_move_a_track_ahead_of_the_wall_clock(gw):
     assert 0 < summary.filled_audio_ms <= 13_000 + 2_000, summary
     assert gw.legs(sid)["inbound"].position_bytes <= (13_000 + 2_000 + 120) * 16
     client.send_text(peer.stop())
-    await factory.closed
+    await closed(factory)
