@@ -154,6 +154,11 @@ class TwilioConfig:
     auth_token: str = attrs.field(repr=False)
     max_message_bytes: int
     max_gap_ms: int
+    max_lead_ms: int
+    media_timeout_seconds: float
+    reconnect_grace_seconds: float
+    ping_interval_seconds: float
+    ping_timeout_seconds: float
 
 
 @attrs.frozen
@@ -385,6 +390,11 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "auth_token": "",
         "max_message_bytes": 65536,
         "max_gap_ms": 60000,
+        "max_lead_ms": 2000,
+        "media_timeout_seconds": 30,
+        "reconnect_grace_seconds": 30,
+        "ping_interval_seconds": 10,
+        "ping_timeout_seconds": 10,
     },
     "audiohook": {
         "path": "/mg-genesysaudiohook-autotranscribe/",
@@ -653,6 +663,11 @@ def _twilio(table: _Table) -> TwilioConfig:
         auth_token=table.string("auth_token"),
         max_message_bytes=table.integer("max_message_bytes", minimum=1024),
         max_gap_ms=table.integer("max_gap_ms", minimum=20),
+        max_lead_ms=table.integer("max_lead_ms", minimum=0),
+        media_timeout_seconds=table.number("media_timeout_seconds", minimum=0, exclusive=True),
+        reconnect_grace_seconds=table.number("reconnect_grace_seconds", minimum=0),
+        ping_interval_seconds=table.number("ping_interval_seconds", minimum=0, exclusive=True),
+        ping_timeout_seconds=table.number("ping_timeout_seconds", minimum=0, exclusive=True),
     )
 
 

@@ -141,6 +141,12 @@ class Gateway(MultiService):
             auth_token=config.twilio.auth_token,
             max_message_bytes=config.twilio.max_message_bytes,
             max_gap_ms=config.twilio.max_gap_ms,
+            clock=reactor,
+            max_lead_ms=config.twilio.max_lead_ms,
+            media_timeout=config.twilio.media_timeout_seconds,
+            reconnect_grace=config.twilio.reconnect_grace_seconds,
+            ping_interval=config.twilio.ping_interval_seconds,
+            ping_timeout=config.twilio.ping_timeout_seconds,
         )
         self.audiohook = AudioHookFactory(
             registry=self.registry,
@@ -208,7 +214,7 @@ class Gateway(MultiService):
             await self.siprec.stop()
         grace = self.config.gateway.shutdown_grace_seconds
         await DeferredList(
-            [self.direct.shut_down(), self.audiohook.shut_down(grace),
+            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.twilio.shut_down(),
              self.amazonconnect.shut_down(), self.registry.shut_down()],
             consumeErrors=True,
         )

@@ -79,7 +79,8 @@ def test_audio_before_start_is_neither_transcribed_nor_counted():
     clock.advance(2.2)
     stopped = run(registry.stop(STOP))
     assert stopped["customer"][1].to_json() == {
-        "totalAudioBytes": 3200, "audioDurationMs": 200, "streamingSeconds": 3, "transcripts": 0}
+        "totalAudioBytes": 3200, "audioDurationMs": 200, "streamingSeconds": 3, "transcripts": 0,
+        "filledAudioMs": 0}
     assert stopped["agent"][1].total_audio_bytes == 0
 
 

@@ -71,9 +71,12 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
                                {"namespace": "twilio", "guid": sid})
     assert code == 200
     summaries = {role: stopped["autotranscribeResponse"][role]["summary"] for role in ids}
-    # 52 ms of timeline before the first timestamp is part of the stream.
-    assert summaries["agent"]["totalAudioBytes"] == len(inbound) + 52 * 16
-    assert summaries["customer"]["totalAudioBytes"] == len(outbound) + 52 * 16
+    # 52 ms of timeline before the first timestamp is part of the stream,
+    # counted apart from the audio received.
+    assert summaries["agent"]["totalAudioBytes"] == len(inbound)
+    assert summaries["customer"]["totalAudioBytes"] == len(outbound)
+    assert summaries["agent"]["audioDurationMs"] == len(inbound) // 16
+    assert summaries["agent"]["filledAudioMs"] == summaries["customer"]["filledAudioMs"] == 52
     client.send_text(peer.stop())
     await factory.closed
 

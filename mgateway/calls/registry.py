@@ -83,7 +83,7 @@ class Call:
         fed = [leg_id for leg_id, leg in self.legs.items() if leg.owner is not None]
         self._roles = self._mapper(self.request, fed) if self.request else {}
 
-    def audio(self, leg_id: str, pcm: bytes) -> None:
+    def audio(self, leg_id: str, pcm: bytes, filled: bool = False) -> None:
         leg = self.legs[leg_id]
         position_ms = leg.position_ms
         leg.position_bytes += len(pcm)
@@ -91,7 +91,7 @@ class Call:
             return
         role = self._roles.get(leg_id)
         if role is not None:
-            self.streams[role].feed(pcm, position_ms)
+            self.streams[role].feed(pcm, position_ms, filled)
 
     def _utterance(self, stream: ParticipantStream, utterance: Utterance) -> None:
         created = self._registry.now()
@@ -210,10 +210,13 @@ class MediaAttachment:
         if self._on_stop is not None and not self._hung_up:
             self._on_stop()
 
-    def audio(self, leg_id: str, pcm: bytes) -> None:
-        """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
+    def audio(self, leg_id: str, pcm: bytes, filled: bool = False) -> None:
+        """
+        16-bit little-endian 8 kHz PCM of one leg, in timeline order.
+        C{filled}: comfort noise for a gap, counted apart in the summaries.
+        """
         if not self._hung_up and self.call.legs[leg_id].owner is self:
-            self.call.audio(leg_id, pcm)
+            self.call.audio(leg_id, pcm, filled)
 
     def release(self, leg_id: str) -> None:
         """Stop feeding one leg (its m-line was removed): another attachment may take it."""

@@ -20,12 +20,20 @@ PCM_BYTES_PER_MS = 16
 
 @attrs.frozen
 class StreamSummary:
-    """The spec's C{summary}: what one started period of a stream received."""
+    """
+    The spec's C{summary}: what one started period of a stream received.
+
+    C{total_audio_bytes} and C{audio_duration_ms} count only the audio the
+    ingress received; gaps it filled with comfort noise to keep the timeline
+    (lost chunks, reported pauses) are counted apart, in C{filled_audio_ms}
+    (C{filledAudioMs}, beside the spec's fields).
+    """
 
     total_audio_bytes: int
     audio_duration_ms: int
     streaming_seconds: int
     transcripts: int
+    filled_audio_ms: int = 0
 
     def to_json(self) -> dict:
         return {
@@ -33,6 +41,7 @@ class StreamSummary:
             "audioDurationMs": self.audio_duration_ms,
             "streamingSeconds": self.streaming_seconds,
             "transcripts": self.transcripts,
+            "filledAudioMs": self.filled_audio_ms,
         }
 
 
@@ -42,6 +51,7 @@ class _Period:
 
     started_at: float
     audio_bytes: int = 0
+    filled_bytes: int = 0
     transcripts: int = 0
 
     def summary(self, now: float) -> StreamSummary:
@@ -50,6 +60,7 @@ class _Period:
             audio_duration_ms=self.audio_bytes // PCM_BYTES_PER_MS,
             streaming_seconds=math.ceil(max(0.0, now - self.started_at)),
             transcripts=self.transcripts,
+            filled_audio_ms=self.filled_bytes // PCM_BYTES_PER_MS,
         )
 
 
@@ -89,8 +100,11 @@ class ParticipantStream:
         self.detailed_tokens = detailed_tokens
         self._period = _Period(started_at=self._clock.seconds())
 
-    def feed(self, pcm: bytes, position_ms: int) -> None:
-        """Audio of the leg carrying this participant, which starts at C{position_ms}."""
+    def feed(self, pcm: bytes, position_ms: int, filled: bool = False) -> None:
+        """
+        Audio of the leg carrying this participant, which starts at
+        C{position_ms}; C{filled}: comfort noise the ingress put in a gap.
+        """
         period = self._period
         if period is None:
             return
@@ -100,7 +114,10 @@ class ParticipantStream:
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
             )
-        period.audio_bytes += len(pcm)
+        if filled:
+            period.filled_bytes += len(pcm)
+        else:
+            period.audio_bytes += len(pcm)
         self._transcriber.feed(pcm)
 
     def _deliver(self, period: _Period, utterance: Utterance) -> None:
