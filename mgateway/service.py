@@ -17,11 +17,12 @@ from twisted.logger import Logger
 from twisted.web.server import Site
 
 from mgateway.api.rest import RestApi
-from mgateway.api.tokens import TokenSigner, signing_key
+from mgateway.tokens import TokenSigner, signing_key
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
 from mgateway.calls.registry import CallRegistry
-from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
+from mgateway.calls.namespaces import DIRECT, GENESYS_AUDIOHOOK, SIPREC, TWILIO
+from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
 from mgateway.config import Config
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.webhook import WebhookSink
@@ -64,6 +65,17 @@ def make_webhook(config: Config, reactor) -> WebhookSink | None:
     )
 
 
+def namespace_sinks(store_sink, webhook) -> dict:
+    """
+    Which sinks each namespace's utterances go to. Media-gateway calls go to
+    the store and the webhook (when one is configured); a direct stream's go
+    to the store, and back on its own socket (a sink of that call).
+    """
+    media_gateway = (store_sink,) + ((webhook,) if webhook is not None else ())
+    return {SIPREC: media_gateway, TWILIO: media_gateway, GENESYS_AUDIOHOOK: media_gateway,
+            DIRECT: (store_sink,)}
+
+
 class Gateway(MultiService):
     """
     The whole gateway. Start-up order: thread pool and store, then the models,
@@ -97,7 +109,6 @@ class Gateway(MultiService):
         self.store = make_store(config, reactor)
         self.store_sink = StoreSink(self.store)
         self.webhook = make_webhook(config, reactor)
-        sinks = [self.store_sink] + ([self.webhook] if self.webhook else [])
         RetentionService(
             self.store,
             clock=reactor,
@@ -107,12 +118,13 @@ class Gateway(MultiService):
 
         self.registry = CallRegistry(
             self.engine,
-            sinks,
+            namespace_sinks(self.store_sink, self.webhook),
             reactor,
             mappers={
-                "siprec": media_line_roles(config.sip.media_line_order),
-                "twilio": track_roles,
-                "genesysaudiohook": channel_roles,
+                SIPREC: media_line_roles(config.sip.media_line_order),
+                TWILIO: track_roles,
+                GENESYS_AUDIOHOOK: channel_roles,
+                DIRECT: sender_roles,
             },
         )
         self.tokens = TokenSigner(
@@ -120,8 +132,8 @@ class Gateway(MultiService):
         )
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
+            registry=self.registry,
             engine=self.engine,
-            sink=self.store_sink,
             clock=reactor,
             idle_timeout=config.direct.idle_timeout_seconds,
             max_duration=config.direct.max_duration_seconds,

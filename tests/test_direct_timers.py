@@ -7,8 +7,10 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import Clock
 
-from mgateway.api.tokens import TokenSigner
+from mgateway.calls.registry import CallRegistry
+from mgateway.calls.roles import sender_roles
 from mgateway.ingress.direct.websocket import DirectStreamFactory
+from mgateway.tokens import TokenSigner
 from tests.support.audio import until
 from tests.support.scripted_engine import ScriptedEngine
 from tests.support.wsclient import connect, refusal
@@ -27,8 +29,10 @@ class Collect:
 
 def listening(clock, engine=None, **limits):
     tokens = TokenSigner(b"k" * 32, 300, clock)
+    engine = engine or ScriptedEngine()
+    registry = CallRegistry(engine, {"direct": [Collect()]}, clock, {"direct": sender_roles})
     factory = DirectStreamFactory(
-        tokens=tokens, engine=engine or ScriptedEngine(), sink=Collect(), clock=clock,
+        tokens=tokens, registry=registry, engine=engine, clock=clock,
         idle_timeout=limits.get("idle", 60), max_duration=limits.get("duration", 10800),
         max_message_bytes=65536,
     )
@@ -64,10 +68,10 @@ async def test_idle_connection_gets_4083_after_the_configured_time():
 async def test_stream_over_the_duration_limit_gets_4090():
     clock = Clock()
     factory, port, client, client_factory = await open_session(clock, idle=60, duration=120)
-    (session,) = [p.session for p in factory.sessions]
+    transcribers = factory.engine.transcribers
     for sent in range(1, 5):
         client.send_audio(b"\x00\x00" * 160)
-        await until(reactor, lambda: session.audio_bytes == 320 * sent)
+        await until(reactor, lambda: sum(len(t.fed) for t in transcribers) == 320 * sent)
         clock.advance(30)
     final = await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
     assert final["status"]["code"] == "4090"

@@ -305,7 +305,7 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
 
 @pytest_twisted.ensureDeferred
 async def test_an_m_line_removed_and_offered_again_is_recorded_again():
-    registry = CallRegistry(ScriptedEngine(), [], reactor, {"siprec": media_line_roles()})
+    registry = CallRegistry(ScriptedEngine(), {"siprec": []}, reactor, {"siprec": media_line_roles()})
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
     server = RecordingServer(reactor, registry, ports, media_address="127.0.0.1", codecs=decodable_codecs())
     channel = FakeChannel()

@@ -4,7 +4,7 @@ import jwt
 import pytest
 from twisted.internet.task import Clock
 
-from mgateway.api.tokens import InvalidToken, TokenSigner, signing_key
+from mgateway.tokens import InvalidToken, TokenSigner, signing_key
 
 
 def signer(clock, key=b"k" * 32, ttl=300):

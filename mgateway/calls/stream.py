@@ -10,12 +10,10 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.transcript import Utterance
 
 log = Logger()
-
-#: Bytes of 16-bit PCM per millisecond at 8 kHz.
-PCM_BYTES_PER_MS = 16
 
 
 @attrs.frozen
@@ -47,7 +45,7 @@ class _Period:
     def summary(self, now: float) -> StreamSummary:
         return StreamSummary(
             total_audio_bytes=self.audio_bytes,
-            audio_duration_ms=self.audio_bytes // PCM_BYTES_PER_MS,
+            audio_duration_ms=self.audio_bytes // BYTES_PER_MS,
             streaming_seconds=math.ceil(max(0.0, now - self.started_at)),
             transcripts=self.transcripts,
         )
@@ -67,9 +65,10 @@ class ParticipantStream:
     offset is the leg's position at that moment) and flushed on stop.
     """
 
-    def __init__(self, role: str, engine, clock, on_utterance: Callable):
+    def __init__(self, role: str, engine, clock, on_utterance: Callable,
+                 stream_id: str | None = None):
         self.role = role
-        self.stream_id = str(uuid.uuid4())
+        self.stream_id = stream_id or str(uuid.uuid4())
         self._engine = engine
         self._clock = clock
         self._on_utterance = on_utterance

@@ -10,9 +10,7 @@ which defeats Vosk's endpointing) and overlaps are trimmed.
 from __future__ import annotations
 
 from mgateway.media.noise import comfort_noise
-
-#: Bytes of 16-bit PCM per millisecond at 8 kHz.
-BYTES_PER_MS = 16
+from mgateway.media.pcm import BYTES_PER_MS
 
 
 class TrackTimeline:
