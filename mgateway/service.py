@@ -133,7 +133,6 @@ class Gateway(MultiService):
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
             registry=self.registry,
-            engine=self.engine,
             clock=reactor,
             idle_timeout=config.direct.idle_timeout_seconds,
             max_duration=config.direct.max_duration_seconds,

@@ -1,6 +1,6 @@
 """
-The direct API's server-side limits (idle timeout, duration limit, shutdown),
-driven by an injected clock over a real loopback socket.
+The direct API's server-side endings (idle timeout, duration limit, shutdown,
+a recogniser failure), driven by an injected clock over a real loopback socket.
 """
 
 import pytest_twisted
@@ -32,7 +32,7 @@ def listening(clock, engine=None, **limits):
     engine = engine or ScriptedEngine()
     registry = CallRegistry(engine, {"direct": [Collect()]}, clock, {"direct": sender_roles})
     factory = DirectStreamFactory(
-        tokens=tokens, registry=registry, engine=engine, clock=clock,
+        tokens=tokens, registry=registry, clock=clock,
         idle_timeout=limits.get("idle", 60), max_duration=limits.get("duration", 10800),
         max_message_bytes=65536,
     )
@@ -100,3 +100,21 @@ async def test_a_stream_opened_while_the_models_load_is_refused_with_503():
         assert "[503]" in await refusal(opened)
     finally:
         await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_recogniser_failure_ends_the_stream_with_5000_and_its_summary():
+    clock = Clock()
+    factory, port, client, client_factory = await open_session(clock)
+    client.send_audio(b"\x00\x00" * 160)
+    transcribers = factory.engine.transcribers
+    await until(reactor, lambda: transcribers and len(transcribers[0].fed) == 320)
+    transcribers[0].fail(RuntimeError("decoder crashed"))
+    final = await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
+    assert final["message"] == "finalResponse"
+    assert final["status"] == {"code": "5000",
+                               "description": "Internal service error: speech recognition failed"}
+    assert final["summary"]["totalAudioBytes"] == 320
+    assert (await client_factory.closed)[0] == 1000
+    assert factory.registry.find("direct", final["streamId"]) is None, "the stream's call is gone"
+    await port.stopListening()

@@ -17,11 +17,13 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.roles import RoleMapper
 from mgateway.calls.stream import ParticipantStream, StreamSummary
+from mgateway.interfaces import ICallRegistry, IMediaFeed
 from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.transcript import ROLES, Sender, TranscriptEvent, Utterance
 
@@ -85,7 +87,7 @@ class Call:
         self._roles: dict[str, str] = {}
         self.streams = {
             role: ParticipantStream(role, registry.engine, registry.clock, self._utterance,
-                                    stream_id=stream_ids.get(role))
+                                    stream_id=stream_ids.get(role), on_failure=self._stream_failed)
             for role in ROLES
         }
 
@@ -119,6 +121,19 @@ class Call:
             detailed_tokens=stream.detailed_tokens,
         )
         self._registry.publish(event, self.sinks)
+
+    def _stream_failed(self, stream: ParticipantStream, failure) -> None:
+        log.error(
+            "call {namespace}/{guid}: the {role} stream's recogniser failed; "
+            "it is no longer transcribed",
+            namespace=self.namespace, guid=self.guid, role=stream.role,
+        )
+        for attachment in list(self.feeds):
+            try:
+                attachment.failed(failure)
+            except Exception:
+                log.failure("call {namespace}/{guid}: an ingress failed to take a recogniser failure",
+                            namespace=self.namespace, guid=self.guid)
 
     async def start(self, request: StartRequest) -> dict:
         self._check_can_change(CallState.STARTED)
@@ -202,6 +217,7 @@ class Call:
             self._registry._forget(self)
 
 
+@implementer(IMediaFeed)
 class MediaAttachment:
     """
     What an ingress holds for the legs it feeds into a call. Several
@@ -209,16 +225,23 @@ class MediaAttachment:
     ends when the last one hangs up.
     """
 
-    def __init__(self, call: Call, legs: Sequence[str], on_stop: Callable[[], None] | None = None):
+    def __init__(self, call: Call, legs: Sequence[str], on_stop: Callable[[], None] | None = None,
+                 on_failure: Callable | None = None):
         self.call = call
         self.legs = tuple(legs)
         self._on_stop = on_stop
+        self._on_failure = on_failure
         self._hung_up = False
 
     def stopped(self) -> None:
         """Transcription of the call was stopped: tell the ingress, if it asked."""
         if self._on_stop is not None and not self._hung_up:
             self._on_stop()
+
+    def failed(self, reason) -> None:
+        """A recogniser of the call failed: tell the ingress, if it asked."""
+        if self._on_failure is not None and not self._hung_up:
+            self._on_failure(reason)
 
     def audio(self, leg_id: str, pcm: bytes) -> None:
         """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
@@ -244,6 +267,7 @@ class MediaAttachment:
         return ensureDeferred(self.call.hang_up())
 
 
+@implementer(ICallRegistry)
 class CallRegistry:
     """
     @param engine: the L{mgateway.interfaces.ISpeechEngine}.
@@ -278,7 +302,7 @@ class CallRegistry:
         return self._calls.get((namespace, guid))
 
     def attach(self, namespace: str, guid: str, legs: Sequence[str],
-               on_stop: Callable[[], None] | None = None, *,
+               on_stop: Callable[[], None] | None = None, *, on_failure: Callable | None = None,
                conversation_id: str | None = None, stream_ids: Mapping[str, str] = {},
                sinks: Iterable = ()) -> MediaAttachment:
         """
@@ -287,6 +311,8 @@ class CallRegistry:
         before and released is taken over, its timeline continuing.
 
         @param on_stop: called when stop-streaming stops the call.
+        @param on_failure: called with the failure when a recogniser of the
+            call fails.
         @param conversation_id: for a new call, what its utterances are filed
             under (the guid when not given).
         @param stream_ids: for a new call, the C{streamId} of a role (a new
@@ -305,7 +331,7 @@ class CallRegistry:
         if duplicate:
             raise errors.LegBusy(namespace, guid, sorted(duplicate))
         call.sinks.extend(sinks)
-        attachment = MediaAttachment(call, legs, on_stop)
+        attachment = MediaAttachment(call, legs, on_stop, on_failure)
         for leg in legs:
             call.legs.setdefault(leg, _Leg()).owner = attachment
         call.feeds.append(attachment)

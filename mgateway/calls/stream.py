@@ -66,12 +66,13 @@ class ParticipantStream:
     """
 
     def __init__(self, role: str, engine, clock, on_utterance: Callable,
-                 stream_id: str | None = None):
+                 stream_id: str | None = None, on_failure: Callable | None = None):
         self.role = role
         self.stream_id = stream_id or str(uuid.uuid4())
         self._engine = engine
         self._clock = clock
         self._on_utterance = on_utterance
+        self._on_failure = on_failure
         self._period: _Period | None = None
         self._transcriber = None
         self.language: str | None = None
@@ -98,6 +99,7 @@ class ParticipantStream:
                 self.language,
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
+                on_failure=self._failed,
             )
         period.audio_bytes += len(pcm)
         self._transcriber.feed(pcm)
@@ -105,6 +107,10 @@ class ParticipantStream:
     def _deliver(self, period: _Period, utterance: Utterance) -> None:
         period.transcripts += 1
         self._on_utterance(self, utterance)
+
+    def _failed(self, failure) -> None:
+        if self._on_failure is not None:
+            self._on_failure(self, failure)
 
     def stop(self) -> Deferred:
         """

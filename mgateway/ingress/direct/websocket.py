@@ -130,7 +130,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         """Attach the stream as a one-leg call (the leg is named by its role) and start it."""
         registry, stream_id, role = self.factory.registry, self.session.stream_id, event.sender.role
         self.media = registry.attach(
-            DIRECT, stream_id, [role],
+            DIRECT, stream_id, [role], on_failure=self._recogniser_failed,
             conversation_id=self.conversation_id, stream_ids={role: stream_id}, sinks=[self],
         )
         request = StartRequest(
@@ -138,6 +138,10 @@ class DirectStreamProtocol(WebSocketServerProtocol):
             agent_id=event.sender.external_id, transcribe=event.transcribe,
         )
         ensureDeferred(registry.start(request)).addErrback(self._failed, "starting")
+
+    def _recogniser_failed(self, failure) -> None:
+        """The call logged it: the client learns it from a 5000 finalResponse."""
+        self._carry_out(self.session.internal_error("speech recognition failed"))
 
     def _failed(self, failure, doing: str) -> None:
         log.failure("direct stream {stream_id}: {doing} its call failed", failure,
@@ -183,6 +187,12 @@ class DirectStreamProtocol(WebSocketServerProtocol):
 
 
 class DirectStreamFactory(WebSocketServerFactory):
+    """
+    @param registry: the L{mgateway.interfaces.ICallRegistry} the streams are
+        one-leg calls of; its engine says which languages can be transcribed
+        and whether the models are loaded.
+    """
+
     protocol = DirectStreamProtocol
 
     def __init__(
@@ -190,7 +200,6 @@ class DirectStreamFactory(WebSocketServerFactory):
         *,
         tokens: TokenSigner,
         registry,
-        engine,
         clock,
         idle_timeout: float,
         max_duration: float,
@@ -201,7 +210,7 @@ class DirectStreamFactory(WebSocketServerFactory):
         self.default_language = default_language
         self.tokens = tokens
         self.registry = registry
-        self.engine = engine
+        self.engine = registry.engine
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.max_duration = max_duration

@@ -15,6 +15,8 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mgateway.calls.errors import LegBusy
+from mgateway.calls.namespaces import SIPREC as NAMESPACE
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver
 from mgateway.sip.callid import DEFAULT_ORDER, extract_call_id
 from mgateway.sip.dialog import Dialog
@@ -32,8 +34,6 @@ from mgateway.sip.sdp import (
 from mgateway.sip.uas import ISessionHandler, PendingInvite, UserAgentServer
 
 log = Logger()
-
-NAMESPACE = "siprec"
 
 
 def is_recording_session(request: Request) -> bool:
@@ -209,7 +209,7 @@ class RecordingServer:
     def _attach(self, session: RecordingSession, legs: list[str]):
         try:
             attachment = self.registry.attach(NAMESPACE, session.guid, legs)
-        except ValueError as error:
+        except LegBusy as error:
             raise SIPError(486, "Busy Here", f"call {session.guid} is already being recorded: {error}") from None
         session.attachments.append(attachment)
         return attachment
