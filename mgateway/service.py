@@ -10,45 +10,69 @@ from __future__ import annotations
 from datetime import timedelta
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.application.service import MultiService
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from mgateway.api.rest import RestApi
-from mgateway.tokens import TokenSigner, signing_key
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
-from mgateway.calls.registry import CallRegistry
 from mgateway.calls.namespaces import DIRECT, GENESYS_AUDIOHOOK, SIPREC, TWILIO
+from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
-from mgateway.config import Config
+from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.webhook import WebhookSink
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
+from mgateway.lifecycle import InOrder, Listener, Step
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
 from mgateway.store.retention import RetentionService
+from mgateway.tokens import TokenSigner, signing_key
 
 log = Logger()
 
 
-def make_store(config: Config, reactor):
-    if config.store.backend == "postgresql":
+def make_store(store: StoreConfig, reactor):
+    """The transcript store of the C{[store]} section."""
+    if store.backend == "postgresql":
         from mgateway.store.postgres import PostgresTranscriptStore
 
-        return PostgresTranscriptStore(config.store.dsn, reactor)
+        return PostgresTranscriptStore(store.dsn, reactor)
     from mgateway.store.sqlite import SQLiteTranscriptStore
 
-    return SQLiteTranscriptStore(config.store.sqlite_path, reactor)
+    return SQLiteTranscriptStore(store.sqlite_path, reactor)
 
 
-def make_webhook(config: Config, reactor) -> WebhookSink | None:
-    hook = config.webhook
+def make_retention(store: StoreConfig, transcripts, reactor) -> RetentionService:
+    """The purge of the C{[store]} section's retention."""
+    return RetentionService(
+        transcripts,
+        clock=reactor,
+        retention=timedelta(days=store.retention_days),
+        interval_seconds=store.purge_interval_seconds,
+    )
+
+
+def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> ModelRegistry:
+    """The models of the C{[asr]} section; their endpointing overlays are kept under C{data_dir}."""
+    return ModelRegistry(
+        [(lang.language, lang.model_path, lang.required) for lang in asr.languages],
+        overlay_root=data_dir / "model-overlays",
+        endpoint_silence_ms=asr.endpoint_silence_ms,
+        max_utterance_ms=asr.max_utterance_ms,
+        threadpool=pool.threadpool,
+        reactor=reactor,
+        spares=asr.warm_recognizers,
+    )
+
+
+def make_webhook(hook: WebhookConfig, reactor) -> WebhookSink | None:
+    """The webhook of the C{[webhook]} section, or None when it has no URL."""
     if not hook.url:
         return None
     return WebhookSink(
@@ -76,14 +100,30 @@ def namespace_sinks(store_sink, webhook) -> dict:
             DIRECT: (store_sink,)}
 
 
-class Gateway(MultiService):
+class Gateway(InOrder):
     """
-    The whole gateway. Start-up order: thread pool and store, then the models,
-    then the listeners, so that nothing is accepted that cannot be served.
-    Shut-down order: listeners, then sessions and calls (each flushed so the
-    last words are delivered), then the sinks, then the store and the pool.
+    The whole gateway: a tree of services that start in this order, each once
+    the one before it is ready, and stop in the reverse order, each once the
+    one after it has stopped (see L{InOrder}):
 
-    @ivar listening: fires with the listening ports once the gateway serves.
+     1. the ASR thread pool;
+     2. the transcript store (connected, its schema migrated);
+     3. retention (a purge at once, then every interval);
+     4. the sinks: the store sink, then the webhook; each drains on stop
+        (the webhook within C{gateway.shutdown_grace_seconds});
+     5. the calls: on stop, every direct and AudioHook session is told the
+        service is going away and every call is flushed, so the last words
+        of each reach the sinks;
+     6. one listener per C{http.listen} endpoint (the REST API and the
+        WebSocket ingresses);
+     7. SIPREC (SIP over UDP, TCP and TLS, and the RTP ports): on stop, a BYE
+        to every recording, each call flushed;
+     8. the model loader, last, so that a recording client or a Genesys
+        probe is answered at once however long the models take: start
+        requests wait for them, and a direct stream is refused with 503
+        until they are loaded.
+
+    @ivar listening: fires with the HTTP ports once all of it is ready.
     """
 
     def __init__(self, config: Config, reactor):
@@ -91,31 +131,14 @@ class Gateway(MultiService):
         self.config = config
         self.reactor = reactor
         data_dir = config.gateway.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        grace = config.gateway.shutdown_grace_seconds
 
-        self.pool = ASRThreadPool(config.asr.threads)
-        self.pool.setServiceParent(self)
-        self.models = ModelRegistry(
-            [(lang.language, lang.model_path, lang.required) for lang in config.asr.languages],
-            overlay_root=data_dir / "model-overlays",
-            endpoint_silence_ms=config.asr.endpoint_silence_ms,
-            max_utterance_ms=config.asr.max_utterance_ms,
-            threadpool=self.pool.threadpool,
-            reactor=reactor,
-            spares=config.asr.warm_recognizers,
-        )
-        self.engine = SpeechEngine(self.models, self.pool.threadpool, reactor)
-
-        self.store = make_store(config, reactor)
+        pool = ASRThreadPool(config.asr.threads)
+        self.models = make_models(config.asr, data_dir, pool, reactor)
+        self.engine = SpeechEngine(self.models, pool.threadpool, reactor)
+        self.store = make_store(config.store, reactor)
         self.store_sink = StoreSink(self.store)
-        self.webhook = make_webhook(config, reactor)
-        RetentionService(
-            self.store,
-            clock=reactor,
-            retention=timedelta(days=config.store.retention_days),
-            interval_seconds=config.store.purge_interval_seconds,
-        ).setServiceParent(self)
-
+        self.webhook = make_webhook(config.webhook, reactor)
         self.registry = CallRegistry(
             self.engine,
             namespace_sinks(self.store_sink, self.webhook),
@@ -172,58 +195,59 @@ class Gateway(MultiService):
             configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
         )
         self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
-        self.ports = []
+
+        # The tree, in start order.
+        pool.setName("asr threads")
+        pool.setServiceParent(self)
+        Step("store", start=self.store.start, stop=self.store.close).setServiceParent(self)
+        retention = make_retention(config.store, self.store, reactor)
+        retention.setName("retention")
+        retention.setServiceParent(self)
+        Step("store sink", stop=self.store_sink.drain).setServiceParent(self)
+        if self.webhook is not None:
+            Step("webhook", stop=lambda: self._drain_webhook(grace)).setServiceParent(self)
+        Step("calls", stop=lambda: self._flush_calls(grace)).setServiceParent(self)
+        site = Site(self.api.resource())
+        self.listeners = [
+            Listener(description, serverFromString(reactor, description), site)
+            for description in config.http.listen
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+        if self.siprec is not None:
+            Step("siprec", start=self.siprec.listen, stop=self.siprec.stop).setServiceParent(self)
+        Step("models", start=self._load_models).setServiceParent(self)
         self.listening = None
+
+    @property
+    def ports(self) -> list:
+        """The HTTP ports listening now."""
+        return [listener.port for listener in self.listeners if listener.port is not None]
 
     def startService(self):
         super().startService()
-        self.listening = ensureDeferred(self._serve())
+        self.listening = self.ready.addCallback(lambda _: self.ports)
         self.listening.addErrback(self._fatal)
 
-    async def _serve(self):
-        """
-        Open the store, then every listener, then load the models: a
-        recording client or a Genesys probe is answered at once, however long
-        the models take (start-streaming waits for them). Fires once all is
-        ready, with the HTTP ports.
-        """
-        await self.store.start()
-        site = Site(self.api.resource())
-        for description in self.config.http.listen:
-            port = await serverFromString(self.reactor, description).listen(site)
-            self.ports.append(port)
-            log.info("listening on {description}", description=description)
-        if self.siprec is not None:
-            await self.siprec.listen()
+    async def _drain_webhook(self, grace: float) -> None:
+        await self.webhook.drain(grace)
+        await self.webhook.close()
+
+    def _flush_calls(self, grace: float):
+        return DeferredList(
+            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.registry.shut_down()],
+            consumeErrors=True,
+        )
+
+    async def _load_models(self) -> None:
         await self.models.load()
         available = sorted(self.models.available())
         log.info("languages available: {languages}", languages=", ".join(available) or "none")
-        return self.ports
 
     def _fatal(self, failure):
         log.failure("asapp-mg cannot start", failure)
         if self.reactor.running:
             self.reactor.stop()
-
-    async def _stop(self):
-        await DeferredList([p.stopListening() for p in self.ports], consumeErrors=True)
-        self.ports = []
-        if self.siprec is not None:
-            await self.siprec.stop()
-        grace = self.config.gateway.shutdown_grace_seconds
-        await DeferredList(
-            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.registry.shut_down()],
-            consumeErrors=True,
-        )
-        if self.webhook is not None:
-            await self.webhook.drain(grace)
-            await self.webhook.close()
-        await self.store_sink.drain()
-        await MultiService.stopService(self)
-        await self.store.close()
-
-    def stopService(self):
-        return ensureDeferred(self._stop())
 
 
 def make_service(config: Config, reactor=None) -> Gateway:
