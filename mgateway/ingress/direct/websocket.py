@@ -165,8 +165,13 @@ class DirectStreamProtocol(WebSocketServerProtocol):
                         stream_id=self.session.stream_id)
             return NOTHING_RECEIVED
 
-        stopped.addErrback(stop_failed)
-        return stopped.addCallback(lambda summary: media.hang_up().addCallback(lambda _: summary))
+        def let_go(summary):
+            hung_up = media.hang_up().addErrback(
+                lambda failure: log.failure("direct stream {stream_id}: ending its call failed",
+                                            failure, stream_id=self.session.stream_id))
+            return hung_up.addCallback(lambda _: summary)
+
+        return stopped.addErrback(stop_failed).addCallback(let_go)
 
     def deliver(self, event: TranscriptEvent) -> None:
         """An utterance of this stream's call: sent on the socket."""
