@@ -114,8 +114,9 @@ class Gateway(InOrder):
      5. the calls: on stop, every direct and AudioHook session is told the
         service is going away and every call is flushed, so the last words
         of each reach the sinks;
-     6. one listener per C{http.listen} endpoint (the REST API and the
-        WebSocket ingresses);
+     6. the streaming URLs' signing key (read, or created once in
+        C{gateway.data_dir}), then one listener per C{http.listen} endpoint
+        (the REST API and the WebSocket ingresses);
      7. SIPREC (SIP over UDP, TCP and TLS, and the RTP ports): on stop, a BYE
         to every recording, each call flushed;
      8. the model loader, last, so that a recording client or a Genesys
@@ -150,9 +151,7 @@ class Gateway(InOrder):
                 DIRECT: sender_roles,
             },
         )
-        self.tokens = TokenSigner(
-            signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
-        )
+        self.tokens = TokenSigner(None, config.auth.token_ttl_seconds, reactor)
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
             registry=self.registry,
@@ -207,6 +206,8 @@ class Gateway(InOrder):
         if self.webhook is not None:
             Step("webhook", stop=lambda: self._drain_webhook(grace)).setServiceParent(self)
         Step("calls", stop=lambda: self._flush_calls(grace)).setServiceParent(self)
+        Step("token key", start=lambda: self.tokens.use_key(
+            signing_key(config.auth.token_secret, data_dir))).setServiceParent(self)
         site = Site(self.api.resource())
         self.listeners = [
             Listener(description, serverFromString(reactor, description), site)

@@ -106,9 +106,11 @@ def test_privileged_start_opens_nothing_ahead_of_the_order():
     assert [server[0] for server in reactor.tcpServers] == [8080]
 
 
-def test_the_gateways_children_are_built_in_start_order(tmp_path):
-    gateway = make_service(load_config(write_config(tmp_path)), MemoryReactor())
+def test_the_gateways_children_are_built_in_start_order_and_building_touches_no_file(tmp_path):
+    config = load_config(write_config(tmp_path))
+    gateway = make_service(config, MemoryReactor())
     assert [child.name for child in gateway] == [
-        "asr threads", "store", "retention", "store sink", "calls", "tcp:0:interface=127.0.0.1",
-        "siprec", "models",
+        "asr threads", "store", "retention", "store sink", "calls", "token key",
+        "tcp:0:interface=127.0.0.1", "siprec", "models",
     ]
+    assert not config.gateway.data_dir.exists()

@@ -44,6 +44,18 @@ def test_unsigned_token_is_refused():
         signer(Clock()).verify(forged, "direct")
 
 
+def test_a_signer_without_its_key_yet_issues_and_accepts_nothing():
+    clock = Clock()
+    waiting = TokenSigner(None, 300, clock)
+    token = signer(clock).issue("direct", "app")
+    with pytest.raises(InvalidToken, match="not loaded"):
+        waiting.verify(token, "direct")
+    with pytest.raises(RuntimeError):
+        waiting.issue("direct", "app")
+    waiting.use_key(b"k" * 32)
+    assert waiting.verify(token, "direct")["sub"] == "app"
+
+
 def test_generated_key_is_kept_private_and_reused(tmp_path):
     key = signing_key("", tmp_path)
     assert signing_key("", tmp_path) == key
