@@ -191,7 +191,7 @@ class ICallRegistry(Interface):
     engine = Attribute("the L{ISpeechEngine} the calls' streams are transcribed with")
 
     def attach(namespace, guid, legs, on_stop=None, *, on_failure=None, conversation_id=None,
-               stream_ids={}, sinks=()):
+               stream_ids=None, sinks=()):
         """
         Feed media legs into the call, created if new.
 

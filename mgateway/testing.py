@@ -191,19 +191,19 @@ class RecordingCallRegistry:
     @ivar requests: every Start/Stop request that reached a call.
     """
 
-    def __init__(self, engine=None, mappers: Mapping[str, Callable] = {}):
+    def __init__(self, engine=None, mappers: Mapping[str, Callable] | None = None):
         self.engine = engine if engine is not None else ScriptedSpeechEngine()
-        self._mappers = dict(mappers)
+        self._mappers = dict(mappers or {})
         self.calls: dict[tuple[str, str], _RecordedCall] = {}
         self.requests: list = []
         self._fed: dict[tuple[str, str], list[RecordedFeed]] = {}
 
     def attach(self, namespace: str, guid: str, legs: Sequence[str], on_stop=None, *,
                on_failure=None, conversation_id: str | None = None,
-               stream_ids: Mapping[str, str] = {}, sinks: Iterable = ()) -> RecordedFeed:
+               stream_ids: Mapping[str, str] | None = None, sinks: Iterable = ()) -> RecordedFeed:
         call = self.calls.get((namespace, guid))
         if call is None:
-            streams = {role: RecordedStream(role, stream_ids.get(role) or str(uuid.uuid4()))
+            streams = {role: RecordedStream(role, (stream_ids or {}).get(role) or str(uuid.uuid4()))
                        for role in ROLES}
             call = _RecordedCall(self, namespace, guid, conversation_id or guid, streams)
             self.calls[(namespace, guid)] = call

@@ -71,7 +71,7 @@ class Call:
     """
 
     def __init__(self, registry: CallRegistry, namespace: str, guid: str, mapper: RoleMapper,
-                 conversation_id: str | None = None, stream_ids: Mapping[str, str] = {}):
+                 conversation_id: str | None = None, stream_ids: Mapping[str, str] | None = None):
         self.namespace = namespace
         self.guid = guid
         self.conversation_id = conversation_id or guid
@@ -87,7 +87,7 @@ class Call:
         self._roles: dict[str, str] = {}
         self.streams = {
             role: ParticipantStream(role, registry.engine, registry.clock, self._utterance,
-                                    stream_id=stream_ids.get(role), on_failure=self._stream_failed)
+                                    stream_id=(stream_ids or {}).get(role), on_failure=self._stream_failed)
             for role in ROLES
         }
 
@@ -303,7 +303,7 @@ class CallRegistry:
 
     def attach(self, namespace: str, guid: str, legs: Sequence[str],
                on_stop: Callable[[], None] | None = None, *, on_failure: Callable | None = None,
-               conversation_id: str | None = None, stream_ids: Mapping[str, str] = {},
+               conversation_id: str | None = None, stream_ids: Mapping[str, str] | None = None,
                sinks: Iterable = ()) -> MediaAttachment:
         """
         Feed media legs into the call (created if new). A leg another
