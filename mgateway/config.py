@@ -41,13 +41,10 @@ from twisted.internet.testing import MemoryReactor
 
 from mgateway.calls.requests import MEDIA_LINE_ORDERS
 from mgateway.export.feed import FORMATS as EXPORT_FORMATS
+from mgateway.errors import ConfigError
 from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP
 from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
 from mgateway.sip.sdp import DEFAULT_CODEC_PREFERENCE
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; C{str()} is one line naming file and key."""
 
 
 @attrs.frozen

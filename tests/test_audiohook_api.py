@@ -336,7 +336,7 @@ async def listening(factory):
 def factory_at_now(**kwargs) -> tuple[AudioHookFactory, Clock]:
     clock = Clock()
     clock.advance(reactor.seconds())
-    registry = CallRegistry(engine=None, sinks=[], clock=clock, mappers={NAMESPACE: channel_roles})
+    registry = CallRegistry(engine=None, sinks={NAMESPACE: []}, clock=clock, mappers={NAMESPACE: channel_roles})
     return AudioHookFactory(registry=registry, clock=clock, **kwargs), clock
 
 

@@ -25,7 +25,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.internet.utils import getProcessOutputAndValue
 
-from mgateway.api.tokens import TokenSigner, signing_key
+from mgateway.tokens import TokenSigner, signing_key
 from mgateway.export import feed
 from mgateway.export.ledger import StoreExportLedger
 from mgateway.export.service import due_day

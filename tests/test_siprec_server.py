@@ -12,7 +12,6 @@ import pytest
 import pytest_twisted
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.protocol import DatagramProtocol
 
@@ -25,41 +24,17 @@ from mgateway.media.g729 import G729Encoder
 from mgateway.media.rtp import build_rtp
 from mgateway.sip.message import parse_message
 from mgateway.sip.sdp import parse_sdp
+from mgateway.testing import RecordingCallRegistry
 from tests.support.audio import read_pcm, until
 from tests.support.scripted_engine import ScriptedEngine
 from tests.support.siprec_samples import BODIES, FULL_INVITE, body_content_type, invite_around, sample
 from tests.test_sip_uas import FakeChannel, request
 
 
-class Attachment:
-    def __init__(self, legs):
-        self.legs = legs
-        self.pcm = {leg: b"" for leg in legs}
-        self.hung_up = False
-
-    def audio(self, leg, pcm):
-        self.pcm[leg] += pcm
-
-    def hang_up(self):
-        self.hung_up = True
-        return succeed(None)
-
-
-class Registry:
-    def __init__(self):
-        self.calls = {}
-
-    def attach(self, namespace, guid, legs):
-        if guid in self.calls:
-            raise ValueError(f"{guid} is attached")
-        self.calls[guid] = Attachment(legs)
-        return self.calls[guid]
-
-
 @pytest.fixture
 def server():
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
-    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs())
+    srs = RecordingServer(reactor, RecordingCallRegistry(), ports, media_address="127.0.0.1", codecs=decodable_codecs())
     yield srs
     srs.close()
 
@@ -104,7 +79,7 @@ def test_every_sample_offer_is_answered_stream_for_stream_on_listening_ports(ser
         assert set(ours.formats) <= set(theirs.formats)
     if name in GUIDS:
         assert session.guid == GUIDS[name][0], GUIDS[name][1]
-    assert list(server.registry.calls[session.guid].legs) == [str(i) for i in range(len(offered))]
+    assert list(server.registry.feed("siprec", session.guid).legs) == [str(i) for i in range(len(offered))]
 
 
 def plain_invite(offer: bytes, branch: str = "z9hG4bK-sample-1"):
@@ -176,7 +151,7 @@ async def test_hold_pauses_a_stream_and_resuming_keeps_its_port(server):
     server.uas.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, **IN_SAMPLE_DIALOG), channel)
     (session,) = server.sessions()
     ports = dict(session.ports)
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     sender = Sender()
     listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
     try:
@@ -215,7 +190,7 @@ async def test_bye_flushes_hangs_up_and_frees_the_ports(server):
     server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
     tag = channel.take()[-1].to_address.tag
     (session,) = server.sessions()
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     ports = list(session.ports.values())
     receiver = session.receivers[0]
     sender = Sender()
@@ -291,7 +266,7 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
     (media,) = answer_of(channel).media
     assert (media.formats, media.fmtp(18)) == (("18", "101"), "annexb=no")
     (session,) = server.sessions()
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     frames = G729Encoder().encode(read_pcm("single.wav")[: 320 * 20])
     sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
     try:
@@ -305,7 +280,7 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
 
 @pytest_twisted.ensureDeferred
 async def test_an_m_line_removed_and_offered_again_is_recorded_again():
-    registry = CallRegistry(ScriptedEngine(), [], reactor, {"siprec": media_line_roles()})
+    registry = CallRegistry(ScriptedEngine(), {"siprec": []}, reactor, {"siprec": media_line_roles()})
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
     server = RecordingServer(reactor, registry, ports, media_address="127.0.0.1", codecs=decodable_codecs())
     channel = FakeChannel()
@@ -351,7 +326,7 @@ async def test_every_codec_the_answer_allowed_is_decoded_and_others_are_counted(
     server.uas.receive(parse_message(invite_around(OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8"),
                                                    "application/sdp")), channel)
     (session,) = server.sessions()
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     receiver = session.receivers[0]
     sender = Sender()
     listening = reactor.listenUDP(0, sender, interface="127.0.0.1")

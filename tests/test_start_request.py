@@ -38,6 +38,7 @@ def test_missing_required_field_is_400_201(missing):
 
 @pytest.mark.parametrize("body", [
     {**BASE, "namespace": "skype"},
+    {**BASE, "namespace": "direct"},  # the direct API's own calls: no Start/Stop reaches them
     {**BASE, "guid": 42},
     {**BASE, "siprecParams": {"mediaLineOrder": "SIDEWAYS"}},
     {**BASE, "twilioParams": {"trackMap": {"inbound": "robot"}}},

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from mgateway.api.tokens import TokenSigner
+from mgateway.tokens import TokenSigner
 from mgateway.ingress.twilio.signature import twilio_signature
 from tests.support.audio import pace, read_pcm, until
 from tests.support.gateway import TWILIO_AUTH_TOKEN

@@ -14,7 +14,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from mgateway.api.tokens import TokenSigner
+from mgateway.tokens import TokenSigner
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.requests import StopRequest, parse_start
 from mgateway.calls.roles import track_roles

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.web.static import File
 
 from mgateway.api.responses import generic_error
-from mgateway.api.tokens import InvalidToken, TokenSigner
+from mgateway.tokens import InvalidToken, TokenSigner
 from mgateway.calls.errors import ApiError
 from mgateway.export import feed
 
@@ -61,7 +61,7 @@ class FileExporterApi:
     def __init__(self, directory: Path, formats: tuple[str, ...], tokens: TokenSigner, reactor):
         self._directory = directory
         self._formats = formats
-        self._tokens = tokens
+        self.tokens = tokens
         self._reactor = reactor
         self._operations: dict[str, Callable] = {
             "listfeeds": self._list_feeds,
@@ -139,7 +139,7 @@ class FileExporterApi:
             raise generic_error(404, f"File not found: {name}")
         format, day = request.format(self._formats), request.date()
         relative = PurePosixPath(feed.format_dir(Path(), format).as_posix(), f"dt={day}", found[0], name)
-        token = self._tokens.issue(AUDIENCE, api_id, file=relative.as_posix())
+        token = self.tokens.issue(AUDIENCE, api_id, file=relative.as_posix())
         log.info("signed URL for {file} issued to {api_id}", file=relative.as_posix(), api_id=api_id)
         return {**request.echo("feed", "version", "format", "date", "interval", "fileName"),
                 "url": f"{http_base(base_url)}{DOWNLOAD_PATH}/{token}/{quote(name)}"}
@@ -151,7 +151,7 @@ class FileExporterApi:
         deleted since (retention, a rebuild without its hour).
         """
         try:
-            claims = self._tokens.verify(token, AUDIENCE)
+            claims = self.tokens.verify(token, AUDIENCE)
         except InvalidToken as e:
             raise forbidden(f"Invalid or expired URL: {e}") from None
         relative = PurePosixPath(str(claims.get("file", "")))

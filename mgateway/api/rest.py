@@ -19,6 +19,7 @@ from mgateway.api.responses import error_body, generic_error, json_body, request
 from mgateway.calls.errors import ApiError, bad_parameter, internal
 from mgateway.calls.requests import parse_start, parse_stop
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
+from mgateway.tokens import DIRECT_AUDIENCE, TWILIO_AUDIENCE
 
 log = Logger()
 
@@ -179,7 +180,7 @@ class RestApi:
         if external_id is not None and (not isinstance(external_id, str) or not external_id):
             raise generic_error(400, "externalId must be a non-empty string")
         claims = {"ext": external_id} if external_id else {}
-        token = self._tokens.issue("direct", api_id, **claims)
+        token = self._tokens.issue(DIRECT_AUDIENCE, api_id, **claims)
         return json_body(request, 200, {
             "streamingUrl": f"{self._base_url(request)}{DIRECT_STREAM_PATH}?token={token}"
         })
@@ -204,7 +205,7 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/twilio-media-stream-url", methods=["GET"])
     def twilio_media_stream_url(self, request):
         api_id = self._authenticate(request)
-        token = self._tokens.issue("twilio", api_id)
+        token = self._tokens.issue(TWILIO_AUDIENCE, api_id)
         # Twilio drops query strings from Stream URLs: the token is in the path.
         return json_body(request, 200, {
             "streamingUrl": f"{self._base_url(request)}{TWILIO_STREAM_PATH}/{token}"

@@ -13,21 +13,56 @@ from typing import Any, Callable
 import attrs
 
 from mgateway.calls.errors import bad_parameter, bad_transcribe_parameter
+from mgateway.calls.namespaces import API_NAMESPACES
 
-NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
 REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
 
 
+class TranscribeRuleBroken(ValueError):
+    """
+    Transcription settings the spec forbids. C{field} names the setting at
+    fault (C{redactionOutput}, C{smartFormatting}, C{detailedToken}) so each
+    API answers in its own terms: the REST API with 400-202, the direct API
+    with 4040, 4092 or 4093.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
 @attrs.frozen
 class TranscribeParams:
-    """C{autotranscribeParams}, with the spec's defaults applied."""
+    """
+    What to transcribe and how, with the spec's defaults applied: the REST
+    API's C{autotranscribeParams} and the direct API's C{startStream} alike.
+    Constructing one checks the spec's rules (L{TranscribeRuleBroken}):
+    redaction works only on smart-formatted text without word tokens.
+    """
 
     language: str
     detailed_token: bool = False
     audio_recording_allowed: bool = False
     redaction_output: str = "redacted"
+    smart_formatting: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.redaction_output not in REDACTION_OUTPUTS:
+            raise TranscribeRuleBroken(
+                "redactionOutput",
+                f"redactionOutput must be one of {', '.join(REDACTION_OUTPUTS)}; "
+                f"got {self.redaction_output!r}",
+            )
+        if self.redaction_output != "unredacted" and not self.smart_formatting:
+            raise TranscribeRuleBroken(
+                "smartFormatting", "redaction needs smartFormatting=true (or redactionOutput \"unredacted\")"
+            )
+        if self.redaction_output != "unredacted" and self.detailed_token:
+            raise TranscribeRuleBroken(
+                "detailedToken", "detailedToken=true requires redactionOutput \"unredacted\""
+            )
 
 
 @attrs.frozen
@@ -97,8 +132,8 @@ def _bool(body: dict, key: str, name: str) -> bool:
 def _call_key(body: Any) -> tuple[str, str]:
     body = _object(body, "request body", bad_parameter)
     namespace = _string(body, "namespace", required=True)
-    if namespace not in NAMESPACES:
-        raise bad_parameter(f"namespace must be one of {', '.join(NAMESPACES)}; got {namespace!r}")
+    if namespace not in API_NAMESPACES:
+        raise bad_parameter(f"namespace must be one of {', '.join(API_NAMESPACES)}; got {namespace!r}")
     guid = _string(body, "guid", required=True)
     return namespace, guid
 
@@ -115,14 +150,13 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
     ) or default_language
     detailed = _bool(params, "detailedToken", "autotranscribeParams.detailedToken")
     recording = _bool(params, "audioRecordingAllowed", "autotranscribeParams.audioRecordingAllowed")
-    redaction = _choice(
-        params, "redactionOutput", REDACTION_OUTPUTS, "redacted",
-        bad_transcribe_parameter, "autotranscribeParams.redactionOutput",
-    )
-    if detailed and redaction != "unredacted":
-        raise bad_transcribe_parameter(
-            "detailedToken=true requires redactionOutput \"unredacted\""
+    redaction = params.get("redactionOutput")
+    try:
+        transcribe = TranscribeParams(
+            language, detailed, recording, "redacted" if redaction is None else redaction
         )
+    except TranscribeRuleBroken as e:
+        raise bad_transcribe_parameter(f"autotranscribeParams.{e}") from None
 
     twilio = _object(body.get("twilioParams"), "twilioParams", bad_parameter)
     track_map_in = _object(twilio.get("trackMap"), "twilioParams.trackMap", bad_parameter)
@@ -156,7 +190,7 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         guid=guid,
         customer_id=customer_id,
         agent_id=agent_id,
-        transcribe=TranscribeParams(language, detailed, recording, redaction),
+        transcribe=transcribe,
         track_map=track_map,
         media_line_order=order,
         amazon_connect=dict(connect),

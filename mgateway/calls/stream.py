@@ -10,12 +10,10 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.transcript import Utterance
 
 log = Logger()
-
-#: Bytes of 16-bit PCM per millisecond at 8 kHz.
-PCM_BYTES_PER_MS = 16
 
 
 @attrs.frozen
@@ -35,14 +33,20 @@ class StreamSummary:
     transcripts: int
     filled_audio_ms: int = 0
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, *, filled: bool = True) -> dict:
+        """
+        The spec's summary object; C{filled}: with C{filledAudioMs} (the
+        direct API, whose client sends every byte itself, leaves it out).
+        """
+        summary = {
             "totalAudioBytes": self.total_audio_bytes,
             "audioDurationMs": self.audio_duration_ms,
             "streamingSeconds": self.streaming_seconds,
             "transcripts": self.transcripts,
-            "filledAudioMs": self.filled_audio_ms,
         }
+        if filled:
+            summary["filledAudioMs"] = self.filled_audio_ms
+        return summary
 
 
 @attrs.define
@@ -57,10 +61,10 @@ class _Period:
     def summary(self, now: float) -> StreamSummary:
         return StreamSummary(
             total_audio_bytes=self.audio_bytes,
-            audio_duration_ms=self.audio_bytes // PCM_BYTES_PER_MS,
+            audio_duration_ms=self.audio_bytes // BYTES_PER_MS,
             streaming_seconds=math.ceil(max(0.0, now - self.started_at)),
             transcripts=self.transcripts,
-            filled_audio_ms=self.filled_bytes // PCM_BYTES_PER_MS,
+            filled_audio_ms=self.filled_bytes // BYTES_PER_MS,
         )
 
 
@@ -78,12 +82,14 @@ class ParticipantStream:
     offset is the leg's position at that moment) and flushed on stop.
     """
 
-    def __init__(self, role: str, engine, clock, on_utterance: Callable):
+    def __init__(self, role: str, engine, clock, on_utterance: Callable,
+                 stream_id: str | None = None, on_failure: Callable | None = None):
         self.role = role
-        self.stream_id = str(uuid.uuid4())
+        self.stream_id = stream_id or str(uuid.uuid4())
         self._engine = engine
         self._clock = clock
         self._on_utterance = on_utterance
+        self._on_failure = on_failure
         self._period: _Period | None = None
         self._transcriber = None
         self.language: str | None = None
@@ -113,6 +119,7 @@ class ParticipantStream:
                 self.language,
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
+                on_failure=self._failed,
             )
         if filled:
             period.filled_bytes += len(pcm)
@@ -123,6 +130,10 @@ class ParticipantStream:
     def _deliver(self, period: _Period, utterance: Utterance) -> None:
         period.transcripts += 1
         self._on_utterance(self, utterance)
+
+    def _failed(self, failure) -> None:
+        if self._on_failure is not None:
+            self._on_failure(self, failure)
 
     def stop(self) -> Deferred:
         """

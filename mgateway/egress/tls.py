@@ -15,7 +15,7 @@ from twisted.internet.ssl import Certificate, trustRootFromCertificates
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IPolicyForHTTPS
 
-from mgateway.config import ConfigError
+from mgateway.errors import ConfigError
 
 
 def trust_policy(ca_file: Path | None) -> IPolicyForHTTPS:

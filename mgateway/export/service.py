@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
 from mgateway.api.fileexporter import FileExporterApi
-from mgateway.api.tokens import TokenSigner, signing_key
+from mgateway.tokens import TokenSigner
 from mgateway.export import feed
 from mgateway.export.build import FeedExporter
 from mgateway.export.interfaces import IExportLedger
@@ -136,15 +136,19 @@ def make_exporter(config, store, reactor, parent: MultiService) -> DailyExportSe
     exporter = FeedExporter(ledger, settings.directory, settings.formats, reactor)
     service = DailyExportService(exporter, ledger, reactor, settings.build_hour,
                                  timedelta(days=config.store.retention_days), build=settings.enabled)
+    service.setName("exports")
     service.setServiceParent(parent)
     return service
 
 
 def make_file_exporter_api(config, reactor) -> FileExporterApi:
-    """The File Exporter API on the exporter's directory; URLs signed with the gateway's key."""
+    """
+    The File Exporter API on the exporter's directory. Its download URLs are
+    signed with the gateway's key, which the gateway hands to C{api.tokens}
+    once it has read it (building the gateway writes no file).
+    """
     settings = config.exporter
-    tokens = TokenSigner(signing_key(config.auth.token_secret, config.gateway.data_dir),
-                         settings.url_ttl_seconds, reactor)
+    tokens = TokenSigner(None, settings.url_ttl_seconds, reactor)
     return FileExporterApi(settings.directory, settings.formats, tokens, reactor)
 
 
@@ -156,7 +160,7 @@ async def export_range(config, reactor, first: date, last: date) -> list:
     """
     from mgateway.service import make_store
 
-    store = make_store(config, reactor)
+    store = make_store(config.store, reactor)
     try:
         await store.start()
         exporter = FeedExporter(StoreExportLedger(store), config.exporter.directory,

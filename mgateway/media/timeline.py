@@ -19,9 +19,7 @@ from typing import Callable
 import attrs
 
 from mgateway.media.noise import comfort_noise
-
-#: Samples per millisecond at 8 kHz (16-bit PCM: two bytes each).
-SAMPLES_PER_MS = 8
+from mgateway.media.pcm import SAMPLES_PER_MS
 
 
 @attrs.frozen

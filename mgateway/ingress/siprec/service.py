@@ -11,7 +11,6 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from mgateway.config import SipConfig
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs, enlarge_receive_buffer
 from mgateway.ingress.siprec.srs import RecordingServer
 from mgateway.ingress.siprec.transport_tcp import SipStreamFactory
@@ -22,11 +21,13 @@ log = Logger()
 
 class SiprecListeners:
     """
+    @param config: the frozen C{[sip]} section (L{mgateway.config.SipConfig}),
+        whose values it reads.
     @ivar udp: the SIP UDP port once listening.
     @ivar streams: the TCP/TLS listening ports.
     """
 
-    def __init__(self, config: SipConfig, registry, reactor):
+    def __init__(self, config, registry, reactor):
         self.config = config
         self.reactor = reactor
         ports = RtpPorts(reactor, config.rtp_interface, config.rtp_port_min, config.rtp_port_max,

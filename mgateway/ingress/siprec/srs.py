@@ -29,6 +29,8 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mgateway.calls.errors import LegBusy
+from mgateway.calls.namespaces import SIPREC as NAMESPACE
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver
 from mgateway.sip.callid import DEFAULT_ORDER, extract_call_id
 from mgateway.sip.dialog import Dialog
@@ -48,7 +50,6 @@ from mgateway.sip.uas import ISessionHandler, PendingInvite, UserAgentServer
 
 log = Logger()
 
-NAMESPACE = "siprec"
 #: How often recordings are checked for streams that went silent.
 MEDIA_CHECK_SECONDS = 1.0
 
@@ -290,7 +291,7 @@ class RecordingServer:
     def _attach(self, session: RecordingSession, legs: list[str]):
         try:
             attachment = self.registry.attach(NAMESPACE, session.guid, legs)
-        except ValueError as error:
+        except LegBusy as error:
             replaced = self._hand_over(session.guid, legs)
             if not replaced:
                 raise SIPError(486, "Busy Here", f"call {session.guid} is already being recorded: {error}") from None

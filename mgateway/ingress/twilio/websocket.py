@@ -19,7 +19,7 @@ from prometheus_client import Counter
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.logger import Logger
 
-from mgateway.api.tokens import InvalidToken
+from mgateway.tokens import InvalidToken
 from mgateway.ingress.events import LegAudio, Terminated
 from mgateway.ingress.twilio.session import (
     IDLE,
