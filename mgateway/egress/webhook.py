@@ -35,6 +35,7 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
+from mgateway.egress.connections import StaleConnection, WebhookPool
 from mgateway.egress.tls import trust_policy
 from mgateway.interfaces import ITranscriptSink
 from mgateway.transcript import TranscriptEvent
@@ -112,12 +113,14 @@ class WebhookSink:
         self._url = url
         self._params, self._headers = _credentials(auth, secret_name, secret, secret_in)
         self._pool: HTTPConnectionPool | None = None
+        #: Sends a POST again on a new connection when a reused one was stale.
+        self._fresh_client: HTTPClient | None = None
         if http_client is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            policy = trust_policy(ca_file)
+            self._pool = WebhookPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = concurrency
-            http_client = HTTPClient(
-                Agent(reactor, contextFactory=trust_policy(ca_file), pool=self._pool)
-            )
+            http_client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self._pool))
+            self._fresh_client = HTTPClient(Agent(reactor, contextFactory=policy))
         self._client = http_client
         self._waiting: deque[TranscriptEvent] = deque()
         self._in_flight: set[Deferred] = set()
@@ -195,7 +198,22 @@ class WebhookSink:
 
     async def _post(self, event: TranscriptEvent) -> int:
         body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
-        response = await self._client.request(
+        try:
+            response = await self._request(self._client, body)
+        except StaleConnection as e:
+            log.info(
+                "webhook POST for {guid} (stream {stream_id}) met a connection the receiver "
+                "had closed ({reason}); sending it again on a new connection",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                reason="; ".join(_reason(reason) for reason in e.reasons),
+            )
+            response = await self._request(self._fresh_client, body)
+        await _discard_body(response)
+        return response.code
+
+    def _request(self, client: HTTPClient, body: str) -> Deferred:
+        return client.request(
             "POST",
             self._url,
             params=self._params,
@@ -206,8 +224,6 @@ class WebhookSink:
             allow_redirects=False,
             unbuffered=True,
         )
-        await _discard_body(response)
-        return response.code
 
     def _answered(self, status: int, event: TranscriptEvent) -> None:
         if 200 <= status < 300:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import attrs
 
+from mgateway.calls.requests import check_id
 from mgateway.transcript import ROLES, Utterance
 from mgateway.wire import transcript_message
 
@@ -251,6 +252,7 @@ class DirectSession:
             raise SessionError(4040, "sender.role must be \"customer\" or \"agent\"")
         if not isinstance(external_id, str) or not external_id:
             raise SessionError(4040, "sender.externalId is required")
+        check_id(external_id, "sender.externalId", lambda message: SessionError(4040, message))
         language = message.get("language", self.default_language)
         if not isinstance(language, str):
             raise SessionError(4040, "language must be a string")
