@@ -95,7 +95,7 @@ class Gateway(MultiService):
         self.engine = SpeechEngine(self.models, self.pool.threadpool, reactor)
 
         self.store = make_store(config, reactor)
-        self.store_sink = StoreSink(self.store)
+        self.store_sink = StoreSink(self.store, clock=reactor)
         self.webhook = make_webhook(config, reactor)
         sinks = [self.store_sink] + ([self.webhook] if self.webhook else [])
         RetentionService(

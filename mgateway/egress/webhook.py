@@ -2,31 +2,26 @@
 The real-time webhook: one HTTPS POST of the spec's C{transcript} JSON per
 utterance, to the customer's target.
 
-Delivery is best effort, as the spec describes it. At most C{concurrency}
-POSTs are in flight and at most C{queue_size} utterances wait behind them;
-when the queue is full the oldest waiting utterance is dropped. A POST that
-times out, cannot connect or is answered with a status other than 2xx is
-logged with the call id and counted, and never retried. L{WebhookSink.deliver}
-only enqueues, so a slow or dead target never holds up transcription.
+Delivery is best effort, as the spec describes it. The utterances go through
+a L{DeliveryQueue}: at most C{concurrency} POSTs are in flight, one at a time
+per stream so that a stream's utterances arrive in order, and at most
+C{queue_size} utterances wait behind them; when the queue is full the oldest
+waiting utterance is dropped. A POST that times out, cannot connect or is
+answered with a status other than 2xx is logged with the call id and counted,
+and never retried (but see L{mgateway.egress.connections} for a stale reused
+connection). L{WebhookSink.deliver} only enqueues, so a slow or dead target
+never holds up transcription.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
 from pathlib import Path
 
 import attrs
 from prometheus_client import Counter
 from treq.client import HTTPClient
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    TimeoutError,
-    ensureDeferred,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +31,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from mgateway.egress.connections import StaleConnection, WebhookPool
+from mgateway.egress.queue import DeliveryQueue
 from mgateway.egress.tls import trust_policy
 from mgateway.interfaces import ITranscriptSink
 from mgateway.transcript import TranscriptEvent
@@ -108,8 +104,6 @@ class WebhookSink:
     ):
         self._clock = reactor if clock is None else clock
         self._timeout = timeout_seconds
-        self._concurrency = concurrency
-        self._queue_size = queue_size
         self._url = url
         self._params, self._headers = _credentials(auth, secret_name, secret, secret_in)
         self._pool: HTTPConnectionPool | None = None
@@ -122,34 +116,33 @@ class WebhookSink:
             http_client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self._pool))
             self._fresh_client = HTTPClient(Agent(reactor, contextFactory=policy))
         self._client = http_client
-        self._waiting: deque[TranscriptEvent] = deque()
-        self._in_flight: set[Deferred] = set()
-        self._drains: list[Deferred] = []
-        self._closed = False
+        self._queue: DeliveryQueue[TranscriptEvent] = DeliveryQueue(
+            self._send,
+            clock=self._clock,
+            concurrency=concurrency,
+            queue_size=queue_size,
+            on_drop=self._drop,
+            key=lambda event: (event.conversation_id, event.stream_id),
+        )
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._timed_out = 0
 
     @property
     def stats(self) -> WebhookStats:
         """A snapshot of the counts."""
+        queue = self._queue.stats
         return WebhookStats(
             sent=self._counts["sent"],
             failed=self._counts["failed"],
             errors=self._counts["error"],
             timed_out=self._timed_out,
             dropped=self._counts["dropped"],
-            in_flight=len(self._in_flight),
-            queued=len(self._waiting),
+            in_flight=queue.in_flight,
+            queued=queue.queued,
         )
 
     def deliver(self, event: TranscriptEvent) -> None:
-        if self._closed:
-            self._drop(event, "the webhook is shut down")
-            return
-        self._waiting.append(event)
-        if len(self._waiting) > self._queue_size:
-            self._drop(self._waiting.popleft(), "the queue is full")
-        self._pump()
+        self._queue.put(event)
 
     def drain(self, timeout: float) -> Deferred:
         """
@@ -158,11 +151,7 @@ class WebhookSink:
         @return: a L{Deferred} firing with C{True} once nothing waits and
             nothing is in flight, or with C{False} after C{timeout} seconds.
         """
-        if self._idle():
-            return succeed(True)
-        d = Deferred(self._drains.remove)
-        self._drains.append(d)
-        return d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: False)
+        return self._queue.drain(timeout)
 
     def close(self) -> Deferred:
         """
@@ -170,31 +159,19 @@ class WebhookSink:
         as errors) and close the pooled connections. Later utterances are
         dropped.
         """
-        self._closed = True
-        while self._waiting:
-            self._drop(self._waiting.popleft(), "the webhook is shut down")
-        abandoned = list(self._in_flight)
-        settled = DeferredList(abandoned)
-        for d in abandoned:
-            d.cancel()
+        settled = self._queue.close()
         if self._pool is not None:
             settled.addCallback(lambda _: self._pool.closeCachedConnections())
         return settled.addCallback(lambda _: None)
 
     # -- sending -------------------------------------------------------------
 
-    def _pump(self) -> None:
-        while self._waiting and len(self._in_flight) < self._concurrency and not self._closed:
-            self._send(self._waiting.popleft())
-
-    def _send(self, event: TranscriptEvent) -> None:
+    def _send(self, event: TranscriptEvent) -> Deferred:
         d = ensureDeferred(self._post(event))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
-        self._in_flight.add(d)
-        d.addCallbacks(
+        return d.addCallbacks(
             self._answered, self._unanswered, callbackArgs=(event,), errbackArgs=(event,)
         )
-        d.addBoth(self._settled, d, event)
 
     async def _post(self, event: TranscriptEvent) -> int:
         body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
@@ -262,25 +239,7 @@ class WebhookSink:
                 reason=_reason(failure),
             )
 
-    def _settled(self, result, d: Deferred, event: TranscriptEvent) -> None:
-        if isinstance(result, Failure):
-            log.failure(
-                "webhook bookkeeping failed after the POST for {guid} (stream {stream_id})",
-                result,
-                guid=event.conversation_id,
-                stream_id=event.stream_id,
-            )
-        self._in_flight.discard(d)
-        self._pump()
-        if self._idle():
-            drains, self._drains = self._drains, []
-            for drain in drains:
-                drain.callback(True)
-
     # -- bookkeeping ---------------------------------------------------------
-
-    def _idle(self) -> bool:
-        return not self._waiting and not self._in_flight
 
     def _drop(self, event: TranscriptEvent, why: str) -> None:
         self._count("dropped")
