@@ -16,23 +16,36 @@ never holds up transcription.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import attrs
+from OpenSSL import SSL
 from prometheus_client import Counter
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from mgateway.egress.connections import StaleConnection, WebhookPool
+from mgateway.egress.failures import WebhookFailure
+from mgateway.egress.oauth2 import TokenSource
 from mgateway.egress.queue import DeliveryQueue
-from mgateway.egress.tls import trust_policy
+from mgateway.egress.tls import TlsFiles, trust_policy
 from mgateway.interfaces import ITranscriptSink
 from mgateway.transcript import TranscriptEvent
 from mgateway.wire import webhook_body
@@ -51,6 +64,13 @@ DELIVERIES = Counter(
 )
 for _outcome in OUTCOMES:
     DELIVERIES.labels(outcome=_outcome)
+
+FAILURES = Counter(
+    "asapp_mg_webhook_failures_total",
+    "Utterances a webhook target did not get, by target and error (HTTP status, "
+    "timeout, dropped, or the class of the connection, TLS or token error).",
+    ["target", "error"],
+)
 
 
 @attrs.frozen
@@ -82,8 +102,19 @@ class WebhookSink:
         L{mgateway.config} accepts.
     @param ca_file: a PEM bundle of the only certificate authorities to trust;
         L{None} for the platform's trust store.
+    @param tls: all the TLS files (custom CA, client certificate and key for
+        mTLS), instead of C{ca_file}; read again when they change.
     @param http_client: a L{treq.client.HTTPClient} to use instead of the
         sink's own; C{ca_file} and the connection pool are then its business.
+    @param token_source: OAuth2 bearer tokens to send; on a 401 the token is
+        dropped and the POST sent once more with a new one.
+    @param retries: how many times a POST whose connection failed before any
+        byte of an answer (refused, reset, unreachable; not TLS, not a
+        timeout) is sent again on a new connection; 0, the guides' "no
+        retry", by default.
+    @param target: the target's name, in logs, metrics and failure records.
+    @param on_failure: called with a L{WebhookFailure} for every utterance
+        not delivered (non-2xx, no answer, dropped).
     """
 
     def __init__(
@@ -100,17 +131,26 @@ class WebhookSink:
         secret: str = "",
         secret_in: str = "header",
         ca_file: Path | None = None,
+        tls: TlsFiles | None = None,
         http_client: HTTPClient | None = None,
+        token_source: TokenSource | None = None,
+        retries: int = 0,
+        target: str = "default",
+        on_failure: Callable[[WebhookFailure], None] = lambda failure: None,
     ):
         self._clock = reactor if clock is None else clock
         self._timeout = timeout_seconds
         self._url = url
+        self._tokens = token_source
+        self._retries = retries
+        self._target = target
+        self._on_failure = on_failure
         self._params, self._headers = _credentials(auth, secret_name, secret, secret_in)
         self._pool: HTTPConnectionPool | None = None
         #: Sends a POST again on a new connection when a reused one was stale.
-        self._fresh_client: HTTPClient | None = None
+        self._fresh_client = http_client
         if http_client is None:
-            policy = trust_policy(ca_file)
+            policy = trust_policy(ca_file, tls)
             self._pool = WebhookPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = concurrency
             http_client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self._pool))
@@ -175,27 +215,58 @@ class WebhookSink:
 
     async def _post(self, event: TranscriptEvent) -> int:
         body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
-        try:
-            response = await self._request(self._client, body)
-        except StaleConnection as e:
+        token = None if self._tokens is None else await self._tokens.token()
+        response = await self._attempts(event, body, token)
+        if response.code == 401 and token is not None:
+            await _discard_body(response)
+            self._tokens.invalidate(token)
             log.info(
-                "webhook POST for {guid} (stream {stream_id}) met a connection the receiver "
-                "had closed ({reason}); sending it again on a new connection",
+                "webhook POST for {guid} (stream {stream_id}) answered 401; sending it again "
+                "with a new token",
                 guid=event.conversation_id,
                 stream_id=event.stream_id,
-                reason="; ".join(_reason(reason) for reason in e.reasons),
             )
-            response = await self._request(self._fresh_client, body)
+            token = await self._tokens.token()
+            response = await self._attempts(event, body, token)
         await _discard_body(response)
         return response.code
 
-    def _request(self, client: HTTPClient, body: str) -> Deferred:
+    async def _attempts(self, event: TranscriptEvent, body: str, token: str | None) -> IResponse:
+        """
+        The answer to the POST: sent again on a new connection when a reused
+        one was stale, and up to C{retries} times when it could not connect.
+        """
+        client, retries = self._client, self._retries
+        while True:
+            try:
+                return await self._request(client, body, token)
+            except StaleConnection as e:
+                why, client = "met a connection the receiver had closed", self._fresh_client
+                reason = "; ".join(_reason(reason) for reason in e.reasons)
+            except Exception as e:
+                if retries == 0 or not _never_connected(e):
+                    raise
+                retries -= 1
+                why, client = f"could not connect ({retries} more tries)", self._fresh_client
+                reason = _reason(Failure(e))
+            log.info(
+                "webhook POST for {guid} (stream {stream_id}) {why} ({reason}); "
+                "sending it again on a new connection",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                why=why,
+                reason=reason,
+            )
+
+    def _request(self, client: HTTPClient, body: str, token: str | None) -> Deferred:
+        headers = self._headers if token is None else self._headers | {
+            "Authorization": f"Bearer {token}"}
         return client.request(
             "POST",
             self._url,
             params=self._params,
             data=body.encode("utf-8"),
-            headers=self._headers,
+            headers=headers,
             # A redirect is an answer like any other non-2xx: following it
             # would hand the utterance and the secret to another host.
             allow_redirects=False,
@@ -219,6 +290,7 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 status=status,
             )
+            self._failed(event, status=status, error=f"HTTP {status}", reason="")
 
     def _unanswered(self, failure: Failure, event: TranscriptEvent) -> None:
         self._count("error")
@@ -231,6 +303,7 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 timeout=self._timeout,
             )
+            self._failed(event, status=None, error="timeout", reason=f"{self._timeout}s")
         else:
             log.warn(
                 "webhook POST for {guid} (stream {stream_id}) failed: {reason}; utterance dropped",
@@ -238,6 +311,7 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 reason=_reason(failure),
             )
+            self._failed(event, status=None, error=_error_class(failure), reason=_reason(failure))
 
     # -- bookkeeping ---------------------------------------------------------
 
@@ -249,6 +323,13 @@ class WebhookSink:
             stream_id=event.stream_id,
             why=why,
         )
+        self._failed(event, status=None, error="dropped", reason=why)
+
+    def _failed(self, event: TranscriptEvent, *, status: int | None, error: str, reason: str) -> None:
+        FAILURES.labels(target=self._target, error=error).inc()
+        at = datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+        self._on_failure(WebhookFailure.of(event, target=self._target, status=status, error=error,
+                                           reason=reason, at=at))
 
     def _count(self, outcome: str) -> None:
         self._counts[outcome] += 1
@@ -276,6 +357,28 @@ def _credentials(
 def _timed_out(result, timeout: float):
     """Whatever cancelling a POST left behind, it failed because it took too long."""
     raise TimeoutError(timeout, "webhook POST")
+
+
+def _never_connected(error: Exception) -> bool:
+    """
+    Whether a POST failed before any byte of an answer for want of a
+    connection: refused, unreachable, reset or closed while sending, but not
+    refused by TLS (that is the configuration, and fails closed) nor cancelled.
+    """
+    if isinstance(error, ConnectError):
+        return True
+    if not isinstance(error, (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived)):
+        return False
+    reasons = getattr(error, "reasons", [])
+    return not any(reason.check(CancelledError, SSL.Error) for reason in reasons)
+
+
+def _error_class(failure: Failure) -> str:
+    """The name of what went wrong, looking inside Twisted's lists of causes."""
+    causes = getattr(failure.value, "reasons", None)
+    if causes:
+        return _error_class(causes[0])
+    return failure.type.__name__
 
 
 def _reason(failure: Failure) -> str:
