@@ -23,12 +23,14 @@ from mgateway.asr.pool import ASRThreadPool
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
 from mgateway.config import Config
+from mgateway.egress.failures import failure_recorder
 from mgateway.egress.store_sink import StoreSink
-from mgateway.egress.webhook import WebhookSink
+from mgateway.egress.targets import WebhookRouter, make_webhook_router
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
+from mgateway.interfaces import IWebhookFailureLog
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
 from mgateway.store.retention import RetentionService
@@ -46,22 +48,9 @@ def make_store(config: Config, reactor):
     return SQLiteTranscriptStore(config.store.sqlite_path, reactor)
 
 
-def make_webhook(config: Config, reactor) -> WebhookSink | None:
-    hook = config.webhook
-    if not hook.url:
-        return None
-    return WebhookSink(
-        hook.url,
-        reactor=reactor,
-        timeout_seconds=hook.timeout_seconds,
-        concurrency=hook.concurrency,
-        queue_size=hook.queue_size,
-        auth=hook.auth,
-        secret_name=hook.secret_name,
-        secret=hook.secret,
-        secret_in=hook.secret_in,
-        ca_file=hook.ca_file,
-    )
+def make_webhook(config: Config, reactor, failures: IWebhookFailureLog) -> WebhookRouter | None:
+    """Every configured webhook target, its failures recorded in C{failures}."""
+    return make_webhook_router(config.webhook, reactor, on_failure=failure_recorder(failures))
 
 
 class Gateway(MultiService):
@@ -96,7 +85,7 @@ class Gateway(MultiService):
 
         self.store = make_store(config, reactor)
         self.store_sink = StoreSink(self.store, clock=reactor)
-        self.webhook = make_webhook(config, reactor)
+        self.webhook = make_webhook(config, reactor, self.store)
         sinks = [self.store_sink] + ([self.webhook] if self.webhook else [])
         RetentionService(
             self.store,

@@ -241,6 +241,17 @@ class RestApi:
         stored = await self._store.messages(external_id, MESSAGE_LIMIT)
         return json_body(request, 200, {"items": [m.to_json() for m in stored]})
 
+    @app.route("/mg-autotranscribe/v1/webhook-failures", methods=["GET"])
+    async def webhook_failures(self, request):
+        """The utterances of a conversation that a webhook target did not get, newest first."""
+        self._authenticate(request)
+        external_id = (request.args.get(b"externalId") or [b""])[0].decode("utf-8", "replace")
+        if not external_id:
+            raise generic_error(400, "externalId is required")
+        check_id(external_id, "externalId", lambda message: generic_error(400, message))
+        failures = await self._store.webhook_failures(external_id, MESSAGE_LIMIT)
+        return json_body(request, 200, {"items": [f.to_json() for f in failures]})
+
     @app.route("/health", methods=["GET"])
     def health(self, request):
         return json_body(request, 200, {"status": "ok", "calls": len(self._registry),

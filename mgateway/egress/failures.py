@@ -1,57 +1,25 @@
-"""
-The record of one utterance the webhook could not deliver: kept in the
-transcript store (C{webhook_failures}) next to the utterance itself, so that an
-operator can see, per conversation, what a receiver missed and why.
-"""
+"""Records every utterance a webhook target did not get in the failure log (the store)."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Callable
 
-import attrs
+from twisted.logger import Logger
 
-from mgateway.transcript import TranscriptEvent
-from mgateway.wire import timestamp
+from mgateway.interfaces import IWebhookFailureLog
+from mgateway.store.failure import WebhookFailure
+
+log = Logger()
 
 
-@attrs.frozen
-class WebhookFailure:
-    """
-    @ivar start_ms: with C{stream_id}, which utterance it was (the after-call
-        message of that stream that starts there).
-    @ivar status: the HTTP status of the answer, or L{None} when there was none.
-    @ivar error: what went wrong: C{"HTTP 503"}, C{"timeout"}, C{"dropped"}, or
-        the class of the connection, TLS or token error.
-    @ivar reason: the details, as logged.
-    @ivar at: when it was given up on (aware, UTC).
-    """
+def failure_recorder(failures: IWebhookFailureLog) -> Callable[[WebhookFailure], None]:
+    """A sink's C{on_failure} that writes each failure to C{failures}, logging a write that fails."""
 
-    conversation_id: str
-    stream_id: str
-    start_ms: int
-    end_ms: int
-    target: str
-    status: int | None
-    error: str
-    reason: str
-    at: datetime
+    def record(failure: WebhookFailure) -> None:
+        d = failures.record(failure)
+        d.addErrback(lambda problem: log.failure(
+            "recording the webhook failure of {guid} (stream {stream_id}, target {target}) failed",
+            problem, guid=failure.conversation_id, stream_id=failure.stream_id,
+            target=failure.target))
 
-    @classmethod
-    def of(cls, event: TranscriptEvent, *, target: str, status: int | None, error: str,
-           reason: str, at: datetime) -> WebhookFailure:
-        return cls(event.conversation_id, event.stream_id, event.utterance.start_ms,
-                   event.utterance.end_ms, target, status, error, reason, at)
-
-    def to_json(self) -> dict:
-        """An item of C{GET /mg-autotranscribe/v1/webhook-failures}."""
-        return {
-            "externalConversationId": self.conversation_id,
-            "streamId": self.stream_id,
-            "start": self.start_ms,
-            "end": self.end_ms,
-            "target": self.target,
-            "status": self.status,
-            "error": self.error,
-            "reason": self.reason,
-            "timestamp": timestamp(self.at),
-        }
+    return record

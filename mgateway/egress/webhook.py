@@ -42,7 +42,7 @@ from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
 from mgateway.egress.connections import StaleConnection, WebhookPool
-from mgateway.egress.failures import WebhookFailure
+from mgateway.store.failure import WebhookFailure
 from mgateway.egress.oauth2 import TokenSource
 from mgateway.egress.queue import DeliveryQueue
 from mgateway.egress.tls import TlsFiles, trust_policy

@@ -1,0 +1,158 @@
+"""
+Several webhook targets and the record of what they missed: the
+C{webhook_failures} table on SQLite and PostgreSQL (an additive schema
+change), two real HTTPS targets of which one is slow, and the whole gateway
+recording a failing target's misses and listing them over REST.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import attrs
+import pytest
+import pytest_twisted
+from twisted.internet import reactor
+from zope.interface.verify import verifyObject
+
+from mgateway.config import WebhookConfig
+from mgateway.egress.targets import make_webhook_router
+from mgateway.interfaces import IWebhookFailureLog
+from mgateway.store.failure import WebhookFailure
+from mgateway.store.schema import MIGRATIONS
+from tests.support.gateway import start_gateway
+from tests.test_store import backend, store  # noqa: F401 (fixtures)
+from tests.test_webhook import GUID, event, receiver  # noqa: F401 (fixture)
+
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
+
+
+def failure(conversation="conv-1", at=T0, **fields) -> WebhookFailure:
+    values = dict(conversation_id=conversation, stream_id="stream-1", start_ms=400, end_ms=3968,
+                  target="default", status=503, error="HTTP 503", reason="", at=at)
+    return WebhookFailure(**(values | fields))
+
+
+def test_stores_provide_the_failure_log_interface(backend):  # noqa: F811
+    verifyObject(IWebhookFailureLog, backend.open())
+
+
+@pytest_twisted.ensureDeferred
+async def test_failures_read_back_per_conversation_newest_first_and_are_purged(store):  # noqa: F811
+    recorded = [failure(at=T0 + timedelta(seconds=n), start_ms=n * 1000) for n in range(3)]
+    other = failure("conv-2", status=None, error="timeout", reason="5.0s", target="twilio")
+    for f in recorded + [other]:
+        await store.record(f)
+
+    assert await store.webhook_failures("conv-1", 10) == recorded[::-1]
+    assert await store.webhook_failures("conv-1", 2) == recorded[:0:-1]
+    assert await store.webhook_failures("conv-2", 10) == [other]
+    await store.purge(T0 + timedelta(seconds=1))
+    assert await store.webhook_failures("conv-1", 10) == recorded[:0:-1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_database_of_the_first_schema_gains_the_failure_table_and_keeps_its_messages(
+        backend):  # noqa: F811
+    first = backend.open()
+    await first.start()
+    await first.close()
+    # Back to what a gateway of the first schema left: no failure table, version 1.
+    backend.execute("DROP TABLE webhook_failures")
+    backend.execute("DELETE FROM schema_version WHERE version > 1")
+    backend.execute("INSERT INTO messages VALUES ('01HX', 'siprec', 'conv-1', 's', 'customer', "
+                    "'c', 'kept', 0, 10, 1, 1)")
+    upgraded = backend.open()
+    await upgraded.start()
+    await upgraded.record(failure())
+
+    assert len(MIGRATIONS) == 2
+    assert [m.text for m in await upgraded.messages("conv-1", 10)] == ["kept"]
+    assert await upgraded.webhook_failures("conv-1", 10) == [failure()]
+    await upgraded.close()
+
+
+def target(url, name, namespaces=(), **options) -> WebhookConfig:
+    values = dict(url=url, auth="none", secret_name="X", secret="", secret_in="header",
+                  timeout_seconds=10, ca_file=None, concurrency=2, queue_size=64, name=name,
+                  namespaces=tuple(namespaces))
+    return WebhookConfig(**(values | options))
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_slow_target_holds_up_only_itself_and_keeps_each_stream_in_order(receiver, tls_files):
+    receiver.answer = lambda received: None if received.path == "/slow" else 200
+    failures = []
+    first = target(f"{receiver.url}/fast", "default", ca_file=tls_files.ca_cert)
+    config = attrs.evolve(first, targets=(target(f"{receiver.url}/slow", "slow",
+                                                 ca_file=tls_files.ca_cert),))
+    router = make_webhook_router(config, reactor, on_failure=failures.append)
+    events = [event(text=f"{stream} {n}", stream_id=stream) for n in range(4) for stream in "ab"]
+    for e in events:
+        router.deliver(e)
+    fast, slow = (route.sink for route in router.routes)
+
+    assert await fast.drain(20)
+    assert [p.text for p in receiver.received if p.path == "/fast"] == [e.utterance.text for e in events]
+    assert [p.text for p in receiver.received if p.path == "/slow"] == ["a 0", "b 0"], \
+        "one in flight per stream on the slow target"
+    assert slow.stats.queued == 6
+
+    receiver.release()
+    assert await router.drain(20)
+    slow_texts = [p.text for p in receiver.received if p.path == "/slow"]
+    for stream in "ab":
+        assert [t for t in slow_texts if t[0] == stream] == [f"{stream} {n}" for n in range(4)]
+    assert failures == []
+    await router.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_targets_take_only_their_namespaces(receiver, tls_files):
+    config = attrs.evolve(
+        target(f"{receiver.url}/siprec", "default", ["siprec"], ca_file=tls_files.ca_cert),
+        targets=(target(f"{receiver.url}/twilio", "twilio", ["twilio"], ca_file=tls_files.ca_cert),
+                 target(f"{receiver.url}/all", "all", ca_file=tls_files.ca_cert)))
+    router = make_webhook_router(config, reactor, on_failure=pytest.fail)
+    siprec = event(text="from siprec")
+    router.deliver(siprec)
+    router.deliver(attrs.evolve(siprec, namespace="twilio", utterance=attrs.evolve(
+        siprec.utterance, text="from twilio")))
+    assert await router.drain(20)
+    assert sorted((p.path, p.text) for p in receiver.received) == [
+        ("/all", "from siprec"), ("/all", "from twilio"), ("/siprec", "from siprec"),
+        ("/twilio", "from twilio")]
+    await router.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_gateway_records_what_a_failing_target_missed_and_lists_it(receiver, tls_files,
+                                                                           tmp_path):
+    receiver.answer = lambda received: 503 if received.path == "/failing" else 200
+    running = await start_gateway(reactor, tmp_path, f"""
+[webhook]
+url = "{receiver.url}/healthy"
+ca_file = "{tls_files.ca_cert}"
+namespaces = ["siprec"]
+
+[[webhook.targets]]
+name = "failing"
+url = "{receiver.url}/failing"
+ca_file = "{tls_files.ca_cert}"
+""")
+    try:
+        running.service.registry.publish(event(text="missed by one target"))
+        assert await running.service.webhook.drain(20)
+        response = await running.get("/mg-autotranscribe/v1/webhook-failures", externalId=GUID)
+        assert response.code == 200
+        [item] = (await response.json())["items"]
+        assert {k: item[k] for k in ("externalConversationId", "streamId", "start", "end",
+                                     "target", "status", "error")} == {
+            "externalConversationId": GUID, "streamId": event().stream_id, "start": 400,
+            "end": 3968, "target": "failing", "status": 503, "error": "HTTP 503"}
+        stored = await running.service.store.messages(GUID, 10)
+        assert [m.text for m in stored] == ["missed by one target"], "the after-call endpoint has it"
+        assert (await running.get("/mg-autotranscribe/v1/webhook-failures")).code == 400
+    finally:
+        await running.service.stopService()
+
