@@ -193,6 +193,8 @@ class WebhookConfig:
     name: str = "default"
     #: The namespaces whose calls this target gets; empty: every namespace.
     namespaces: tuple[str, ...] = ()
+    #: The apps (C{api_id}) whose calls this target gets; empty: every app.
+    apps: tuple[str, ...] = ()
     #: mTLS: the client certificate (PEM, intermediates after it) and its key.
     client_cert: Path | None = None
     client_key: Path | None = None
@@ -380,6 +382,7 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "concurrency": 4,
         "queue_size": 256,
         "namespaces": [],
+        "apps": [],
         "client_cert": "",
         "client_key": "",
         "client_key_passphrase_file": "",
@@ -719,6 +722,7 @@ def _webhook_target(table: _Table, base_dir: Path, name: str) -> WebhookConfig:
         queue_size=table.integer("queue_size", minimum=1),
         name=name,
         namespaces=namespaces,
+        apps=table.string_list("apps"),
         client_cert=client_cert,
         client_key=client_key,
         client_key_passphrase_file=passphrase_file,

@@ -74,6 +74,8 @@ class TranscriptEvent:
     @ivar created: when the gateway produced the utterance (UTC).
     @ivar spoken: wall-clock time at which the utterance ended (UTC).
     @ivar detailed_tokens: whether the client asked for word-level tokens.
+    @ivar app: the C{asapp-api-id} of the app that started transcription
+        (which webhook targets get it); L{None} when no app did.
     """
 
     namespace: str
@@ -84,3 +86,4 @@ class TranscriptEvent:
     created: datetime
     spoken: datetime
     detailed_tokens: bool = False
+    app: str | None = None

@@ -113,3 +113,8 @@ def test_stop_with_a_lone_surrogate_guid_is_400_201():
     with pytest.raises(ApiError) as e:
         parse_stop({"namespace": "siprec", "guid": "\udfff"})
     assert e.value.code == "400-201"
+
+
+def test_the_app_that_sent_the_request_is_kept():
+    assert parse_start(BASE, "en-US", app="test-app").app == "test-app"
+    assert parse_start(BASE, "en-US").app is None

@@ -20,7 +20,8 @@ from mgateway.egress.targets import make_webhook_router
 from mgateway.interfaces import IWebhookFailureLog
 from mgateway.store.failure import WebhookFailure
 from mgateway.store.schema import MIGRATIONS
-from tests.support.gateway import start_gateway
+from tests.support.audio import chunks, pace, read_pcm
+from tests.support.gateway import API_ID, start_gateway
 from tests.test_store import backend, store  # noqa: F401 (fixtures)
 from tests.test_webhook import GUID, event, receiver  # noqa: F401 (fixture)
 
@@ -125,21 +126,23 @@ async def test_targets_take_only_their_namespaces(receiver, tls_files):
     await router.close()
 
 
+def targets_config(receiver, tls_files, *targets) -> str:
+    """[webhook], then [[webhook.targets]]: each (name, path, more TOML), trusting the test CA."""
+    tables = []
+    for n, (name, path, more) in enumerate(targets):
+        header = "[webhook]" if n == 0 else f'[[webhook.targets]]\nname = "{name}"'
+        tables.append(f'{header}\nurl = "{receiver.url}{path}"\nca_file = "{tls_files.ca_cert}"\n'
+                      f"{more}\n")
+    return "\n".join(tables)
+
+
 @pytest_twisted.ensureDeferred
 async def test_the_gateway_records_what_a_failing_target_missed_and_lists_it(receiver, tls_files,
                                                                            tmp_path):
     receiver.answer = lambda received: 503 if received.path == "/failing" else 200
-    running = await start_gateway(reactor, tmp_path, f"""
-[webhook]
-url = "{receiver.url}/healthy"
-ca_file = "{tls_files.ca_cert}"
-namespaces = ["siprec"]
-
-[[webhook.targets]]
-name = "failing"
-url = "{receiver.url}/failing"
-ca_file = "{tls_files.ca_cert}"
-""")
+    running = await start_gateway(reactor, tmp_path, targets_config(
+        receiver, tls_files, ("default", "/healthy", 'namespaces = ["siprec"]'),
+        ("failing", "/failing", "")))
     try:
         running.service.registry.publish(event(text="missed by one target"))
         assert await running.service.webhook.drain(20)
@@ -156,3 +159,38 @@ ca_file = "{tls_files.ca_cert}"
     finally:
         await running.service.stopService()
 
+
+@pytest_twisted.ensureDeferred
+async def test_targets_take_only_the_calls_of_their_apps(receiver, tls_files):
+    config = attrs.evolve(
+        target(f"{receiver.url}/a", "default", apps=("app-a",), ca_file=tls_files.ca_cert),
+        targets=(target(f"{receiver.url}/b", "b", apps=("app-b",), ca_file=tls_files.ca_cert),))
+    router = make_webhook_router(config, reactor, on_failure=pytest.fail)
+    for app in ("app-a", "app-b", None):
+        router.deliver(attrs.evolve(event(text=f"of {app}"), app=app))
+    assert await router.drain(20)
+    assert sorted((p.path, p.text) for p in receiver.received) == [("/a", "of app-a"),
+                                                                   ("/b", "of app-b")]
+    await router.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_call_started_by_an_app_is_posted_to_that_apps_target_only(receiver, tls_files,
+                                                                          tmp_path):
+    running = await start_gateway(reactor, tmp_path, targets_config(
+        receiver, tls_files, ("default", "/test-app", f'apps = ["{API_ID}"]'),
+        ("other-app", "/other-app", 'apps = ["other-app"]'),
+    ) + '[[auth.apps]]\napi_id = "other-app"\napi_secret = "other-secret"\n')
+    try:
+        guid = "00002542391662063156"
+        media = running.service.registry.attach("siprec", guid, ["0", "1"])
+        response = await running.post("/mg-autotranscribe/v1/start-streaming", {
+            "namespace": "siprec", "guid": guid, "customerId": "c", "agentId": "a"})
+        assert response.code == 200, await response.text()
+        await pace(reactor, chunks(read_pcm("single.wav")), lambda chunk: media.audio("0", chunk))
+        await media.hang_up()
+        assert await running.service.webhook.drain(20)
+        paths = {post.path for post in receiver.received}
+        assert paths == {"/test-app"}, paths
+    finally:
+        await running.service.stopService()

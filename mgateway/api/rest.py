@@ -122,8 +122,8 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
     async def start_streaming(self, request):
-        self._authenticate(request)
-        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language)
+        app = self._authenticate(request)
+        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language, app)
         await self._guarded(self._check_language(start.transcribe.language), request)
         streams = await self._guarded(self._registry.start(start), request)
         log.info("start-streaming {namespace}/{guid} (request {request_id})",

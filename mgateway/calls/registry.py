@@ -106,6 +106,7 @@ class Call:
             created=created,
             spoken=created - timedelta(milliseconds=max(0, lag_ms)),
             detailed_tokens=stream.detailed_tokens,
+            app=self.request.app if self.request is not None else None,
         )
         self._registry.publish(event)
 

@@ -49,6 +49,8 @@ class StartRequest:
     media_line_order: str | None = None
     #: C{amazonConnectParams}, as given (validated for types and enums).
     amazon_connect: dict = attrs.field(factory=dict)
+    #: The C{asapp-api-id} of the app that sent the request.
+    app: str | None = None
 
     def sender_id(self, role: str) -> str:
         return self.customer_id if role == "customer" else self.agent_id
@@ -134,7 +136,7 @@ def _call_key(body: Any) -> tuple[str, str]:
     return namespace, _id(body, "guid")
 
 
-def parse_start(body: Any, default_language: str) -> StartRequest:
+def parse_start(body: Any, default_language: str, app: str | None = None) -> StartRequest:
     namespace, guid = _call_key(body)
     customer_id = _id(body, "customerId")
     agent_id = _id(body, "agentId")
@@ -191,6 +193,7 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         track_map=track_map,
         media_line_order=order,
         amazon_connect=dict(connect),
+        app=app,
     )
 
 

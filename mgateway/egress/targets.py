@@ -1,6 +1,6 @@
 """
 Several webhook targets: each utterance goes to every target that takes its
-namespace, each target with its own queue, timeout, concurrency and
+namespace and its app, each target with its own queue, timeout, concurrency and
 credentials, so that a slow or failing receiver holds up only itself.
 """
 
@@ -25,13 +25,15 @@ from mgateway.transcript import TranscriptEvent
 
 @attrs.frozen
 class Route:
-    """A target's sink and the namespaces it takes (empty: all)."""
+    """A target's sink and the namespaces and apps it takes (empty: all)."""
 
     sink: WebhookSink
     namespaces: tuple[str, ...] = ()
+    apps: tuple[str, ...] = ()
 
     def takes(self, event: TranscriptEvent) -> bool:
-        return not self.namespaces or event.namespace in self.namespaces
+        return ((not self.namespaces or event.namespace in self.namespaces)
+                and (not self.apps or event.app in self.apps))
 
 
 @implementer(ITranscriptSink)
@@ -62,7 +64,7 @@ def make_webhook_router(config: WebhookConfig, reactor, *,
     targets = config.all_targets()
     if not targets:
         return None
-    return WebhookRouter([Route(_sink(target, reactor, on_failure), target.namespaces)
+    return WebhookRouter([Route(_sink(target, reactor, on_failure), target.namespaces, target.apps)
                           for target in targets])
 
 
