@@ -29,7 +29,8 @@ T0 = datetime(2024, 5, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def failure(conversation="conv-1", at=T0, **fields) -> WebhookFailure:
-    values = dict(conversation_id=conversation, stream_id="stream-1", start_ms=400, end_ms=3968,
+    values = dict(conversation_id=conversation, stream_id="stream-1", message_id="01HX0",
+                  start_ms=400, end_ms=3968,
                   target="default", status=503, error="HTTP 503", reason="", at=at)
     return WebhookFailure(**(values | fields))
 
@@ -155,6 +156,7 @@ async def test_the_gateway_records_what_a_failing_target_missed_and_lists_it(rec
             "end": 3968, "target": "failing", "status": 503, "error": "HTTP 503"}
         stored = await running.service.store.messages(GUID, 10)
         assert [m.text for m in stored] == ["missed by one target"], "the after-call endpoint has it"
+        assert item["messageId"] == stored[0].message_id
         assert (await running.get("/mg-autotranscribe/v1/webhook-failures")).code == 400
     finally:
         await running.service.stopService()

@@ -17,8 +17,8 @@ from mgateway.wire import timestamp
 @attrs.frozen
 class WebhookFailure:
     """
-    @ivar start_ms: with C{stream_id}, which utterance it was (the after-call
-        message of that stream that starts there).
+    @ivar message_id: the utterance's C{messageId} in the after-call messages.
+    @ivar start_ms: where the utterance starts and ends on its stream.
     @ivar status: the HTTP status of the answer, or L{None} when there was none.
     @ivar error: what went wrong: C{"HTTP 503"}, C{"timeout"}, C{"dropped"}, or
         the class of the connection, TLS or token error.
@@ -28,6 +28,7 @@ class WebhookFailure:
 
     conversation_id: str
     stream_id: str
+    message_id: str
     start_ms: int
     end_ms: int
     target: str
@@ -39,7 +40,7 @@ class WebhookFailure:
     @classmethod
     def of(cls, event: TranscriptEvent, *, target: str, status: int | None, error: str,
            reason: str, at: datetime) -> WebhookFailure:
-        return cls(event.conversation_id, event.stream_id, event.utterance.start_ms,
+        return cls(event.conversation_id, event.stream_id, event.message_id, event.utterance.start_ms,
                    event.utterance.end_ms, target, status, error, reason, at)
 
     def to_json(self) -> dict:
@@ -47,6 +48,7 @@ class WebhookFailure:
         return {
             "externalConversationId": self.conversation_id,
             "streamId": self.stream_id,
+            "messageId": self.message_id,
             "start": self.start_ms,
             "end": self.end_ms,
             "target": self.target,

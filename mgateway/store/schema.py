@@ -62,6 +62,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         CREATE TABLE webhook_failures (
             conversation_id TEXT NOT NULL,
             stream_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
             start_ms BIGINT NOT NULL,
             end_ms BIGINT NOT NULL,
             target TEXT NOT NULL,
@@ -96,7 +97,7 @@ COLUMNS = (
 
 
 #: Columns of C{webhook_failures} in the order of L{WebhookFailure}'s fields.
-FAILURE_COLUMNS = ("conversation_id", "stream_id", "start_ms", "end_ms", "target", "status",
+FAILURE_COLUMNS = ("conversation_id", "stream_id", "message_id", "start_ms", "end_ms", "target", "status",
                    "error", "reason", "at_us")
 
 
