@@ -191,6 +191,7 @@ async def test_a_call_started_by_an_app_is_posted_to_that_apps_target_only(recei
         assert response.code == 200, await response.text()
         await pace(reactor, chunks(read_pcm("single.wav")), lambda chunk: media.audio("0", chunk))
         await media.hang_up()
+        await receiver.wait_for(1).addTimeout(30, reactor)
         assert await running.service.webhook.drain(20)
         paths = {post.path for post in receiver.received}
         assert paths == {"/test-app"}, paths
