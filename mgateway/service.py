@@ -50,7 +50,8 @@ def make_store(config: Config, reactor):
 
 def make_webhook(config: Config, reactor, failures: IWebhookFailureLog) -> WebhookRouter | None:
     """Every configured webhook target, its failures recorded in C{failures}."""
-    return make_webhook_router(config.webhook, reactor, on_failure=failure_recorder(failures))
+    return make_webhook_router(config.webhook, reactor,
+                               on_failure=failure_recorder(failures, reactor))
 
 
 class Gateway(MultiService):

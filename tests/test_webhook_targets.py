@@ -13,9 +13,14 @@ import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from mgateway.config import WebhookConfig
+from mgateway.egress.failures import failure_recorder
 from mgateway.egress.targets import make_webhook_router
 from mgateway.interfaces import IWebhookFailureLog
 from mgateway.store.failure import WebhookFailure
@@ -197,3 +202,36 @@ async def test_a_call_started_by_an_app_is_posted_to_that_apps_target_only(recei
         assert paths == {"/test-app"}, paths
     finally:
         await running.service.stopService()
+
+
+@implementer(IWebhookFailureLog)
+class StallingFailureLog:
+    """Each C{record} waits until the test fires it."""
+
+    def __init__(self):
+        self.writing = []
+
+    def record(self, failure):
+        d = Deferred()
+        self.writing.append((failure, d))
+        return d
+
+    def webhook_failures(self, conversation_id, limit):
+        raise NotImplementedError
+
+
+def test_a_stalled_failure_log_holds_a_bounded_number_of_records_and_logs_the_rest():
+    failure_log, logged = StallingFailureLog(), []
+    record = failure_recorder(failure_log, Clock(), queue_size=2)
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        for n in range(6):
+            record(failure(f"conv-{n}"))
+        failure_log.writing.pop(0)[1].errback(OSError("disk full"))
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+
+    mine = [e for e in logged if e.get("log_namespace") == "mgateway.egress.failures"]
+    assert [e["guid"] for e in mine] == ["conv-2", "conv-3", "conv-0"], "two dropped, one failed"
+    assert mine[-1]["log_failure"].check(OSError)
+    assert [f.conversation_id for f, _ in failure_log.writing] == ["conv-1", "conv-4"]
