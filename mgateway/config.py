@@ -39,6 +39,7 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 
+from mgateway.calls.namespaces import API_NAMESPACES
 from mgateway.calls.requests import MEDIA_LINE_ORDERS
 from mgateway.export.feed import FORMATS as EXPORT_FORMATS
 from mgateway.errors import ConfigError
@@ -192,6 +193,34 @@ class WebhookConfig:
     ca_file: Path | None
     concurrency: int
     queue_size: int
+    #: The target's name in logs, metrics and failure records.
+    name: str = "default"
+    #: The namespaces whose calls this target gets; empty: every namespace.
+    namespaces: tuple[str, ...] = ()
+    #: The apps (C{api_id}) whose calls this target gets; empty: every app.
+    apps: tuple[str, ...] = ()
+    #: mTLS: the client certificate (PEM, intermediates after it) and its key.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    #: A file holding the passphrase of an encrypted C{client_key}.
+    client_key_passphrase_file: Path | None = None
+    #: C{auth = "oauth2"}: the token endpoint and the client's credentials.
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: str = attrs.field(default="", repr=False)
+    client_auth: str = "client_secret_basic"
+    scope: str = ""
+    audience: str = ""
+    #: CA bundle for the token endpoint's TLS; None: the platform's.
+    token_ca_file: Path | None = None
+    #: Resends of a POST that could not connect; 0: never.
+    retries: int = 0
+    #: Further targets ([[webhook.targets]]), each with its own queue and credentials.
+    targets: tuple[WebhookConfig, ...] = ()
+
+    def all_targets(self) -> tuple[WebhookConfig, ...]:
+        """[webhook] itself when it has a url, then its [[webhook.targets]]."""
+        return ((self,) if self.url else ()) + self.targets
 
 
 @attrs.frozen
@@ -411,6 +440,20 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "ca_file": "",
         "concurrency": 4,
         "queue_size": 256,
+        "namespaces": [],
+        "apps": [],
+        "client_cert": "",
+        "client_key": "",
+        "client_key_passphrase_file": "",
+        "token_url": "",
+        "client_id": "",
+        "client_secret": "",
+        "client_auth": "client_secret_basic",
+        "scope": "",
+        "audience": "",
+        "token_ca_file": "",
+        "retries": 0,
+        "targets": [],
     },
     "store": {
         "backend": "sqlite",
@@ -702,12 +745,35 @@ def _is_base64(text: str) -> bool:
 
 
 def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
+    keys = {key: value for key, value in table.defaults.items() if key != "targets"}
+    targets = []
+    for entry in table.array_of_tables("targets", keys | {"name": _REQUIRED, "url": _REQUIRED}):
+        target = _webhook_target(entry, base_dir, entry.string("name", non_empty=True))
+        if not target.url:
+            raise entry.error("url", "must not be empty in a [[webhook.targets]] table")
+        if any(target.name == earlier.name for earlier in targets) or target.name == "default":
+            raise entry.error("name", f"{_quote(target.name)} is used twice (\"default\" is [webhook])")
+        targets.append(target)
+    return attrs.evolve(_webhook_target(table, base_dir, "default"), targets=tuple(targets))
+
+
+def _optional_file(table: _Table, name: str, base_dir: Path) -> Path | None:
+    """A path that must name an existing file when it is given."""
+    if not table.string(name):
+        return None
+    path = table.path(name, base_dir)
+    if not path.is_file():
+        raise table.error(name, f"no such file: {path}")
+    return path
+
+
+def _webhook_target(table: _Table, base_dir: Path, name: str) -> WebhookConfig:
     url = table.string("url")
     if url and not _is_url(url, ("http", "https")):
         raise table.error(
             "url", f"expected an http:// or https:// URL with a host (or empty), got {_describe(url)}"
         )
-    auth = table.choice("auth", ("none", "secret"))
+    auth = table.choice("auth", ("none", "secret", "oauth2"))
     secret = table.string("secret")
     if auth == "secret" and not secret:
         raise table.error("secret", 'must not be empty when webhook.auth = "secret"')
@@ -715,9 +781,25 @@ def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
     secret_name = table.string("secret_name", non_empty=True)
     if secret_in == "header" and not _HEADER_NAME.fullmatch(secret_name):
         raise table.error("secret_name", f"expected an HTTP header name, got {_describe(secret_name)}")
-    ca_file = table.path("ca_file", base_dir) if table.string("ca_file") else None
-    if ca_file is not None and not ca_file.is_file():
-        raise table.error("ca_file", f"no such file: {ca_file}")
+    ca_file = _optional_file(table, "ca_file", base_dir)
+    client_cert = _optional_file(table, "client_cert", base_dir)
+    client_key = _optional_file(table, "client_key", base_dir)
+    if (client_cert is None) != (client_key is None):
+        raise table.error("client_key", "client_cert and client_key go together (mTLS)")
+    passphrase_file = _optional_file(table, "client_key_passphrase_file", base_dir)
+    if passphrase_file is not None and client_key is None:
+        raise table.error("client_key_passphrase_file", "needs client_key")
+    token_url = table.string("token_url")
+    if auth == "oauth2":
+        if not _is_url(token_url, ("https", "http")):
+            raise table.error("token_url", f"expected the token endpoint's URL when auth = \"oauth2\", "
+                                           f"got {_describe(token_url)}")
+        for key in ("client_id", "client_secret"):
+            table.string(key, non_empty=True)
+    namespaces = table.string_list("namespaces")
+    for namespace in namespaces:
+        if namespace not in API_NAMESPACES:
+            raise table.error("namespaces", f"{_quote(namespace)} is not one of {', '.join(API_NAMESPACES)}")
     return WebhookConfig(
         url=url,
         auth=auth,
@@ -728,6 +810,20 @@ def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
         ca_file=ca_file,
         concurrency=table.integer("concurrency", minimum=1),
         queue_size=table.integer("queue_size", minimum=1),
+        name=name,
+        namespaces=namespaces,
+        apps=table.string_list("apps"),
+        client_cert=client_cert,
+        client_key=client_key,
+        client_key_passphrase_file=passphrase_file,
+        token_url=token_url,
+        client_id=table.string("client_id"),
+        client_secret=table.string("client_secret"),
+        client_auth=table.choice("client_auth", ("client_secret_basic", "client_secret_post")),
+        scope=table.string("scope"),
+        audience=table.string("audience"),
+        token_ca_file=_optional_file(table, "token_ca_file", base_dir),
+        retries=table.integer("retries", minimum=0),
     )
 
 

@@ -256,3 +256,23 @@ class ICallRegistry(Interface):
 
         @rtype: L{twisted.internet.defer.Deferred}
         """
+
+
+class IWebhookFailureLog(Interface):
+    """Where the utterances a webhook target did not get are recorded."""
+
+    def record(failure):
+        """
+        Keep one failure.
+
+        @type failure: L{mgateway.store.failure.WebhookFailure}
+        @rtype: L{twisted.internet.defer.Deferred} firing with L{None}
+        """
+
+    def webhook_failures(conversation_id, limit):
+        """
+        The failures recorded for a conversation, newest first, at most C{limit}.
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with a L{list} of
+            L{mgateway.store.failure.WebhookFailure}
+        """

@@ -22,14 +22,16 @@ from mgateway.calls.namespaces import AMAZON_CONNECT, DIRECT, GENESYS_AUDIOHOOK,
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
 from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
+from mgateway.egress.failures import failure_recorder
 from mgateway.egress.store_sink import StoreSink
-from mgateway.egress.webhook import WebhookSink
+from mgateway.egress.targets import WebhookRouter, make_webhook_router
 from mgateway.export.service import make_exporter, make_file_exporter_api
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.kvs.source import make_amazon_connect
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
+from mgateway.interfaces import IWebhookFailureLog
 from mgateway.lifecycle import InOrder, Listener, Step
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
@@ -73,22 +75,9 @@ def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> Model
     )
 
 
-def make_webhook(hook: WebhookConfig, reactor) -> WebhookSink | None:
-    """The webhook of the C{[webhook]} section, or None when it has no URL."""
-    if not hook.url:
-        return None
-    return WebhookSink(
-        hook.url,
-        reactor=reactor,
-        timeout_seconds=hook.timeout_seconds,
-        concurrency=hook.concurrency,
-        queue_size=hook.queue_size,
-        auth=hook.auth,
-        secret_name=hook.secret_name,
-        secret=hook.secret,
-        secret_in=hook.secret_in,
-        ca_file=hook.ca_file,
-    )
+def make_webhook(hook: WebhookConfig, reactor, failures: IWebhookFailureLog) -> WebhookRouter | None:
+    """Every target of the C{[webhook]} section, their failures recorded in C{failures}."""
+    return make_webhook_router(hook, reactor, on_failure=failure_recorder(failures, reactor))
 
 
 def namespace_sinks(store_sink, webhook) -> dict:
@@ -142,8 +131,8 @@ class Gateway(InOrder):
         self.models = make_models(config.asr, data_dir, pool, reactor)
         self.engine = SpeechEngine(self.models, pool.threadpool, reactor)
         self.store = make_store(config.store, reactor)
-        self.store_sink = StoreSink(self.store)
-        self.webhook = make_webhook(config.webhook, reactor)
+        self.store_sink = StoreSink(self.store, clock=reactor)
+        self.webhook = make_webhook(config.webhook, reactor, self.store)
         self.amazonconnect = make_amazon_connect(config.amazonconnect, reactor)
         self.registry = CallRegistry(
             self.engine,

@@ -31,6 +31,7 @@ from mgateway.interfaces import (
     ISpeechEngine,
     ITranscriber,
     ITranscriptStore,
+    IWebhookFailureLog,
 )
 from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.store.message import StoredMessage
@@ -265,15 +266,16 @@ def _order(message: StoredMessage) -> tuple[datetime, datetime, str]:
     return (message.spoken, message.created, message.message_id)
 
 
-@implementer(ITranscriptStore)
+@implementer(ITranscriptStore, IWebhookFailureLog)
 class MemoryTranscriptStore:
     """
     The store's contract in a list. Stores opened on the same C{rows} see
     each other's messages, as stores opened on one database do.
     """
 
-    def __init__(self, rows: list[StoredMessage] | None = None):
+    def __init__(self, rows: list[StoredMessage] | None = None, failures: list | None = None):
         self.rows = rows if rows is not None else []
+        self.failures = failures if failures is not None else []
         self._closed = False
 
     def _refuse(self) -> Deferred | None:
@@ -304,7 +306,22 @@ class MemoryTranscriptStore:
         kept = [m for m in self.rows if m.created >= older_than]
         deleted = len(self.rows) - len(kept)
         self.rows[:] = kept
+        self.failures[:] = [f for f in self.failures if f.at >= older_than]
         return succeed(deleted)
+
+    def record(self, failure) -> Deferred:
+        refused = self._refuse()
+        if refused is not None:
+            return refused
+        self.failures.append(failure)
+        return succeed(None)
+
+    def webhook_failures(self, conversation_id: str, limit: int) -> Deferred:
+        refused = self._refuse()
+        if refused is not None:
+            return refused
+        found = [f for f in self.failures if f.conversation_id == conversation_id]
+        return succeed(sorted(found, key=lambda f: f.at, reverse=True)[:limit])
 
     def close(self) -> Deferred:
         refused = self._refuse()

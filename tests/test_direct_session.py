@@ -128,6 +128,12 @@ def test_not_json_is_4040():
     assert closes(session.receive_text("{nope")) == [4040]
 
 
+def test_json_nested_too_deeply_is_4040_not_a_crash():
+    session, _ = make()
+    deep = "[" * 20_000 + "]" * 20_000
+    assert closes(session.receive_text(deep)) == [4040]
+
+
 def test_audio_before_start_is_wrong_order():
     session, _ = make()
     assert closes(session.receive_bytes(b"\x00\x00")) == [4056]

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import attrs
 from klein import Klein
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from twisted.logger import Logger
@@ -16,8 +15,8 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mgateway.api.responses import error_body, generic_error, json_body, request_id
-from mgateway.calls.errors import ApiError, bad_parameter, internal
-from mgateway.calls.requests import parse_start, parse_stop
+from mgateway.calls.errors import ApiError, bad_parameter, bad_transcribe_parameter, internal
+from mgateway.calls.requests import check_id, parse_start, parse_stop
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.tokens import DIRECT_AUDIENCE, TWILIO_AUDIENCE
 
@@ -39,6 +38,8 @@ def _json(request, max_bytes: int, error=None) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise error("request body is not valid JSON") from None
+    except RecursionError:
+        raise error("request body is nested too deeply") from None
 
 
 class _ConfiguredPaths(Resource):
@@ -124,9 +125,9 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
     async def start_streaming(self, request):
-        app_id = self._authenticate(request)
-        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language)
-        start = attrs.evolve(start, app_id=app_id)
+        app = self._authenticate(request)
+        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language, app)
+        await self._guarded(self._check_language(start.transcribe.language), request)
         streams = await self._guarded(self._registry.start(start), request)
         log.info("start-streaming {namespace}/{guid} (request {request_id})",
                  namespace=start.namespace, guid=start.guid, request_id=request_id(request))
@@ -158,6 +159,16 @@ class RestApi:
             },
         })
 
+    async def _check_language(self, language: str) -> None:
+        """
+        400-202 for a language no model is loaded for, whether or not the
+        call exists: the whole request is checked before the call is looked up.
+        """
+        engine = self._registry.engine
+        await engine.ready()
+        if engine.canonical(language) is None:
+            raise bad_transcribe_parameter(f"Language not supported: {language}")
+
     async def _guarded(self, awaitable, request):
         """Spec errors pass through; anything else is the spec's 500-201."""
         try:
@@ -176,9 +187,10 @@ class RestApi:
         body = _json(request, self._max_body) or {}
         if not isinstance(body, dict):
             raise generic_error(400, "request body must be a JSON object")
+        # The schema allows any string: an empty one is as good as none.
         external_id = body.get("externalId")
-        if external_id is not None and (not isinstance(external_id, str) or not external_id):
-            raise generic_error(400, "externalId must be a non-empty string")
+        if external_id is not None and external_id != "":
+            check_id(external_id, "externalId", lambda message: generic_error(400, message))
         claims = {"ext": external_id} if external_id else {}
         token = self._tokens.issue(DIRECT_AUDIENCE, api_id, **claims)
         return json_body(request, 200, {
@@ -228,6 +240,7 @@ class RestApi:
                 external_id = body["externalId"]
         if not external_id:
             raise generic_error(400, "externalId is required")
+        check_id(external_id, "externalId", lambda message: generic_error(400, message))
         stored = await self._store.messages(external_id, MESSAGE_LIMIT)
         return json_body(request, 200, {"items": [m.to_json() for m in stored]})
 
@@ -244,6 +257,17 @@ class RestApi:
     def feed_file(self, request, token, name):
         """A signed download URL: the token is the credential, no API headers."""
         return self._file_exporter.download(token, name)
+
+    @app.route("/mg-autotranscribe/v1/webhook-failures", methods=["GET"])
+    async def webhook_failures(self, request):
+        """The utterances of a conversation that a webhook target did not get, newest first."""
+        self._authenticate(request)
+        external_id = (request.args.get(b"externalId") or [b""])[0].decode("utf-8", "replace")
+        if not external_id:
+            raise generic_error(400, "externalId is required")
+        check_id(external_id, "externalId", lambda message: generic_error(400, message))
+        failures = await self._store.webhook_failures(external_id, MESSAGE_LIMIT)
+        return json_body(request, 200, {"items": [f.to_json() for f in failures]})
 
     @app.route("/health", methods=["GET"])
     def health(self, request):

@@ -120,6 +120,7 @@ class Call:
             spoken=created - timedelta(milliseconds=max(0, lag_ms)),
             detailed_tokens=stream.detailed_tokens,
             language=stream.language,
+            app=self.request.app if self.request is not None else None,
         )
         self._registry.publish(event, self.sinks)
 

@@ -8,6 +8,7 @@ transcription settings in C{autotranscribeParams} are 400-202.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Callable
 
 import attrs
@@ -18,6 +19,11 @@ from mgateway.calls.namespaces import API_NAMESPACES
 REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
+#: The most characters an id may have (guid, customerId, agentId, externalId).
+#: The platforms' own ids are a few dozen characters (a Twilio CallSid 34, a
+#: UUID 36, a UCID 20); the bound keeps a client from filling the store's
+#: keys and the logs.
+MAX_ID_LENGTH = 256
 
 
 class TranscribeRuleBroken(ValueError):
@@ -78,8 +84,8 @@ class StartRequest:
     media_line_order: str | None = None
     #: C{amazonConnectParams}, as given (validated for types and enums).
     amazon_connect: dict = attrs.field(factory=dict)
-    #: The API app that sent the request (Amazon Connect: whose AWS role to use).
-    app_id: str = ""
+    #: The C{asapp-api-id} of the app that sent the request.
+    app: str | None = None
 
     def sender_id(self, role: str) -> str:
         return self.customer_id if role == "customer" else self.agent_id
@@ -111,6 +117,34 @@ def _string(body: dict, key: str, *, required: bool, error=bad_parameter, name=N
     return value
 
 
+def check_id(value: Any, name: str, error: Callable[[str], Exception]) -> str:
+    """
+    C{value} if it is an id the gateway can store, post and log: a non-empty
+    string of at most L{MAX_ID_LENGTH} characters, well-formed Unicode (no
+    lone UTF-16 surrogate, which JSON's C{\\udc00} escapes can carry and
+    UTF-8 cannot) and free of control characters (PostgreSQL text refuses
+    NUL). Shared by every edge that takes an id from a client.
+
+    @raise Exception: C{error(message)} otherwise.
+    """
+    if not isinstance(value, str) or not value:
+        raise error(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise error(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{name} is not well-formed Unicode (a lone surrogate)") from None
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise error(f"{name} must not contain control characters")
+    return value
+
+
+def _id(body: dict, key: str) -> str:
+    """A required id field of the request body."""
+    return check_id(_string(body, key, required=True), key, bad_parameter)
+
+
 def _choice(body: dict, key: str, choices, default, error, name: str):
     value = body.get(key, default)
     if value is None:
@@ -134,14 +168,13 @@ def _call_key(body: Any) -> tuple[str, str]:
     namespace = _string(body, "namespace", required=True)
     if namespace not in API_NAMESPACES:
         raise bad_parameter(f"namespace must be one of {', '.join(API_NAMESPACES)}; got {namespace!r}")
-    guid = _string(body, "guid", required=True)
-    return namespace, guid
+    return namespace, _id(body, "guid")
 
 
-def parse_start(body: Any, default_language: str) -> StartRequest:
+def parse_start(body: Any, default_language: str, app: str | None = None) -> StartRequest:
     namespace, guid = _call_key(body)
-    customer_id = _string(body, "customerId", required=True)
-    agent_id = _string(body, "agentId", required=True)
+    customer_id = _id(body, "customerId")
+    agent_id = _id(body, "agentId")
 
     params = _object(body.get("autotranscribeParams"), "autotranscribeParams", bad_transcribe_parameter)
     language = _string(
@@ -194,6 +227,7 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         track_map=track_map,
         media_line_order=order,
         amazon_connect=dict(connect),
+        app=app,
     )
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import datetime
 
 import attrs
-from ulid import ULID
 
 from mgateway.transcript import TranscriptEvent
 from mgateway.wire import timestamp
@@ -40,7 +39,7 @@ class StoredMessage:
     @classmethod
     def from_event(cls, event: TranscriptEvent) -> StoredMessage:
         return cls(
-            message_id=str(ULID.from_datetime(event.created)),
+            message_id=event.message_id,
             namespace=event.namespace,
             conversation_id=event.conversation_id,
             stream_id=event.stream_id,

@@ -25,7 +25,8 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from mgateway.interfaces import ITranscriptStore
+from mgateway.interfaces import ITranscriptStore, IWebhookFailureLog
+from mgateway.store.failure import WebhookFailure
 from mgateway.store.message import StoredMessage
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -74,6 +75,27 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        """
+        CREATE TABLE webhook_failures (
+            conversation_id TEXT NOT NULL,
+            stream_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            end_ms BIGINT NOT NULL,
+            target TEXT NOT NULL,
+            status BIGINT,
+            error TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at_us BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX webhook_failures_by_conversation
+            ON webhook_failures (conversation_id, at_us)
+        """,
+        "CREATE INDEX webhook_failures_by_time ON webhook_failures (at_us)",
+    ),
 )
 
 #: Columns in the order of L{StoredMessage}'s fields.
@@ -96,6 +118,11 @@ COLUMNS = (
 _TIME_COLUMNS = {"created_us": "created", "spoken_us": "spoken"}
 
 
+#: Columns of C{webhook_failures} in the order of L{WebhookFailure}'s fields.
+FAILURE_COLUMNS = ("conversation_id", "stream_id", "message_id", "start_ms", "end_ms", "target", "status",
+                   "error", "reason", "at_us")
+
+
 class StoreError(Exception):
     """The transcript store cannot do what was asked (closed, or a schema it does not know)."""
 
@@ -114,18 +141,20 @@ class Dialect:
     param: str
     begin_schema_change: tuple[str, ...]
 
-    def insert(self) -> str:
-        values = ", ".join([self.param] * len(COLUMNS))
-        return f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES ({values})"
+    def insert(self, table: str = "messages", columns: tuple[str, ...] = COLUMNS) -> str:
+        values = ", ".join([self.param] * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
 
-    def select(self) -> str:
+    def select(self, table: str = "messages", columns: tuple[str, ...] = COLUMNS,
+               order: str = "spoken_us, created_us, message_id") -> str:
+        """A conversation's rows in C{order}, at most a limit."""
         return (
-            f"SELECT {', '.join(COLUMNS)} FROM messages WHERE conversation_id = {self.param}"
-            f" ORDER BY spoken_us, created_us, message_id LIMIT {self.param}"
+            f"SELECT {', '.join(columns)} FROM {table} WHERE conversation_id = {self.param}"
+            f" ORDER BY {order} LIMIT {self.param}"
         )
 
-    def delete_older(self) -> str:
-        return f"DELETE FROM messages WHERE created_us < {self.param}"
+    def delete_older(self, table: str = "messages", column: str = "created_us") -> str:
+        return f"DELETE FROM {table} WHERE {column} < {self.param}"
 
     def record_version(self) -> str:
         return f"INSERT INTO schema_version (version) VALUES ({self.param})"
@@ -186,7 +215,7 @@ def migrate(connection: Any, dialect: Dialect) -> None:
     cursor.execute("COMMIT")
 
 
-@implementer(ITranscriptStore)
+@implementer(ITranscriptStore, IWebhookFailureLog)
 class PooledTranscriptStore:
     """
     An L{ITranscriptStore} whose every statement runs on its own thread pool.
@@ -245,10 +274,28 @@ class PooledTranscriptStore:
         return self._run(select)
 
     def purge(self, older_than: datetime) -> Deferred:
+        """Also forgets the webhook failures recorded before C{older_than}."""
         def delete() -> int:
+            self._execute(self._dialect.delete_older("webhook_failures", "at_us"),
+                          (micros(older_than),))
             return self._execute(self._dialect.delete_older(), (micros(older_than),))
 
         return self._run(delete)
+
+    def record(self, failure: WebhookFailure) -> Deferred:
+        def insert() -> None:
+            row = attrs.astuple(failure, recurse=False)
+            self._execute(self._dialect.insert("webhook_failures", FAILURE_COLUMNS), (*row[:-1], micros(failure.at)))
+
+        return self._run(insert)
+
+    def webhook_failures(self, conversation_id: str, limit: int) -> Deferred:
+        def select() -> list[WebhookFailure]:
+            cursor = self._connection().cursor()
+            cursor.execute(self._dialect.select("webhook_failures", FAILURE_COLUMNS, "at_us DESC"), (conversation_id, limit))
+            return [WebhookFailure(*row[:-1], at=moment(row[-1])) for row in cursor.fetchall()]
+
+        return self._run(select)
 
     def close(self) -> Deferred:
         if self._closed:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import attrs
 
-from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken
+from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken, check_id
 from mgateway.calls.stream import StreamSummary
 from mgateway.transcript import ROLES, Sender, TranscriptEvent
 from mgateway.wire import transcript_message
@@ -210,6 +210,8 @@ class DirectSession:
             message = json.loads(text)
         except ValueError:
             raise SessionError(4040, "not JSON") from None
+        except RecursionError:
+            raise SessionError(4040, "JSON nested too deeply") from None
         if not isinstance(message, dict) or not isinstance(message.get("message"), str):
             raise SessionError(4040, "expected a JSON object with a \"message\" field")
         return message
@@ -238,6 +240,7 @@ class DirectSession:
             raise SessionError(4040, "sender.role must be \"customer\" or \"agent\"")
         if not isinstance(external_id, str) or not external_id:
             raise SessionError(4040, "sender.externalId is required")
+        check_id(external_id, "sender.externalId", lambda message: SessionError(4040, message))
         language = message.get("language", self.default_language)
         if not isinstance(language, str):
             raise SessionError(4040, "language must be a string")

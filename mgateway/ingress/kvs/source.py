@@ -81,7 +81,7 @@ class AmazonConnectSource:
             raise pending()
         self._preparing.add(request.guid)
         try:
-            await self._client.data_endpoint(request.app_id, arn)
+            await self._client.data_endpoint((request.app or ""), arn)
         except Exception as error:
             log.warn("call {guid}: stream {arn} cannot be reached: {error}", guid=request.guid, arn=arn,
                      error=str(error))
@@ -91,7 +91,7 @@ class AmazonConnectSource:
         attachment = registry.attach(NAMESPACE, request.guid, list(LEG_ROLES),
                                      on_stop=lambda: self._stopped(request.guid))
         self._pulls[request.guid] = ContactPull(
-            client=self._client, clock=self._clock, guid=request.guid, app_id=request.app_id, arn=arn,
+            client=self._client, clock=self._clock, guid=request.guid, app_id=(request.app or ""), arn=arn,
             attachment=attachment, on_end=self._ended,
             stall_seconds=self._settings.stall_seconds, backoff_base=self._settings.backoff_base,
             backoff_cap=self._settings.backoff_cap, max_failures=self._settings.max_failures,
