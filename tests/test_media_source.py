@@ -46,7 +46,7 @@ class RecordingSource:
 
 def registry_with(source):
     engine = ScriptedEngine()
-    return CallRegistry(engine, [], Clock(), mappers={"amazonconnect": lambda r, legs: {"leg": "customer"}},
+    return CallRegistry(engine, {"amazonconnect": []}, Clock(), mappers={"amazonconnect": lambda r, legs: {"leg": "customer"}},
                         media_sources={"amazonconnect": source})
 
 
@@ -106,7 +106,7 @@ async def test_stop_cancels_a_pending_request_and_a_stopped_call_expires():
     clock = Clock()
     client = StreamThatNeverAnswers()
     source = AmazonConnectSource(client, clock, PullSettings(stopped_call_seconds=60))
-    registry = CallRegistry(ScriptedEngine(), [], clock, mappers={"amazonconnect": source.roles},
+    registry = CallRegistry(ScriptedEngine(), {"amazonconnect": []}, clock, mappers={"amazonconnect": source.roles},
                             media_sources={"amazonconnect": source})
     await registry.start(connect_start())
     assert len(client.requests) == 1
@@ -137,7 +137,7 @@ async def test_a_second_start_while_the_stream_is_reached_is_409_202():
 
     client = SlowEndpoint()
     source = AmazonConnectSource(client, clock)
-    registry = CallRegistry(ScriptedEngine(), [], clock, mappers={"amazonconnect": source.roles},
+    registry = CallRegistry(ScriptedEngine(), {"amazonconnect": []}, clock, mappers={"amazonconnect": source.roles},
                             media_sources={"amazonconnect": source})
     first = Deferred.fromCoroutine(registry.start(connect_start()))
     with pytest.raises(ApiError) as error:

@@ -71,7 +71,7 @@ class Recorder:
 
     def __init__(self, **options):
         self.clock = Clock()
-        self.registry = CallRegistry(ScriptedEngine(), [], reactor, {"siprec": media_line_roles()})
+        self.registry = CallRegistry(ScriptedEngine(), {"siprec": []}, reactor, {"siprec": media_line_roles()})
         self.ports = RtpPorts(reactor, "127.0.0.1", 46000, 46999, 1 << 20, clock=self.clock)
         self.server = RecordingServer(self.clock, self.registry, self.ports, media_address="127.0.0.1",
                                       codecs=decodable_codecs(), **options)

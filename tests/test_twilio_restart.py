@@ -39,7 +39,7 @@ class Gateway:
         self.clock = Clock()
         self.clock.advance(reactor.seconds())
         self.engine = ScriptedEngine()
-        self.registry = CallRegistry(self.engine, sinks=[], clock=self.clock, mappers={"twilio": track_roles})
+        self.registry = CallRegistry(self.engine, sinks={"twilio": []}, clock=self.clock, mappers={"twilio": track_roles})
         self.tokens = TokenSigner(b"k" * 32, 300, reactor)
         options = {"media_timeout": MEDIA_TIMEOUT, "reconnect_grace": GRACE, **options}
         self.factory = TwilioStreamFactory(tokens=self.tokens, registry=self.registry, public_url="",
