@@ -15,6 +15,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from mgateway.api.fileexporter import make_file_exporter_api
 from mgateway.api.rest import RestApi
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
@@ -25,7 +26,7 @@ from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
 from mgateway.egress.failures import failure_recorder
 from mgateway.egress.store_sink import StoreSink
 from mgateway.egress.targets import WebhookRouter, make_webhook_router
-from mgateway.export.service import make_exporter, make_file_exporter_api
+from mgateway.export.service import make_exporter
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.kvs.source import make_amazon_connect
@@ -35,6 +36,7 @@ from mgateway.interfaces import IWebhookFailureLog
 from mgateway.lifecycle import InOrder, Listener, Step
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
+from mgateway.store.backends import open_store
 from mgateway.store.retention import RetentionService
 from mgateway.tokens import TokenSigner, signing_key
 
@@ -43,13 +45,7 @@ log = Logger()
 
 def make_store(store: StoreConfig, reactor):
     """The transcript store of the C{[store]} section."""
-    if store.backend == "postgresql":
-        from mgateway.store.postgres import PostgresTranscriptStore
-
-        return PostgresTranscriptStore(store.dsn, reactor)
-    from mgateway.store.sqlite import SQLiteTranscriptStore
-
-    return SQLiteTranscriptStore(store.sqlite_path, reactor)
+    return open_store(store.backend, dsn=store.dsn, sqlite_path=store.sqlite_path, reactor=reactor)
 
 
 def make_retention(store: StoreConfig, transcripts, reactor) -> RetentionService:

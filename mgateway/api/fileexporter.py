@@ -27,9 +27,9 @@ from twisted.logger import Logger
 from twisted.web.static import File
 
 from mgateway.api.responses import generic_error
-from mgateway.tokens import InvalidToken, TokenSigner
 from mgateway.calls.errors import ApiError
 from mgateway.export import feed
+from mgateway.tokens import InvalidToken, TokenSigner
 
 log = Logger()
 
@@ -224,3 +224,14 @@ class _Request:
 
 def _bad_date(day: str):
     raise generic_error(400, f'date must be of the form "YYYY-MM-DD", got {day!r}')
+
+
+def make_file_exporter_api(config, reactor) -> FileExporterApi:
+    """
+    The File Exporter API on the exporter's directory. Its download URLs are
+    signed with the gateway's key, which the gateway hands to C{api.tokens}
+    once it has read it (building the gateway writes no file).
+    """
+    settings = config.exporter
+    tokens = TokenSigner(None, settings.url_ttl_seconds, reactor)
+    return FileExporterApi(settings.directory, settings.formats, tokens, reactor)

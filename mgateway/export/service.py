@@ -20,12 +20,11 @@ from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from mgateway.api.fileexporter import FileExporterApi
-from mgateway.tokens import TokenSigner
 from mgateway.export import feed
 from mgateway.export.build import FeedExporter
 from mgateway.export.interfaces import IExportLedger
 from mgateway.export.ledger import StoreExportLedger
+from mgateway.store.backends import open_store
 
 log = Logger()
 
@@ -141,26 +140,14 @@ def make_exporter(config, store, reactor, parent: MultiService) -> DailyExportSe
     return service
 
 
-def make_file_exporter_api(config, reactor) -> FileExporterApi:
-    """
-    The File Exporter API on the exporter's directory. Its download URLs are
-    signed with the gateway's key, which the gateway hands to C{api.tokens}
-    once it has read it (building the gateway writes no file).
-    """
-    settings = config.exporter
-    tokens = TokenSigner(None, settings.url_ttl_seconds, reactor)
-    return FileExporterApi(settings.directory, settings.formats, tokens, reactor)
-
-
 async def export_range(config, reactor, first: date, last: date) -> list:
     """
     Build the feed of the days C{first} to C{last} now, from the configured
     store (the C{asapp-mg export} command): the files of those days are
     replaced, whatever the daily builds did.
     """
-    from mgateway.service import make_store
-
-    store = make_store(config.store, reactor)
+    store = open_store(config.store.backend, dsn=config.store.dsn,
+                       sqlite_path=config.store.sqlite_path, reactor=reactor)
     try:
         await store.start()
         exporter = FeedExporter(StoreExportLedger(store), config.exporter.directory,
