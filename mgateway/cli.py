@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import tomllib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import attrs
@@ -65,6 +65,34 @@ def _parser() -> argparse.ArgumentParser:
         command.add_arguments(subparser)
         subparser.set_defaults(command=command)
     return parser
+
+
+def _on_reactor(work: Callable[[object], Awaitable], expected: tuple[type[Exception], ...] = ()):
+    """
+    Run the reactor until C{work(reactor)} is done: its result, or a
+    L{CommandError} with the message of an C{expected} error, or the type
+    and message of any other (such as a peer answering outside its spec).
+    """
+    from twisted.internet import reactor
+    from twisted.internet.defer import ensureDeferred
+
+    outcome = {}
+
+    async def run():
+        try:
+            outcome["result"] = await work(reactor)
+        except expected as e:
+            outcome["error"] = str(e)
+        except Exception as e:
+            outcome["error"] = f"{type(e).__name__}: {e}"
+        finally:
+            reactor.stop()
+
+    reactor.callWhenRunning(lambda: ensureDeferred(run()))
+    reactor.run()
+    if "error" in outcome:
+        raise CommandError(outcome["error"])
+    return outcome["result"]
 
 
 # -- fetch-model ------------------------------------------------------------------
@@ -156,9 +184,6 @@ def _stream_file_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _stream_file(args: argparse.Namespace) -> int:
-    from twisted.internet import reactor
-    from twisted.internet.defer import ensureDeferred
-
     from mgateway.stream_file import StreamFileError, StreamOptions, stream_file
 
     options = StreamOptions(
@@ -166,26 +191,51 @@ def _stream_file(args: argparse.Namespace) -> int:
         external_id=args.external_id or args.wav.stem, role=args.role, sender_id=args.sender_id,
         language=args.language, realtime=args.realtime,
     )
-    outcome = {}
-
-    async def run():
-        try:
-            outcome["final"] = await stream_file(reactor, args.wav, options, lambda m: print(json.dumps(m), flush=True))
-        except StreamFileError as e:
-            outcome["error"] = str(e)
-        except Exception as e:  # a gateway that answers something else than the spec's JSON
-            outcome["error"] = f"{type(e).__name__}: {e}"
-        finally:
-            reactor.stop()
-
-    reactor.callWhenRunning(lambda: ensureDeferred(run()))
-    reactor.run()
-    if "error" in outcome:
-        raise CommandError(outcome["error"])
-    final = outcome.get("final")
+    final = _on_reactor(
+        lambda reactor: stream_file(reactor, args.wav, options, lambda m: print(json.dumps(m), flush=True)),
+        expected=(StreamFileError,),
+    )
     if final is None:
         raise CommandError("the stream closed without a finalResponse")
     return 0 if final["status"]["code"] == "1000" else EXIT_FAILURE
+
+
+# -- export -----------------------------------------------------------------------
+
+
+def _day(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a date YYYY-MM-DD, got {text!r}") from None
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, required=True, help="the gateway's configuration file")
+    parser.add_argument("--from", dest="first", type=_day, required=True, metavar="DATE",
+                        help="first day to build (UTC, YYYY-MM-DD)")
+    parser.add_argument("--to", dest="last", type=_day, metavar="DATE",
+                        help="last day to build, included (default: --from)")
+
+
+def _export(args: argparse.Namespace) -> int:
+    from mgateway.config import ConfigError, load_config
+    from mgateway.export.service import export_range
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        raise CommandError(str(e)) from e
+    last = args.last or args.first
+    if last < args.first:
+        raise CommandError(f"--to {last} is before --from {args.first}", EXIT_USAGE)
+    written = _on_reactor(lambda reactor: export_range(config, reactor, args.first, last))
+    for path in written:
+        print(path)
+    print(f"{len(written)} files for {args.first} to {last} in {config.exporter.directory}", file=sys.stderr)
+    return 0
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -200,5 +250,11 @@ COMMANDS: tuple[Command, ...] = (
         help="stream a WAV file through the direct WebSocket API and print what comes back",
         add_arguments=_stream_file_arguments,
         run=_stream_file,
+    ),
+    Command(
+        name="export",
+        help="build the File Exporter's utterances feed of a day or a range of days now",
+        add_arguments=_export_arguments,
+        run=_export,
     ),
 )

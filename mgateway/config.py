@@ -39,15 +39,14 @@ from twisted.internet.endpoints import (
 from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactor
 
+from mgateway.calls.namespaces import API_NAMESPACES
 from mgateway.calls.requests import MEDIA_LINE_ORDERS
+from mgateway.export.feed import FORMATS as EXPORT_FORMATS
+from mgateway.errors import ConfigError
 from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP
 from mgateway.sip.callid import SOURCES as CALL_ID_SOURCES
 from mgateway.sip.sdp import DEFAULT_CODEC_PREFERENCE
 from mgateway.text.redaction import ENTITY_IDS, REQUIRED
-
-
-class ConfigError(Exception):
-    """The configuration cannot be used; C{str()} is one line naming file and key."""
 
 
 @attrs.frozen
@@ -154,6 +153,11 @@ class TwilioConfig:
     auth_token: str = attrs.field(repr=False)
     max_message_bytes: int
     max_gap_ms: int
+    max_lead_ms: int
+    media_timeout_seconds: float
+    reconnect_grace_seconds: float
+    ping_interval_seconds: float
+    ping_timeout_seconds: float
 
 
 @attrs.frozen
@@ -190,6 +194,34 @@ class WebhookConfig:
     ca_file: Path | None
     concurrency: int
     queue_size: int
+    #: The target's name in logs, metrics and failure records.
+    name: str = "default"
+    #: The namespaces whose calls this target gets; empty: every namespace.
+    namespaces: tuple[str, ...] = ()
+    #: The apps (C{api_id}) whose calls this target gets; empty: every app.
+    apps: tuple[str, ...] = ()
+    #: mTLS: the client certificate (PEM, intermediates after it) and its key.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    #: A file holding the passphrase of an encrypted C{client_key}.
+    client_key_passphrase_file: Path | None = None
+    #: C{auth = "oauth2"}: the token endpoint and the client's credentials.
+    token_url: str = ""
+    client_id: str = ""
+    client_secret: str = attrs.field(default="", repr=False)
+    client_auth: str = "client_secret_basic"
+    scope: str = ""
+    audience: str = ""
+    #: CA bundle for the token endpoint's TLS; None: the platform's.
+    token_ca_file: Path | None = None
+    #: Resends of a POST that could not connect; 0: never.
+    retries: int = 0
+    #: Further targets ([[webhook.targets]]), each with its own queue and credentials.
+    targets: tuple[WebhookConfig, ...] = ()
+
+    def all_targets(self) -> tuple[WebhookConfig, ...]:
+        """[webhook] itself when it has a url, then its [[webhook.targets]]."""
+        return ((self,) if self.url else ()) + self.targets
 
 
 @attrs.frozen
@@ -199,6 +231,23 @@ class StoreConfig:
     dsn: str = attrs.field(repr=False)
     retention_days: float
     purge_interval_seconds: float
+
+
+@attrs.frozen
+class ExporterConfig:
+    """
+    The File Exporter.
+
+    @ivar enabled: whether this node builds the feed every day at
+        C{build_hour} UTC (the API and C{asapp-mg export} work either way).
+    @ivar url_ttl_seconds: how long a C{getfeedfile} URL can be downloaded.
+    """
+
+    directory: Path
+    enabled: bool
+    build_hour: int
+    formats: tuple[str, ...]
+    url_ttl_seconds: float
 
 
 @attrs.frozen
@@ -230,6 +279,35 @@ class SipConfig:
     media_line_order: str
     call_id_sources: tuple[str, ...]
     call_id_header: str
+    #: A recording whose streams (those not on hold) sent no RTP for this
+    #: long is ended (BYE, last words flushed); 0: never.
+    media_timeout_seconds: float = 60
+    #: A new INVITE for the guid of a recording that received no RTP for
+    #: this long replaces it (an SBC failing over); else it gets 486.
+    replace_silent_after_seconds: float = 10
+
+
+@attrs.frozen
+class AmazonConnectRole:
+    role_arn: str
+    external_id: str = attrs.field(repr=False)
+
+
+@attrs.frozen
+class AmazonConnectConfig:
+    """Amazon Connect / Kinesis Video Streams; empty strings: AWS's defaults."""
+
+    region: str
+    endpoint_url: str
+    sts_endpoint_url: str
+    connect_timeout_seconds: float
+    stall_seconds: float
+    backoff_base_seconds: float
+    backoff_max_seconds: float
+    max_failures: int
+    stopped_call_seconds: float
+    #: (api_id, role) pairs: the role each app's streams are read with.
+    apps: tuple[tuple[str, AmazonConnectRole], ...]
 
 
 @attrs.frozen
@@ -267,6 +345,8 @@ class Config:
     webhook: WebhookConfig
     store: StoreConfig
     sip: SipConfig
+    exporter: ExporterConfig
+    amazonconnect: AmazonConnectConfig
     redaction: RedactionConfig = RedactionConfig()
     recordings: RecordingsConfig = RecordingsConfig()
 
@@ -314,6 +394,8 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         webhook=_webhook(document.table("webhook"), base_dir),
         store=_store(document.table("store"), gateway.data_dir),
         sip=_sip(document.table("sip")),
+        exporter=_exporter(document.table("exporter"), gateway.data_dir),
+        amazonconnect=_amazonconnect(document.table("amazonconnect")),
         redaction=_redaction(document.table("redaction")),
         recordings=_recordings(document.table("recordings"), gateway.data_dir),
     )
@@ -361,6 +443,11 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "auth_token": "",
         "max_message_bytes": 65536,
         "max_gap_ms": 60000,
+        "max_lead_ms": 2000,
+        "media_timeout_seconds": 30,
+        "reconnect_grace_seconds": 30,
+        "ping_interval_seconds": 10,
+        "ping_timeout_seconds": 10,
     },
     "audiohook": {
         "path": "/mg-genesysaudiohook-autotranscribe/",
@@ -380,6 +467,20 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "ca_file": "",
         "concurrency": 4,
         "queue_size": 256,
+        "namespaces": [],
+        "apps": [],
+        "client_cert": "",
+        "client_key": "",
+        "client_key_passphrase_file": "",
+        "token_url": "",
+        "client_id": "",
+        "client_secret": "",
+        "client_auth": "client_secret_basic",
+        "scope": "",
+        "audience": "",
+        "token_ca_file": "",
+        "retries": 0,
+        "targets": [],
     },
     "store": {
         "backend": "sqlite",
@@ -405,6 +506,27 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "media_line_order": "CUSTOMER_FIRST",
         "call_id_sources": list(CALL_ID_SOURCES),
         "call_id_header": "",
+        "media_timeout_seconds": 60,
+        "replace_silent_after_seconds": 10,
+    },
+    "exporter": {
+        "enabled": False,
+        "directory": "exports",
+        "build_hour": 2,
+        "formats": ["jsonl", "csv"],
+        "url_ttl_seconds": 300,
+    },
+    "amazonconnect": {
+        "region": "",
+        "endpoint_url": "",
+        "sts_endpoint_url": "",
+        "connect_timeout_seconds": 10,
+        "stall_seconds": 3,
+        "backoff_base_seconds": 0.2,
+        "backoff_max_seconds": 5,
+        "max_failures": 10,
+        "stopped_call_seconds": 3600,
+        "apps": {},
     },
     "redaction": {
         "always": False,
@@ -416,6 +538,11 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "directory": "recordings",
     },
 }
+
+#: One [amazonconnect.apps."API_ID"] table.
+_CONNECT_APP_KEYS = {"role_arn": _REQUIRED, "external_id": ""}
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::[0-9]{12}:role/[\w+=,.@/-]{1,512}")
+_REGION = re.compile(r"([a-z]{2}(-[a-z]+)+-[0-9])?")
 
 #: One [[auth.apps]] table; exactly one of the two secrets must be given.
 _APP_KEYS = {"api_id": _REQUIRED, "api_secret": None, "api_secret_sha256": None}
@@ -612,6 +739,11 @@ def _twilio(table: _Table) -> TwilioConfig:
         auth_token=table.string("auth_token"),
         max_message_bytes=table.integer("max_message_bytes", minimum=1024),
         max_gap_ms=table.integer("max_gap_ms", minimum=20),
+        max_lead_ms=table.integer("max_lead_ms", minimum=0),
+        media_timeout_seconds=table.number("media_timeout_seconds", minimum=0, exclusive=True),
+        reconnect_grace_seconds=table.number("reconnect_grace_seconds", minimum=0),
+        ping_interval_seconds=table.number("ping_interval_seconds", minimum=0, exclusive=True),
+        ping_timeout_seconds=table.number("ping_timeout_seconds", minimum=0, exclusive=True),
     )
 
 
@@ -649,12 +781,35 @@ def _is_base64(text: str) -> bool:
 
 
 def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
+    keys = {key: value for key, value in table.defaults.items() if key != "targets"}
+    targets = []
+    for entry in table.array_of_tables("targets", keys | {"name": _REQUIRED, "url": _REQUIRED}):
+        target = _webhook_target(entry, base_dir, entry.string("name", non_empty=True))
+        if not target.url:
+            raise entry.error("url", "must not be empty in a [[webhook.targets]] table")
+        if any(target.name == earlier.name for earlier in targets) or target.name == "default":
+            raise entry.error("name", f"{_quote(target.name)} is used twice (\"default\" is [webhook])")
+        targets.append(target)
+    return attrs.evolve(_webhook_target(table, base_dir, "default"), targets=tuple(targets))
+
+
+def _optional_file(table: _Table, name: str, base_dir: Path) -> Path | None:
+    """A path that must name an existing file when it is given."""
+    if not table.string(name):
+        return None
+    path = table.path(name, base_dir)
+    if not path.is_file():
+        raise table.error(name, f"no such file: {path}")
+    return path
+
+
+def _webhook_target(table: _Table, base_dir: Path, name: str) -> WebhookConfig:
     url = table.string("url")
     if url and not _is_url(url, ("http", "https")):
         raise table.error(
             "url", f"expected an http:// or https:// URL with a host (or empty), got {_describe(url)}"
         )
-    auth = table.choice("auth", ("none", "secret"))
+    auth = table.choice("auth", ("none", "secret", "oauth2"))
     secret = table.string("secret")
     if auth == "secret" and not secret:
         raise table.error("secret", 'must not be empty when webhook.auth = "secret"')
@@ -662,9 +817,25 @@ def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
     secret_name = table.string("secret_name", non_empty=True)
     if secret_in == "header" and not _HEADER_NAME.fullmatch(secret_name):
         raise table.error("secret_name", f"expected an HTTP header name, got {_describe(secret_name)}")
-    ca_file = table.path("ca_file", base_dir) if table.string("ca_file") else None
-    if ca_file is not None and not ca_file.is_file():
-        raise table.error("ca_file", f"no such file: {ca_file}")
+    ca_file = _optional_file(table, "ca_file", base_dir)
+    client_cert = _optional_file(table, "client_cert", base_dir)
+    client_key = _optional_file(table, "client_key", base_dir)
+    if (client_cert is None) != (client_key is None):
+        raise table.error("client_key", "client_cert and client_key go together (mTLS)")
+    passphrase_file = _optional_file(table, "client_key_passphrase_file", base_dir)
+    if passphrase_file is not None and client_key is None:
+        raise table.error("client_key_passphrase_file", "needs client_key")
+    token_url = table.string("token_url")
+    if auth == "oauth2":
+        if not _is_url(token_url, ("https", "http")):
+            raise table.error("token_url", f"expected the token endpoint's URL when auth = \"oauth2\", "
+                                           f"got {_describe(token_url)}")
+        for key in ("client_id", "client_secret"):
+            table.string(key, non_empty=True)
+    namespaces = table.string_list("namespaces")
+    for namespace in namespaces:
+        if namespace not in API_NAMESPACES:
+            raise table.error("namespaces", f"{_quote(namespace)} is not one of {', '.join(API_NAMESPACES)}")
     return WebhookConfig(
         url=url,
         auth=auth,
@@ -675,6 +846,20 @@ def _webhook(table: _Table, base_dir: Path) -> WebhookConfig:
         ca_file=ca_file,
         concurrency=table.integer("concurrency", minimum=1),
         queue_size=table.integer("queue_size", minimum=1),
+        name=name,
+        namespaces=namespaces,
+        apps=table.string_list("apps"),
+        client_cert=client_cert,
+        client_key=client_key,
+        client_key_passphrase_file=passphrase_file,
+        token_url=token_url,
+        client_id=table.string("client_id"),
+        client_secret=table.string("client_secret"),
+        client_auth=table.choice("client_auth", ("client_secret_basic", "client_secret_post")),
+        scope=table.string("scope"),
+        audience=table.string("audience"),
+        token_ca_file=_optional_file(table, "token_ca_file", base_dir),
+        retries=table.integer("retries", minimum=0),
     )
 
 
@@ -690,6 +875,23 @@ def _store(table: _Table, data_dir: Path) -> StoreConfig:
         retention_days=table.number("retention_days", minimum=0, exclusive=True),
         purge_interval_seconds=table.number("purge_interval_seconds", minimum=0, exclusive=True),
     )
+
+
+def _exporter(table: _Table, data_dir: Path) -> ExporterConfig:
+    build_hour = table.integer("build_hour", minimum=0)
+    if build_hour > 23:
+        raise table.error("build_hour", f"expected an hour of the day, 0 to 23, got {build_hour}")
+    return ExporterConfig(
+        directory=table.path("directory", data_dir),
+        enabled=table.boolean("enabled"),
+        build_hour=build_hour,
+        formats=_distinct_names(table, "formats", EXPORT_FORMATS) or _no_formats(table),
+        url_ttl_seconds=table.number("url_ttl_seconds", minimum=0, exclusive=True),
+    )
+
+
+def _no_formats(table: _Table):
+    raise table.error("formats", f"expected at least one of {', '.join(EXPORT_FORMATS)}")
 
 
 def _redaction(table: _Table) -> RedactionConfig:
@@ -749,6 +951,8 @@ def _sip(table: _Table) -> SipConfig:
         media_line_order=table.choice("media_line_order", MEDIA_LINE_ORDERS),
         call_id_sources=sources,
         call_id_header=header,
+        media_timeout_seconds=table.number("media_timeout_seconds", minimum=0),
+        replace_silent_after_seconds=table.number("replace_silent_after_seconds", minimum=0),
     )
 
 
@@ -772,6 +976,35 @@ def _ip_address(table: _Table, name: str) -> str:
 def _port(table: _Table, name: str, minimum: int) -> int:
     return table._value(
         name, f"a port number from {minimum} to 65535", lambda v: _is_integer(v) and minimum <= v <= 65535
+    )
+
+
+def _amazonconnect(table: _Table) -> AmazonConnectConfig:
+    region = table.string("region")
+    if not _REGION.fullmatch(region):
+        raise table.error("region", f'expected an AWS region such as "us-east-1", got {_describe(region)}')
+    urls = {}
+    for name in ("endpoint_url", "sts_endpoint_url"):
+        urls[name] = table.string(name)
+        if urls[name] and not _is_url(urls[name], ("http", "https")):
+            raise table.error(name, f"expected an http(s) URL, got {_describe(urls[name])}")
+    apps = []
+    for api_id, app in table.tables_by_name("apps", _CONNECT_APP_KEYS):
+        role_arn = app.string("role_arn", non_empty=True)
+        if not _ROLE_ARN.fullmatch(role_arn):
+            raise app.error("role_arn", f"expected an IAM role ARN, got {_describe(role_arn)}")
+        apps.append((api_id, AmazonConnectRole(role_arn, app.string("external_id"))))
+    return AmazonConnectConfig(
+        region=region,
+        endpoint_url=urls["endpoint_url"],
+        sts_endpoint_url=urls["sts_endpoint_url"],
+        connect_timeout_seconds=table.number("connect_timeout_seconds", 0, exclusive=True),
+        stall_seconds=table.number("stall_seconds", 0, exclusive=True),
+        backoff_base_seconds=table.number("backoff_base_seconds", 0),
+        backoff_max_seconds=table.number("backoff_max_seconds", 0),
+        max_failures=table.integer("max_failures", minimum=1),
+        stopped_call_seconds=table.number("stopped_call_seconds", 0, exclusive=True),
+        apps=tuple(apps),
     )
 
 

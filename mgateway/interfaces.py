@@ -1,9 +1,10 @@
 """
-The seams of the gateway. Each has more than one implementation (or a scripted
-one used by tests of the code around it).
+The seams of the gateway. Each has more than one implementation: the real one
+and an in-memory fake shipped in L{mgateway.testing} for the tests of the code
+around it.
 """
 
-from zope.interface import Interface
+from zope.interface import Attribute, Interface
 
 
 class IRecognizer(Interface):
@@ -53,6 +54,14 @@ class ITranscriptStore(Interface):
         Store one message.
 
         @type message: L{mgateway.store.message.StoredMessage}
+        @rtype: L{twisted.internet.defer.Deferred} firing with L{None}
+        """
+
+    def start():
+        """
+        Connect (and migrate the schema): a store that cannot be used fails
+        here, at start-up, rather than at its first utterance.
+
         @rtype: L{twisted.internet.defer.Deferred} firing with L{None}
         """
 
@@ -106,3 +115,194 @@ class IConfigurationStore(Interface):
 
     def set_redaction_policies(entity_id, policies):
         """@rtype: L{twisted.internet.defer.Deferred} firing with L{None}"""
+
+
+class IMediaSource(Interface):
+    """
+    Media the gateway fetches itself for the calls of one namespace (Amazon
+    Connect: pulled from Kinesis Video Streams), rather than having it pushed
+    by an ingress. The registry asks it to open a call on start-streaming.
+    """
+
+    def prepare(registry, request):
+        """
+        Before the call starts: check the request's media can be reached and
+        attach the call's legs (creating the call). A call already prepared is
+        left as it is. Raises L{mgateway.calls.errors.ApiError}.
+
+        @rtype: awaitable
+        """
+
+    def begin(call, request):
+        """The call has started: deliver its media (into the legs attached)."""
+
+    def abandon(request):
+        """The start failed after L{prepare}: undo what it did for a new call."""
+
+
+class ITranscriber(Interface):
+    """
+    The recognition of one participant stream, fed on the reactor thread:
+    utterances and the failure signal are delivered on the reactor thread,
+    through the callbacks given to L{ISpeechEngine.transcriber}.
+    """
+
+    def feed(pcm):
+        """
+        Queue 16-bit little-endian 8 kHz mono PCM. Ignored after L{finish}, or
+        after the recogniser failed.
+
+        @type pcm: L{bytes}
+        """
+
+    def finish():
+        """
+        Decode what was fed and flush the recogniser, so its last words are
+        delivered. Fires once the last utterance was delivered; it fires
+        normally after a failure too (the failure was signalled already).
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with L{None}
+        """
+
+
+class ISpeechEngine(Interface):
+    """The one door to speech recognition (calls -> asr)."""
+
+    loaded = Attribute("L{bool}: whether every configured model finished loading")
+
+    def ready():
+        """
+        @return: a L{twisted.internet.defer.Deferred} that fires once every
+            configured model finished loading (or failed to).
+        """
+
+    def canonical(language):
+        """
+        The configured spelling of a language tag (matched whatever its case),
+        or L{None} when it cannot be transcribed.
+
+        @type language: L{str}
+        """
+
+    def transcriber(language, on_utterance, offset_ms=0, on_failure=None):
+        """
+        A new L{ITranscriber} for one stream.
+
+        @param on_utterance: called with each L{mgateway.transcript.Utterance},
+            its times shifted by C{offset_ms}.
+        @param on_failure: called once, with a L{twisted.python.failure.Failure},
+            if the recogniser fails: the stream is no longer transcribed, and
+            its owner says so in its own terms.
+        @rtype: L{ITranscriber}
+        """
+
+
+class IMediaFeed(Interface):
+    """
+    What an ingress holds for the legs it feeds into a call (one socket, one
+    SIP session). Several feeds may feed one call; it ends when the last one
+    hangs up.
+    """
+
+    legs = Attribute("L{tuple} of L{str}: the legs this feed attached")
+
+    def audio(leg_id, pcm, filled=False):
+        """
+        16-bit little-endian 8 kHz mono PCM of one leg, in timeline order;
+        C{filled}: comfort noise for a gap, counted apart in the summaries.
+        """
+
+    def release(leg_id):
+        """Stop feeding one leg (its m-line was removed): another feed may take it."""
+
+    def hang_up():
+        """
+        The media is gone: the call ends (flushed, its last words delivered)
+        once its last feed hung up.
+
+        @rtype: L{twisted.internet.defer.Deferred}
+        """
+
+    def stopped():
+        """Transcription of the call was stopped: tell the ingress, if it asked."""
+
+    def failed(reason):
+        """
+        The recogniser of one of the call's streams failed: tell the
+        ingress, if it asked (the direct API ends the stream with 5000).
+
+        @type reason: L{twisted.python.failure.Failure}
+        """
+
+
+class ICallRegistry(Interface):
+    """
+    Every call the gateway holds media for, keyed by C{(namespace, guid)}:
+    where the ingresses feed audio (ingress -> calls) and the Start/Stop
+    requests arrive.
+    """
+
+    engine = Attribute("the L{ISpeechEngine} the calls' streams are transcribed with")
+
+    def attach(namespace, guid, legs, on_stop=None, *, on_failure=None, conversation_id=None,
+               stream_ids=None, sinks=(), phrases=tuple):
+        """
+        Feed media legs into the call, created if new.
+
+        @raise mgateway.calls.errors.LegBusy: a leg is fed by another feed now.
+        @param on_stop: called when a stop request stops the call.
+        @param on_failure: called with a L{twisted.python.failure.Failure}
+            when a recogniser of the call fails.
+        @param conversation_id: what a new call's utterances are filed under
+            (its guid when not given).
+        @param stream_ids: a new call's C{streamId} per role.
+        @param sinks: L{ITranscriptSink}s that get the call's utterances too.
+        @param phrases: what gives a new call's own custom vocabulary (a
+            direct stream's C{updateVocabulary} phrases), read at every utterance.
+        @rtype: L{IMediaFeed}
+        """
+
+    def start(request):
+        """
+        Start or resume transcription (a coroutine): C{{role: stream}}, each
+        stream with its C{stream_id}.
+
+        @type request: L{mgateway.calls.requests.StartRequest}
+        @raise mgateway.calls.errors.ApiError: the spec's 400-20x / 409-20x.
+        """
+
+    def stop(request):
+        """
+        Pause or end transcription (a coroutine), flushing the streams:
+        C{{role: (stream, L{mgateway.calls.stream.StreamSummary})}}.
+
+        @type request: L{mgateway.calls.requests.StopRequest}
+        @raise mgateway.calls.errors.ApiError: the spec's 400-20x / 409-20x.
+        """
+
+    def shut_down():
+        """
+        Flush every call (the last words of each are delivered).
+
+        @rtype: L{twisted.internet.defer.Deferred}
+        """
+
+
+class IWebhookFailureLog(Interface):
+    """Where the utterances a webhook target did not get are recorded."""
+
+    def record(failure):
+        """
+        Keep one failure.
+
+        @type failure: L{mgateway.store.failure.WebhookFailure}
+        @rtype: L{twisted.internet.defer.Deferred} firing with L{None}
+        """
+
+    def webhook_failures(conversation_id, limit):
+        """
+        The failures recorded for a conversation, newest first, at most C{limit}.
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with a L{list} of
+            L{mgateway.store.failure.WebhookFailure}
+        """

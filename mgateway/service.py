@@ -10,45 +10,57 @@ from __future__ import annotations
 from datetime import timedelta
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.application.service import MultiService
-from twisted.internet.defer import DeferredList, ensureDeferred
+from twisted.internet.defer import DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
 from mgateway.api.configuration import ConfigurationApi
+from mgateway.api.fileexporter import make_file_exporter_api
 from mgateway.api.rest import RestApi
-from mgateway.api.tokens import TokenSigner, signing_key
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
+from mgateway.calls.namespaces import AMAZON_CONNECT, DIRECT, GENESYS_AUDIOHOOK, SIPREC, TWILIO
 from mgateway.calls.registry import CallRegistry
-from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
-from mgateway.config import Config
+from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
+from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
+from mgateway.egress.failures import failure_recorder
 from mgateway.egress.recordings import Recordings
 from mgateway.egress.store_sink import StoreSink
-from mgateway.egress.webhook import WebhookSink
+from mgateway.egress.targets import WebhookRouter, make_webhook_router
+from mgateway.export.service import make_exporter
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
 from mgateway.ingress.direct.websocket import DirectStreamFactory
+from mgateway.ingress.kvs.source import make_amazon_connect
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
+from mgateway.interfaces import IWebhookFailureLog
+from mgateway.lifecycle import InOrder, Listener, Step
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.speech import SpeechEngine
+from mgateway.store.backends import open_store
 from mgateway.store.retention import RetentionService
 from mgateway.text.redaction import default_enabled
 from mgateway.text.settings import TextSettings
 from mgateway.text.stage import TextStage
+from mgateway.tokens import TokenSigner, signing_key
 
 log = Logger()
 
 
-def make_store(config: Config, reactor):
-    if config.store.backend == "postgresql":
-        from mgateway.store.postgres import PostgresTranscriptStore
+def make_store(store: StoreConfig, reactor):
+    """The transcript store of the C{[store]} section."""
+    return open_store(store.backend, dsn=store.dsn, sqlite_path=store.sqlite_path, reactor=reactor)
 
-        return PostgresTranscriptStore(config.store.dsn, reactor)
-    from mgateway.store.sqlite import SQLiteTranscriptStore
 
-    return SQLiteTranscriptStore(config.store.sqlite_path, reactor)
+def make_retention(store: StoreConfig, transcripts, reactor) -> RetentionService:
+    """The purge of the C{[store]} section's retention."""
+    return RetentionService(
+        transcripts,
+        clock=reactor,
+        retention=timedelta(days=store.retention_days),
+        interval_seconds=store.purge_interval_seconds,
+    )
 
 
 def configured_entities(config: Config) -> frozenset[str]:
@@ -56,32 +68,78 @@ def configured_entities(config: Config) -> frozenset[str]:
     return frozenset((default_enabled() | set(config.redaction.enabled)) - set(config.redaction.disabled))
 
 
-def make_webhook(config: Config, reactor) -> WebhookSink | None:
-    hook = config.webhook
-    if not hook.url:
-        return None
-    return WebhookSink(
-        hook.url,
-        reactor=reactor,
-        timeout_seconds=hook.timeout_seconds,
-        concurrency=hook.concurrency,
-        queue_size=hook.queue_size,
-        auth=hook.auth,
-        secret_name=hook.secret_name,
-        secret=hook.secret,
-        secret_in=hook.secret_in,
-        ca_file=hook.ca_file,
+def make_recordings(config: Config, reactor) -> Recordings:
+    """The consented recordings of the C{[recordings]} section, kept for the C{[store]}'s retention."""
+    return Recordings(
+        config.recordings.directory, reactor, reactor,
+        retention_seconds=config.store.retention_days * 86400,
+        purge_interval_seconds=config.store.purge_interval_seconds,
     )
 
 
-class Gateway(MultiService):
-    """
-    The whole gateway. Start-up order: thread pool and store, then the models,
-    then the listeners, so that nothing is accepted that cannot be served.
-    Shut-down order: listeners, then sessions and calls (each flushed so the
-    last words are delivered), then the sinks, then the store and the pool.
+def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> ModelRegistry:
+    """The models of the C{[asr]} section; their endpointing overlays are kept under C{data_dir}."""
+    return ModelRegistry(
+        [(lang.language, lang.model_path, lang.required) for lang in asr.languages],
+        overlay_root=data_dir / "model-overlays",
+        endpoint_silence_ms=asr.endpoint_silence_ms,
+        max_utterance_ms=asr.max_utterance_ms,
+        threadpool=pool.threadpool,
+        reactor=reactor,
+        spares=asr.warm_recognizers,
+    )
 
-    @ivar listening: fires with the listening ports once the gateway serves.
+
+def make_webhook(hook: WebhookConfig, reactor, failures: IWebhookFailureLog) -> WebhookRouter | None:
+    """Every target of the C{[webhook]} section, their failures recorded in C{failures}."""
+    return make_webhook_router(hook, reactor, on_failure=failure_recorder(failures, reactor))
+
+
+def namespace_sinks(store_sink, webhook) -> dict:
+    """
+    Which sinks each namespace's utterances go to. Media-gateway calls go to
+    the store and the webhook (when one is configured); a direct stream's go
+    to the store, and back on its own socket (a sink of that call).
+    """
+    media_gateway = (store_sink,) + ((webhook,) if webhook is not None else ())
+    return {SIPREC: media_gateway, TWILIO: media_gateway, GENESYS_AUDIOHOOK: media_gateway,
+            AMAZON_CONNECT: media_gateway, DIRECT: (store_sink,)}
+
+
+class Gateway(InOrder):
+    """
+    The whole gateway: a tree of services that start in this order, each once
+    the one before it is ready, and stop in the reverse order, each once the
+    one after it has stopped (see L{InOrder}):
+
+     1. the ASR thread pool;
+     2. the transcript store (connected, its schema migrated);
+     3. retention (a purge at once, then every interval);
+     4. the text settings: the Configuration API's custom vocabulary and
+        redaction policies, read from the store at once and then every
+        C{redaction.refresh_seconds};
+     5. the consented recordings: old ones purged at once and then every
+        interval; on stop, after the calls, whatever they wrote is put on
+        disk and the writer's thread stops;
+     6. the sinks: the store sink, then the webhook; each drains on stop
+        (the webhook within C{gateway.shutdown_grace_seconds});
+     7. the calls: on stop, every direct and AudioHook session is told the
+        service is going away and every call is flushed, so the last words
+        of each reach the sinks (each through the text stages, which run in
+        the registry for every call);
+     8. the File Exporter's daily build (a build under way finishes before
+        the calls stop);
+     9. the signing key of streaming URLs and File Exporter downloads (read,
+        or created once in C{gateway.data_dir}), then one listener per C{http.listen} endpoint
+        (the REST API, the Configuration API and the WebSocket ingresses);
+    10. SIPREC (SIP over UDP, TCP and TLS, and the RTP ports): on stop, a BYE
+        to every recording, each call flushed;
+    11. the model loader, last, so that a recording client or a Genesys
+        probe is answered at once however long the models take: start
+        requests wait for them, and a direct stream is refused with 503
+        until they are loaded.
+
+    @ivar listening: fires with the HTTP ports once all of it is ready.
     """
 
     def __init__(self, config: Config, reactor):
@@ -89,69 +147,46 @@ class Gateway(MultiService):
         self.config = config
         self.reactor = reactor
         data_dir = config.gateway.data_dir
-        data_dir.mkdir(parents=True, exist_ok=True)
+        grace = config.gateway.shutdown_grace_seconds
 
-        self.pool = ASRThreadPool(config.asr.threads)
-        self.pool.setServiceParent(self)
-        self.models = ModelRegistry(
-            [(lang.language, lang.model_path, lang.required) for lang in config.asr.languages],
-            overlay_root=data_dir / "model-overlays",
-            endpoint_silence_ms=config.asr.endpoint_silence_ms,
-            max_utterance_ms=config.asr.max_utterance_ms,
-            threadpool=self.pool.threadpool,
-            reactor=reactor,
-            spares=config.asr.warm_recognizers,
-        )
-        self.engine = SpeechEngine(self.models, self.pool.threadpool, reactor)
-
-        self.store = make_store(config, reactor)
-        self.store_sink = StoreSink(self.store)
-        self.webhook = make_webhook(config, reactor)
-        sinks = [self.store_sink] + ([self.webhook] if self.webhook else [])
-        RetentionService(
-            self.store,
-            clock=reactor,
-            retention=timedelta(days=config.store.retention_days),
-            interval_seconds=config.store.purge_interval_seconds,
-        ).setServiceParent(self)
-
+        pool = ASRThreadPool(config.asr.threads)
+        self.models = make_models(config.asr, data_dir, pool, reactor)
+        self.engine = SpeechEngine(self.models, pool.threadpool, reactor)
+        self.store = make_store(config.store, reactor)
+        self.store_sink = StoreSink(self.store, clock=reactor)
+        self.webhook = make_webhook(config.webhook, reactor, self.store)
+        self.amazonconnect = make_amazon_connect(config.amazonconnect, reactor)
         self.text_settings = TextSettings(
             self.store, reactor, configured_entities(config), config.redaction.refresh_seconds)
-        self.text_settings.setServiceParent(self)
-        self.recordings = Recordings(
-            config.recordings.directory, reactor, reactor,
-            retention_seconds=config.store.retention_days * 86400,
-            purge_interval_seconds=config.store.purge_interval_seconds,
-        )
-        self.recordings.setServiceParent(self)
+        self.recordings = make_recordings(config, reactor)
         self.text = TextStage(entities=self.text_settings.entities, vocabulary=self.text_settings.vocabulary,
                               force_redaction=config.redaction.always)
         self.registry = CallRegistry(
             self.engine,
-            sinks,
+            namespace_sinks(self.store_sink, self.webhook),
             reactor,
             mappers={
-                "siprec": media_line_roles(config.sip.media_line_order),
-                "twilio": track_roles,
-                "genesysaudiohook": channel_roles,
+                SIPREC: media_line_roles(config.sip.media_line_order),
+                TWILIO: track_roles,
+                GENESYS_AUDIOHOOK: channel_roles,
+                AMAZON_CONNECT: self.amazonconnect.roles,
+                DIRECT: sender_roles,
             },
+            media_sources={AMAZON_CONNECT: self.amazonconnect},
             text=self.text,
             recordings=self.recordings,
         )
-        self.tokens = TokenSigner(
-            signing_key(config.auth.token_secret, data_dir), config.auth.token_ttl_seconds, reactor
-        )
+        self.tokens = TokenSigner(None, config.auth.token_ttl_seconds, reactor)
+        self.file_exporter = make_file_exporter_api(config, reactor)
         self.direct = DirectStreamFactory(
             tokens=self.tokens,
-            engine=self.engine,
-            sink=self.store_sink,
+            registry=self.registry,
             clock=reactor,
             idle_timeout=config.direct.idle_timeout_seconds,
             max_duration=config.direct.max_duration_seconds,
             max_message_bytes=config.direct.max_message_bytes,
             default_language=config.asr.default_language,
-            text=self.text,
-            recordings=self.recordings,
+            force_redaction=self.text.force_redaction,
         )
         self.twilio = TwilioStreamFactory(
             tokens=self.tokens,
@@ -160,6 +195,12 @@ class Gateway(MultiService):
             auth_token=config.twilio.auth_token,
             max_message_bytes=config.twilio.max_message_bytes,
             max_gap_ms=config.twilio.max_gap_ms,
+            clock=reactor,
+            max_lead_ms=config.twilio.max_lead_ms,
+            media_timeout=config.twilio.media_timeout_seconds,
+            reconnect_grace=config.twilio.reconnect_grace_seconds,
+            ping_interval=config.twilio.ping_interval_seconds,
+            ping_timeout=config.twilio.ping_timeout_seconds,
         )
         self.audiohook = AudioHookFactory(
             registry=self.registry,
@@ -184,62 +225,77 @@ class Gateway(MultiService):
                 TWILIO_STREAM_PATH: WebSocketResource(self.twilio),
             },
             configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
+            file_exporter=self.file_exporter,
             configuration=ConfigurationApi(settings=self.text_settings, store=self.store,
                                            auth=config.auth, max_body_bytes=config.http.max_body_bytes),
         )
         self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
-        self.ports = []
+
+        # The tree, in start order.
+        pool.setName("asr threads")
+        pool.setServiceParent(self)
+        Step("store", start=self.store.start, stop=self.store.close).setServiceParent(self)
+        retention = make_retention(config.store, self.store, reactor)
+        retention.setName("retention")
+        retention.setServiceParent(self)
+        self.text_settings.setName("text settings")
+        self.text_settings.setServiceParent(self)
+        self.recordings.setName("recordings")
+        self.recordings.setServiceParent(self)
+        Step("store sink", stop=self.store_sink.drain).setServiceParent(self)
+        if self.webhook is not None:
+            Step("webhook", stop=lambda: self._drain_webhook(grace)).setServiceParent(self)
+        Step("calls", stop=lambda: self._flush_calls(grace)).setServiceParent(self)
+        self.exports = make_exporter(config, self.store, reactor, parent=self)
+        Step("token key", start=lambda: self._use_signing_key(
+            signing_key(config.auth.token_secret, data_dir))).setServiceParent(self)
+        site = Site(self.api.resource())
+        self.listeners = [
+            Listener(description, serverFromString(reactor, description), site)
+            for description in config.http.listen
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+        if self.siprec is not None:
+            Step("siprec", start=self.siprec.listen, stop=self.siprec.stop).setServiceParent(self)
+        Step("models", start=self._load_models).setServiceParent(self)
         self.listening = None
+
+    @property
+    def ports(self) -> list:
+        """The HTTP ports listening now."""
+        return [listener.port for listener in self.listeners if listener.port is not None]
 
     def startService(self):
         super().startService()
-        self.listening = ensureDeferred(self._serve())
+        self.listening = self.ready.addCallback(lambda _: self.ports)
         self.listening.addErrback(self._fatal)
 
-    async def _serve(self):
-        """
-        Open the store, then every listener, then load the models: a
-        recording client or a Genesys probe is answered at once, however long
-        the models take (start-streaming waits for them). Fires once all is
-        ready, with the HTTP ports.
-        """
-        await self.store.start()
-        site = Site(self.api.resource())
-        for description in self.config.http.listen:
-            port = await serverFromString(self.reactor, description).listen(site)
-            self.ports.append(port)
-            log.info("listening on {description}", description=description)
-        if self.siprec is not None:
-            await self.siprec.listen()
+    def _use_signing_key(self, key: bytes) -> None:
+        """Streaming URLs and File Exporter downloads are signed with one key."""
+        self.tokens.use_key(key)
+        self.file_exporter.tokens.use_key(key)
+
+    async def _drain_webhook(self, grace: float) -> None:
+        await self.webhook.drain(grace)
+        await self.webhook.close()
+
+    def _flush_calls(self, grace: float):
+        return DeferredList(
+            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.twilio.shut_down(),
+             self.amazonconnect.shut_down(), self.registry.shut_down()],
+            consumeErrors=True,
+        )
+
+    async def _load_models(self) -> None:
         await self.models.load()
         available = sorted(self.models.available())
         log.info("languages available: {languages}", languages=", ".join(available) or "none")
-        return self.ports
 
     def _fatal(self, failure):
         log.failure("asapp-mg cannot start", failure)
         if self.reactor.running:
             self.reactor.stop()
-
-    async def _stop(self):
-        await DeferredList([p.stopListening() for p in self.ports], consumeErrors=True)
-        self.ports = []
-        if self.siprec is not None:
-            await self.siprec.stop()
-        grace = self.config.gateway.shutdown_grace_seconds
-        await DeferredList(
-            [self.direct.shut_down(), self.audiohook.shut_down(grace), self.registry.shut_down()],
-            consumeErrors=True,
-        )
-        if self.webhook is not None:
-            await self.webhook.drain(grace)
-            await self.webhook.close()
-        await self.store_sink.drain()
-        await MultiService.stopService(self)
-        await self.store.close()
-
-    def stopService(self):
-        return ensureDeferred(self._stop())
 
 
 def make_service(config: Config, reactor=None) -> Gateway:

@@ -8,12 +8,16 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.transcriber import StreamTranscriber
+from mgateway.interfaces import ISpeechEngine
 from mgateway.transcript import Utterance
 
 
+@implementer(ISpeechEngine)
 class SpeechEngine:
     """
     Binds the loaded models to the ASR thread pool.
@@ -39,7 +43,11 @@ class SpeechEngine:
         return self.models.canonical(language)
 
     def transcriber(
-        self, language: str, on_utterance: Callable[[Utterance], None], offset_ms: int = 0
+        self,
+        language: str,
+        on_utterance: Callable[[Utterance], None],
+        offset_ms: int = 0,
+        on_failure: Callable[[Failure], None] | None = None,
     ) -> StreamTranscriber:
         return StreamTranscriber(
             self.models.recognizer_factory(language),
@@ -47,4 +55,5 @@ class SpeechEngine:
             self._reactor,
             on_utterance,
             offset_ms=offset_ms,
+            on_failure=on_failure,
         )

@@ -18,9 +18,10 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
+from mgateway.media.pcm import BYTES_PER_MS
+
 #: Audio per binary message, as the spec's examples send it.
 CHUNK_MS = 20
-BYTES_PER_MS = 16
 
 
 class StreamFileError(Exception):

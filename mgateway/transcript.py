@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 
 import attrs
+from ulid import ULID
 
 ROLES = ("customer", "agent")
 
@@ -80,6 +81,11 @@ class TranscriptEvent:
     @ivar created: when the gateway produced the utterance (UTC).
     @ivar spoken: wall-clock time at which the utterance ended (UTC).
     @ivar detailed_tokens: whether the client asked for word-level tokens.
+    @ivar language: the language tag the stream is transcribed in.
+    @ivar app: the C{asapp-api-id} of the app that started transcription
+        (which webhook targets get it); L{None} when no app did.
+    @ivar message_id: the utterance's id, a ULID of C{created}: the after-call
+        message's C{messageId}, and the key of a webhook failure record.
     """
 
     namespace: str
@@ -90,3 +96,10 @@ class TranscriptEvent:
     created: datetime
     spoken: datetime
     detailed_tokens: bool = False
+    language: str | None = None
+    app: str | None = None
+    message_id: str = attrs.field()
+
+    @message_id.default
+    def _new_message_id(self) -> str:
+        return str(ULID.from_datetime(self.created))

@@ -25,11 +25,10 @@ from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.websocket import (
     AUTH_FAILURE_SECONDS,
     CLOSE_FLUSH_SECONDS,
-    MAX_GAP_SAMPLES,
     NAMESPACE,
-    UNAUTHORIZED_CLOSE_SECONDS,
     AudioHookFactory,
 )
+from mgateway.ingress.audiohook.session import MAX_GAP_MS, SessionPolicy
 from mgateway.media.noise import comfort_noise
 from tests.support.audio import pace, read_pcm, until
 from tests.support.audiohook_client import (
@@ -37,6 +36,7 @@ from tests.support.audiohook_client import (
     CLIENT_SECRET,
     DOCUMENTED_OFFERS,
     EXTERNAL,
+    INTERNAL,
     STEREO,
     AudioHookClient,
 )
@@ -47,6 +47,7 @@ from tests.support.wsclient import connect, refusal
 PATH = "/mg-genesysaudiohook-autotranscribe/"
 OTHER_SECRET = base64.b64encode(b"not the configured client secret").decode()
 REPLY_WATCHDOG_SECONDS = 30
+CLOSE_GRACE = SessionPolicy().close_grace_seconds
 START = "/mg-autotranscribe/v1/start-streaming"
 STOP = "/mg-autotranscribe/v1/stop-streaming"
 
@@ -209,8 +210,11 @@ async def test_paused_and_discarded_audio_keeps_later_utterances_at_their_call_t
     leg = gateway.service.registry.find(NAMESPACE, client.conversation_id).legs["external"]
     await until(reactor, lambda: leg.position_bytes == timeline_bytes)
     code, stopped = await call(gateway, STOP, {"namespace": NAMESPACE, "guid": client.conversation_id})
-    assert stopped["autotranscribeResponse"]["customer"]["summary"]["totalAudioBytes"] == timeline_bytes
-    transcripts = stopped["autotranscribeResponse"]["customer"]["summary"]["transcripts"]
+    summary = stopped["autotranscribeResponse"]["customer"]["summary"]
+    # The summary counts what was received; the gaps are reported apart.
+    assert summary["totalAudioBytes"] == timeline_bytes - (2 + 0.5) * 16000
+    assert summary["filledAudioMs"] == 2500
+    transcripts = summary["transcripts"]
     assert transcripts >= 1
     await session.close()
 
@@ -230,23 +234,42 @@ async def test_a_gap_longer_than_a_minute_is_filled_only_that_far(gateway):
     session.send(client.discarded(600 * NS_PER_SECOND))
     await pace(reactor, client.pcmu_frames({"external": noise(0.1)}), session.protocol.send_audio)
     leg = gateway.service.registry.find(NAMESPACE, client.conversation_id).legs["external"]
-    await until(reactor, lambda: leg.position_bytes == (MAX_GAP_SAMPLES + 800) * 2)
+    await until(reactor, lambda: leg.position_bytes == (MAX_GAP_MS * 8 + 800) * 2)
     await session.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_second_session_for_the_same_conversation_is_disconnected(gateway):
+async def test_a_second_session_for_the_same_conversation_is_refused_at_open_saying_why(gateway):
     first = await open_session(gateway.port)
     await first.open()
     second = await open_session(gateway.port, genesys(gateway.port, conversation_id=first.client.conversation_id))
-    await second.open()
-    disconnect = await second.reply()
-    assert (disconnect["type"], disconnect["parameters"]["reason"]) == ("disconnect", "error")
+    with capturedLogs() as events:
+        second.send(second.client.open())
+        disconnect = await second.reply()
+    assert disconnect["type"] == "disconnect", "answered instead of opened, not after it"
+    assert (disconnect["seq"], disconnect["clientseq"]) == (1, 1)
+    assert disconnect["parameters"] == {"reason": "error", "info": (
+        f"Conversation {first.client.conversation_id} is already streamed by AudioHook session "
+        f"{first.client.session_id}; a conversation is transcribed from one session at a time")}
+    assert any(e.get("session_id") == second.client.session_id and "refused" in e["log_format"] for e in events)
     await second.close("disconnect")
     first.send(first.client.ping())
     assert (await first.reply())["type"] == "pong"
     assert gateway.service.registry.find(NAMESPACE, first.client.conversation_id) is not None
     await first.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_internal_only_offer_is_opened_and_feeds_the_agent(gateway):
+    """The compliance suite's single-channel internal test: the reference server opens it."""
+    session = await open_session(gateway.port)
+    opened = await session.open([INTERNAL])
+    assert opened["parameters"]["media"] == [INTERNAL]
+    await pace(reactor, session.client.pcmu_frames({"internal": noise(0.5)}), session.protocol.send_audio)
+    legs = gateway.service.registry.find(NAMESPACE, session.client.conversation_id).legs
+    await until(reactor, lambda: legs["internal"].position_bytes == 8000)
+    assert set(legs) == {"internal"}
+    await session.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -313,7 +336,7 @@ async def listening(factory):
 def factory_at_now(**kwargs) -> tuple[AudioHookFactory, Clock]:
     clock = Clock()
     clock.advance(reactor.seconds())
-    registry = CallRegistry(engine=None, sinks=[], clock=clock, mappers={NAMESPACE: channel_roles})
+    registry = CallRegistry(engine=None, sinks={NAMESPACE: []}, clock=clock, mappers={NAMESPACE: channel_roles})
     return AudioHookFactory(registry=registry, clock=clock, **kwargs), clock
 
 
@@ -357,10 +380,35 @@ async def test_an_unauthorized_client_that_does_not_close_is_dropped():
         session = Session(client, await opened, client_factory)
         session.send(client.open())
         assert (await session.reply())["type"] == "disconnect"
-        clock.advance(UNAUTHORIZED_CLOSE_SECONDS * 0.9)
+        clock.advance(CLOSE_GRACE * 0.9)
         assert not client_factory.closed.called
-        clock.advance(UNAUTHORIZED_CLOSE_SECONDS * 0.2)
+        clock.advance(CLOSE_GRACE * 0.2)
         await client_factory.closed
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("send_bad", [
+    pytest.param(lambda session: session.send("{not json"), id="protocol error"),
+    pytest.param(lambda session: session.send(session.client.close()), id="closed, socket left open"),
+])
+async def test_a_client_that_does_not_close_when_told_to_is_dropped_after_the_grace(send_bad):
+    factory, clock = factory_at_now(keys={API_KEY: CLIENT_SECRET})
+    port, number = await listening(factory)
+    try:
+        session = await open_session(number, genesys(number, client_secret=CLIENT_SECRET))
+        await session.open()
+        with capturedLogs() as events:
+            send_bad(session)
+            assert (await session.reply())["type"] in ("disconnect", "closed")
+            # The client ignores it and keeps its socket open.
+            clock.advance(CLOSE_GRACE * 0.9)
+            assert not session.factory.closed.called
+            clock.advance(CLOSE_GRACE * 0.2)
+            await session.factory.closed.addTimeout(REPLY_WATCHDOG_SECONDS, reactor)
+        dropped = [e for e in events if "did not close in time" in e.get("log_format", "")]
+        assert dropped and dropped[0]["conversation_id"] == session.client.conversation_id, dropped
     finally:
         await port.stopListening()
 

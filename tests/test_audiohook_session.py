@@ -8,25 +8,12 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, ProtocolError, format_duration, parse_duration
-from mgateway.ingress.audiohook.session import (
-    Audio,
-    AudioHookSession,
-    Closed,
-    Discarded,
-    Disconnected,
-    Error,
-    Media,
-    Opened,
-    Participant,
-    Paused,
-    Probed,
-    Resumed,
-    SessionPolicy,
-    State,
-    Updated,
-    select_media,
-)
+from mgateway.ingress.audiohook.events import (Closed, Discarded, Disconnected, Error, Media, Opened, Participant,
+                                               Paused, Probed, Resumed, TimedOut, Updated)
+from mgateway.ingress.audiohook.session import AudioHookSession, SessionPolicy, State, select_media
+from mgateway.ingress.events import LegAudio
 from mgateway.media.g711 import ulaw_encode
+from mgateway.media.noise import comfort_noise
 from tests.support.audiohook_client import (
     CONVERSATION_ID,
     EXTERNAL,
@@ -40,7 +27,6 @@ from tests.support.audiohook_client import (
     interleave,
 )
 
-SAMPLE_NS = NS_PER_SECOND // 8000
 L16_STEREO = {"type": "audio", "format": "L16", "channels": ["external", "internal"], "rate": 8000}
 REVERSED = {"type": "audio", "format": "PCMU", "channels": ["internal", "external"], "rate": 8000}
 LANGUAGES = ("en-US", "ko-KR")
@@ -59,15 +45,17 @@ class Call:
         self.replies = []
 
     def text(self, text: str) -> list:
-        events = self.session.receive_text(text)
-        return self._settle(events)
+        self.session.receive_text(text)
+        return self._settle(self.session.events())
 
     def binary(self, frame: bytes) -> list:
-        return self._settle(self.session.receive_bytes(frame))
+        self.session.receive_bytes(frame)
+        return self._settle(self.session.events())
 
     def raw(self, text: str) -> list:
         """A text the client did not produce: the replies are kept but not checked by the client."""
-        events = self.session.receive_text(text)
+        self.session.receive_text(text)
+        events = self.session.events()
         self.events += events
         self.replies += self.session.data_to_send()
         return events
@@ -93,7 +81,8 @@ def tone(hz: float, ms: int, amplitude: int = 8000) -> bytes:
 
 
 def pcm_of(events, channel: str) -> bytes:
-    return b"".join(e.pcm[channel] for e in events if isinstance(e, Audio))
+    """The audio received on one channel (gaps the session filled left out)."""
+    return b"".join(e.pcm for e in events if isinstance(e, LegAudio) and e.leg == channel and not e.filled)
 
 
 def assert_close_to_mulaw_quantisation(decoded: bytes, original: bytes):
@@ -183,6 +172,9 @@ def test_close_is_answered_with_closed():
     ([EXTERNAL, REVERSED, STEREO], STEREO),
     ([{"type": "audio", "format": "PCMU", "channels": ["external", "internal"], "rate": 16000}, EXTERNAL], EXTERNAL),
     ([{"type": "video"}, "junk", EXTERNAL], EXTERNAL),
+    ([INTERNAL], INTERNAL),
+    ([{"type": "audio", "format": "PCMU", "channels": ["internal", "external"], "rate": 8000}, INTERNAL, EXTERNAL],
+     REVERSED),
 ])
 def test_media_preference(offers, chosen):
     assert select_media(offers) is offers[offers.index(chosen)]
@@ -196,12 +188,83 @@ def test_l16_is_chosen_only_when_the_policy_allows_it():
 
 def test_no_acceptable_media_disconnects_with_an_error_then_closes():
     call = Call()
-    events = call.open(offers=[INTERNAL, L16_STEREO])
+    events = call.open(offers=[L16_STEREO, {**INTERNAL, "rate": 16000}])
     assert [e.reason for e in events] == ["error"] and "No acceptable media" in events[0].info
     assert call.last["type"] == "disconnect" and call.last["parameters"]["reason"] == "error"
     assert all(json.loads(r)["type"] != "opened" for r in call.replies)
     assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
     assert call.last["type"] == "closed"
+
+
+def test_an_internal_only_offer_is_opened_and_yields_the_agents_audio():
+    """The compliance suite's single-channel internal test: the reference server answers opened."""
+    call = Call()
+    events = call.open(offers=[INTERNAL])
+    assert call.last["type"] == "opened" and call.last["parameters"]["media"] == [INTERNAL]
+    assert events[0].media == Media("PCMU", ("internal",), 8000)
+    frames = call.binary(call.client.audio(ulaw_encode(tone(300, 100))))
+    assert [e.leg for e in frames] == ["internal"]
+
+
+def test_a_declined_open_gets_a_disconnect_in_place_of_its_opened():
+    call = Call()
+    call.session.receive_text(call.client.open())
+    call.session.events()
+    call.session.decline("Conversation X is already streamed by AudioHook session Y")
+    assert call.session.events() == [Disconnected("error", "Conversation X is already streamed by AudioHook session Y")]
+    for reply in call.session.data_to_send():
+        call.replies.append(reply)
+        call.client.receive(reply)  # seq 1: the disconnect takes the opened's place
+    assert [json.loads(r)["type"] for r in call.replies] == ["disconnect"]
+    assert call.last["parameters"]["info"] == "Conversation X is already streamed by AudioHook session Y"
+    assert call.binary(bytes(1600)) == [], "audio sent anyway is dropped"
+    assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
+
+
+def test_a_client_told_to_go_has_the_grace_period_to_close_its_socket():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10))
+    call.open()
+    assert call.session.get_timer() is None, "an open session has no deadline"
+    call.clock.advance(100)
+    call.raw("{not json")  # a protocol error: disconnect(error)
+    assert call.session.get_timer() == 110
+    call.clock.advance(9.9)
+    call.session.handle_timer(call.clock.seconds())
+    assert call.session.events() == []
+    call.clock.advance(0.1)
+    call.session.handle_timer(call.clock.seconds())
+    assert call.session.events() == [TimedOut("disconnect sent")]
+    assert call.session.get_timer() is None and call.session.state is State.CLOSED
+
+
+def test_after_closed_the_client_has_the_grace_period_to_close_its_socket():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10))
+    call.open()
+    call.text(call.client.close())
+    assert call.session.get_timer() == 10
+    call.session.handle_timer(10)
+    assert call.session.events() == [TimedOut("closed")]
+
+
+@pytest.mark.parametrize("parameters, info", [
+    ({"code": "408", "message": None}, """Invalid 'error' parameters: {"code":"408","message":null}"""),
+    ({"code": 408, "message": "x", "retryAfter": "2 s"}, '"2 s" is not a duration of the form PT<seconds>S'),
+])
+def test_disconnect_info_is_plain_text_with_the_clients_values_as_json(parameters, info):
+    call = Call()
+    call.open()
+    events = call.raw(call.client.message("error", parameters))
+    assert events == [Disconnected("error", info)]
+    assert call.last["parameters"]["info"] == info
+
+
+def test_no_acceptable_media_names_the_offers_as_json():
+    call = Call()
+    offers = [L16_STEREO, {"type": "audio", "format": "PCMA", "channels": ["external"], "rate": 8000}]
+    call.open(offers=offers)
+    info = call.last["parameters"]["info"]
+    prefix = "No acceptable media offered (PCMU 8000 Hz, channels external and/or internal): "
+    assert info.startswith(prefix) and json.loads(info[len(prefix):]) == offers, info
 
 
 # --- audio ------------------------------------------------------------------------------------
@@ -216,8 +279,7 @@ def test_stereo_frames_of_varying_sizes_split_into_the_two_participants():
     assert len(pcm_of(events, "external")) == len(customer) == 16000
     assert_close_to_mulaw_quantisation(pcm_of(events, "external"), customer)
     assert_close_to_mulaw_quantisation(pcm_of(events, "internal"), agent)
-    sizes = [len(e.pcm["external"]) // 2 for e in events]
-    assert [e.position_ns for e in events] == [sum(sizes[:i]) * SAMPLE_NS for i in range(len(sizes))]
+    assert [e.leg for e in events] == ["external", "internal"] * len(frames), "one per channel, no gap"
     assert call.session.position_ns == call.client.position_ns == NS_PER_SECOND
 
 
@@ -225,12 +287,12 @@ def test_pcmu_decoding_follows_g711():
     call = Call()
     call.open()
     codes = bytes(range(256))
-    [audio] = call.binary(call.client.audio(interleave(codes, codes[::-1])))
-    external = np.frombuffer(audio.pcm["external"], "<i2")
-    assert [external[c] for c in (0x00, 0x80, 0xFF, 0x7F, 0xFE, 0xF0)] == [-32124, 32124, 0, 0, 8, 120]
+    external, internal = call.binary(call.client.audio(interleave(codes, codes[::-1])))
+    samples = np.frombuffer(external.pcm, "<i2")
+    assert [samples[c] for c in (0x00, 0x80, 0xFF, 0x7F, 0xFE, 0xF0)] == [-32124, 32124, 0, 0, 8, 120]
     # Re-encoding every decoded value gives its code back (0x7F is "negative zero", encoded as 0xFF).
-    assert ulaw_encode(audio.pcm["external"]) == codes.replace(b"\x7f", b"\xff")
-    assert ulaw_encode(audio.pcm["internal"]) == codes[::-1].replace(b"\x7f", b"\xff")
+    assert ulaw_encode(external.pcm) == codes.replace(b"\x7f", b"\xff")
+    assert ulaw_encode(internal.pcm) == codes[::-1].replace(b"\x7f", b"\xff")
 
 
 def test_interleaving_follows_the_selected_channel_order():
@@ -249,7 +311,7 @@ def test_mono_external_yields_only_the_customer():
     call.open(offers=[EXTERNAL])
     customer = tone(440, 200)
     events = [e for f in call.client.pcmu_frames({"external": customer}) for e in call.binary(f)]
-    assert {tuple(e.pcm) for e in events} == {("external",)}
+    assert {e.leg for e in events} == {"external"}
     assert_close_to_mulaw_quantisation(pcm_of(events, "external"), customer)
 
 
@@ -258,8 +320,7 @@ def test_l16_frames_are_little_endian_pcm_when_allowed():
     call.open(offers=[L16_STEREO])
     customer, agent = tone(440, 20), tone(880, 20)
     frame = np.stack([np.frombuffer(customer, "<i2"), np.frombuffer(agent, "<i2")], axis=1).tobytes()
-    [audio] = call.binary(call.client.audio(frame))
-    assert audio.pcm == {"external": customer, "internal": agent}
+    assert call.binary(call.client.audio(frame)) == [LegAudio("external", customer), LegAudio("internal", agent)]
     assert call.session.position_ns == 20_000_000
 
 
@@ -286,13 +347,17 @@ def test_pause_resume_and_discarded_keep_the_timeline():
     call.open()
     call.binary(call.client.audio(bytes(2 * 8000)))  # 1 s
     assert call.text(call.client.paused()) == [Paused(NS_PER_SECOND)]
-    assert call.text(call.client.resumed(discarded_ns=2 * NS_PER_SECOND)) == [Resumed(NS_PER_SECOND,
-                                                                                      2 * NS_PER_SECOND)]
-    [audio] = call.binary(call.client.audio(bytes(2 * 4000)))
-    assert audio.position_ns == 3 * NS_PER_SECOND
-    assert call.text(call.client.discarded(300_000_000)) == [Discarded(3_500_000_000, 300_000_000)]
-    [audio] = call.binary(call.client.audio(bytes(2 * 80)))
-    assert audio.position_ns == 3_800_000_000
+    # The two seconds the client discarded are filled, on both channels, before the audio goes on.
+    noise = comfort_noise(2 * 8000, start=8000)
+    assert call.text(call.client.resumed(discarded_ns=2 * NS_PER_SECOND)) == [
+        Resumed(NS_PER_SECOND, 2 * NS_PER_SECOND),
+        LegAudio("external", noise, filled=True), LegAudio("internal", noise, filled=True)]
+    assert [e.filled for e in call.binary(call.client.audio(bytes(2 * 4000)))] == [False, False]
+    events = call.text(call.client.discarded(300_000_000))
+    assert events[0] == Discarded(3_500_000_000, 300_000_000)
+    assert [(e.leg, len(e.pcm), e.filled) for e in events[1:]] == [("external", 4800, True),
+                                                                     ("internal", 4800, True)]
+    call.binary(call.client.audio(bytes(2 * 80)))
     assert call.session.position_ns == call.client.position_ns == 3_810_000_000
 
 
@@ -301,9 +366,8 @@ def test_resumed_without_discarded_audio_leaves_the_timeline_as_it_was():
     call.open()
     call.binary(call.client.audio(bytes(1600)))
     call.text(call.client.paused())
-    assert call.text(call.client.resumed()) == [Resumed(100_000_000, 0)]
-    [audio] = call.binary(call.client.audio(bytes(1600)))
-    assert audio.position_ns == 100_000_000
+    assert call.text(call.client.resumed()) == [Resumed(100_000_000, 0)], "nothing to fill"
+    assert [e.filled for e in call.binary(call.client.audio(bytes(1600)))] == [False, False]
 
 
 def test_pause_and_resume_requests_are_sent_and_answered():
@@ -425,7 +489,7 @@ def test_stereo_frame_with_half_a_sample_is_an_error():
     ('{"version":"2","type":"ping","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":0,'
      '"position":"PT1M2S","parameters":{}}', "not a duration"),
     ('{"version":"2","type":"dance","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":0,'
-     '"position":"PT0S","parameters":{}}', "'dance' is not a supported client message"),
+     '"position":"PT0S","parameters":{}}', '"dance" is not a supported client message'),
     ('{"version":"2","type":"ping","id":"9ed63d0d-1a2a-4711-a4df-b4a8c182a742","seq":1,"serverseq":0,'
      '"position":"PT0S","parameters":{}}', "Session identifier mismatch"),
     ('{"version":"2","type":"ping","id":"30b0e395-84d3-4570-ac13-9a62d8f514c0","seq":1,"serverseq":5,'
@@ -546,6 +610,7 @@ def test_no_input_makes_the_session_raise_or_misbehave(inputs):
     sent = []
     for item in inputs:
         session.receive_bytes(item) if isinstance(item, bytes) else session.receive_text(item)
+        session.events()
         sent += [json.loads(text) for text in session.data_to_send()]
     assert [m["seq"] for m in sent] == list(range(1, len(sent) + 1))
     assert sum(m["type"] == "disconnect" for m in sent) <= 1

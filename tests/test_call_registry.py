@@ -5,10 +5,10 @@ import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
-from mgateway.calls.errors import ApiError
+from mgateway.calls.errors import ApiError, LegBusy
 from mgateway.calls.registry import CallRegistry
-from mgateway.calls.requests import StopRequest, parse_start
-from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
+from mgateway.calls.requests import StartRequest, StopRequest, TranscribeParams, parse_start
+from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
 from mgateway.transcript import Utterance
 from tests.support.scripted_engine import ScriptedEngine
 
@@ -38,8 +38,8 @@ def make(flush_at_once=True):
     engine = ScriptedEngine(flush_at_once=flush_at_once)
     sink = Collect()
     clock = Clock()
-    registry = CallRegistry(engine, [sink], clock, {
-        "siprec": media_line_roles(), "twilio": track_roles, "genesysaudiohook": channel_roles})
+    mappers = {"siprec": media_line_roles(), "twilio": track_roles, "genesysaudiohook": channel_roles}
+    registry = CallRegistry(engine, {namespace: [sink] for namespace in mappers}, clock, mappers)
     return registry, engine, sink, clock
 
 
@@ -80,7 +80,8 @@ def test_audio_before_start_is_neither_transcribed_nor_counted():
     clock.advance(2.2)
     stopped = run(registry.stop(STOP))
     assert stopped["customer"][1].to_json() == {
-        "totalAudioBytes": 3200, "audioDurationMs": 200, "streamingSeconds": 3, "transcripts": 0}
+        "totalAudioBytes": 3200, "audioDurationMs": 200, "streamingSeconds": 3, "transcripts": 0,
+        "filledAudioMs": 0}
     assert stopped["agent"][1].total_audio_bytes == 0
 
 
@@ -195,7 +196,7 @@ def test_twilio_track_map_and_per_track_attachments():
 def test_a_leg_fed_by_a_live_attachment_cannot_be_attached_twice():
     registry, *_ = make()
     registry.attach("twilio", "CA1", ["inbound"])
-    with pytest.raises(ValueError, match="already attached"):
+    with pytest.raises(LegBusy, match="already attached"):
         registry.attach("twilio", "CA1", ["inbound", "outbound"])
     assert list(registry.find("twilio", "CA1").legs) == ["inbound"], "a refused attach takes nothing"
 
@@ -269,3 +270,29 @@ def test_a_new_m_line_takes_the_place_of_a_removed_one():
     added.audio("2", b"\x00\x00" * 160)
     engine.transcribers[0].say(Utterance("hi", 0, 10))
     assert sink.events[0].sender.role == "agent"
+
+
+def test_a_direct_stream_is_a_one_leg_call_filed_under_its_conversation_with_its_own_sink():
+    engine = ScriptedEngine()
+    clock = Clock()
+    store, socket = Collect(), Collect()
+    registry = CallRegistry(engine, {"direct": [store]}, clock, {"direct": sender_roles})
+    media = registry.attach("direct", "stream-1", ["agent"], conversation_id="conv-7",
+                            stream_ids={"agent": "stream-1"}, sinks=[socket])
+    request = StartRequest("direct", "stream-1", "A1", "A1", TranscribeParams("en-US"))
+    run(registry.start(request))
+    media.audio("agent", b"\x01\x00" * 800)
+    engine.transcribers[0].say(Utterance("hello", 0, 100))
+    clock.advance(1.5)
+    stopped = run(registry.stop(StopRequest("direct", "stream-1")))
+    assert stopped["agent"][1].to_json(filled=False) == {
+        "totalAudioBytes": 1600, "audioDurationMs": 100, "streamingSeconds": 2, "transcripts": 1}
+    assert socket.events == store.events
+    (event,) = store.events
+    assert (event.namespace, event.conversation_id, event.stream_id) == ("direct", "conv-7", "stream-1")
+    assert (event.sender.role, event.sender.external_id) == ("agent", "A1")
+
+
+def test_a_namespace_without_sinks_is_refused_at_construction():
+    with pytest.raises(ValueError, match="no sinks"):
+        CallRegistry(ScriptedEngine(), {}, Clock(), {"direct": sender_roles})

@@ -135,3 +135,17 @@ def test_unknown_source_names_are_refused():
     with pytest.raises(ValueError, match="nonsense"):
         check_order(["uui", "nonsense"])
     check_order(["uui", "header", "session-id"])
+
+
+@pytest.mark.parametrize("ucid", [
+    "00391770615DEF95",  # Oracle/Acme: the bare UCID element, as a real capture carries it
+    "00FA0800391770615DEF95;encoding=hex",
+    "FA0800391770615DEF95",
+    "00057060001633546133",  # already decimal
+])
+def test_every_form_of_an_oracle_ucid_files_the_call_under_its_decimal_form(ucid):
+    request, _ = sample_invite("drachtio_oracle_acme_body.txt")
+    metadata = parse_metadata(f"""<recording xmlns="urn:ietf:params:xml:ns:recording"
+        xmlns:apkt="http://acmepacket.com/siprec/extensiondata"><session id="s"><extensiondata>
+        <apkt:ucid>{ucid}</apkt:ucid></extensiondata></session></recording>""".encode())
+    assert extract_call_id(request, metadata) == CallId("00057060001633546133", "ucid")

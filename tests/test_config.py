@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+import re
 import sys
 import tomllib
 from datetime import datetime, timedelta, timezone
@@ -184,6 +185,77 @@ ca_file = "ca.pem"
         "https://hooks.example.com/t", "secret", "s3", "query", "key",
     )
     assert hook.ca_file == ca
+
+
+def test_webhook_targets_each_with_its_own_namespaces_queue_and_credentials(tmp_path):
+    for name in ("ca.pem", "cert.pem", "key.pem", "pass"):
+        (tmp_path / name).write_text("")
+    config = load(tmp_path, APP + """
+[webhook]
+url = "https://siprec.example.com/t"
+namespaces = ["siprec"]
+[[webhook.targets]]
+name = "twilio-receiver"
+url = "https://twilio.example.com/t"
+namespaces = ["twilio", "genesysaudiohook"]
+auth = "oauth2"
+token_url = "https://auth.example.com/oauth2/token"
+client_id = "mg"
+client_secret = "oauth-secret-value"
+client_auth = "client_secret_post"
+scope = "transcripts"
+audience = "https://twilio.example.com"
+client_cert = "cert.pem"
+client_key = "key.pem"
+client_key_passphrase_file = "pass"
+ca_file = "ca.pem"
+concurrency = 2
+queue_size = 10
+timeout_seconds = 2.5
+retries = 1
+""")
+    default, twilio = config.webhook.all_targets()
+    assert (default.name, default.namespaces, default.auth, default.retries) == (
+        "default", ("siprec",), "none", 0)
+    assert (twilio.name, twilio.namespaces, twilio.auth, twilio.client_auth) == (
+        "twilio-receiver", ("twilio", "genesysaudiohook"), "oauth2", "client_secret_post")
+    assert (twilio.token_url, twilio.client_id, twilio.client_secret, twilio.scope, twilio.audience) == (
+        "https://auth.example.com/oauth2/token", "mg", "oauth-secret-value", "transcripts",
+        "https://twilio.example.com")
+    assert (twilio.client_cert, twilio.client_key, twilio.client_key_passphrase_file) == (
+        tmp_path / "cert.pem", tmp_path / "key.pem", tmp_path / "pass")
+    assert (twilio.concurrency, twilio.queue_size, twilio.timeout_seconds, twilio.retries) == (
+        2, 10, 2.5, 1)
+    assert "oauth-secret-value" not in repr(config)
+
+
+def test_without_a_url_webhook_has_only_its_targets(tmp_path):
+    config = load(tmp_path, APP + """
+[[webhook.targets]]
+name = "only"
+url = "https://h.example.com/"
+""")
+    assert [t.name for t in config.webhook.all_targets()] == ["only"]
+
+
+@pytest.mark.parametrize("webhook, message", [
+    ('auth = "oauth2"\nurl = "https://h.example.com/"\n', "webhook.token_url: expected the token endpoint"),
+    ('auth = "oauth2"\ntoken_url = "https://a.example.com/t"\nclient_id = "x"\n',
+     "webhook.client_secret: expected a non-empty string"),
+    ('client_cert = "ca.pem"\n', "webhook.client_key: client_cert and client_key go together"),
+    ('client_key = "missing.pem"\n', "webhook.client_key: no such file"),
+    ('namespaces = ["skype"]\n', 'webhook.namespaces: "skype" is not one of'),
+    ('[[webhook.targets]]\nname = "a"\n', "webhook.targets[0].url: missing"),
+    ('[[webhook.targets]]\nname = "a"\nurl = "https://a.example.com/"\n'
+     '[[webhook.targets]]\nname = "a"\nurl = "https://b.example.com/"\n',
+     'webhook.targets[1].name: "a" is used twice'),
+    ('[[webhook.targets]]\nname = "a"\nurl = "https://a.example.com/"\ntargets = []\n',
+     "webhook.targets[0].targets: unknown key"),
+])
+def test_bad_webhook_target_settings_are_refused(tmp_path, webhook, message):
+    (tmp_path / "ca.pem").write_text("")
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load(tmp_path, APP + "[webhook]\n" + webhook)
 
 
 def test_secrets_do_not_appear_in_the_repr(tmp_path):
@@ -590,6 +662,14 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path):
                      id="no retention"),
         pytest.param("[http]\nmax_body_bytes = 0\n", "http.max_body_bytes: expected an integer >= 1, got an integer 0",
                      id="no body"),
+        pytest.param("[exporter]\nbuild_hour = 24\n",
+                     "exporter.build_hour: expected an hour of the day, 0 to 23, got 24", id="hour 24"),
+        pytest.param('[exporter]\nformats = ["parquet"]\n',
+                     'exporter.formats: expected distinct names among jsonl, csv, got "parquet"', id="format"),
+        pytest.param("[exporter]\nformats = []\n", "exporter.formats: expected at least one of jsonl, csv",
+                     id="no format"),
+        pytest.param("[exporter]\nurl_ttl_seconds = 0\n",
+                     "exporter.url_ttl_seconds: expected a number > 0, got an integer 0", id="url ttl of zero"),
         pytest.param(
             "[asr]\nendpoint_silence_ms = 800\nmax_utterance_ms = 800\n",
             "asr.max_utterance_ms: expected more than endpoint_silence_ms (800), got 800",
@@ -656,7 +736,7 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path):
         ),
         pytest.param(
             '[webhook]\nauth = "basic"\n',
-            'webhook.auth: expected one of "none", "secret", got a string "basic"',
+            'webhook.auth: expected one of "none", "secret", "oauth2", got a string "basic"',
             id="webhook auth unknown",
         ),
         pytest.param(
@@ -820,3 +900,27 @@ def test_any_value_for_any_setting_is_accepted_or_refused_in_one_line_naming_the
         assert len(message.splitlines()) == 1, message
         assert message.startswith(f"{source}: "), message
         assert section in message, message
+
+
+def test_sip_media_timeout_and_replacement_default_and_are_read(tmp_path):
+    sip = load(tmp_path, APP).sip
+    assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (60, 10)
+    sip = load(tmp_path, APP + "\n[sip]\nmedia_timeout_seconds = 0\nreplace_silent_after_seconds = 2.5\n").sip
+    assert (sip.media_timeout_seconds, sip.replace_silent_after_seconds) == (0, 2.5)
+
+
+# -- exporter -----------------------------------------------------------------------
+
+
+def test_exporter_defaults_build_nothing_in_data_dir_exports(tmp_path):
+    exporter = load(tmp_path, APP).exporter
+    assert (exporter.enabled, exporter.build_hour, exporter.formats, exporter.url_ttl_seconds) == (
+        False, 2, ("jsonl", "csv"), 300)
+    assert exporter.directory == tmp_path / "var" / "exports"
+
+
+def test_exporter_settings_are_read(tmp_path):
+    exporter = load(tmp_path, APP + '[exporter]\nenabled = true\ndirectory = "/srv/feed"\nbuild_hour = 0\n'
+                                    'formats = ["csv"]\nurl_ttl_seconds = 30\n').exporter
+    assert (exporter.enabled, exporter.directory, exporter.build_hour, exporter.formats,
+            exporter.url_ttl_seconds) == (True, Path("/srv/feed"), 0, ("csv",), 30)

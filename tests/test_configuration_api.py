@@ -1,8 +1,8 @@
 """
 The Configuration API end to end (custom vocabulary, redaction entities) on
 the real gateway, its tables in SQLite and PostgreSQL, a change made on one
-node seen by another sharing the database, and the schema's version 2 (what
-a request allowed beyond the text).
+node seen by another sharing the database, and the schema's version 4 (what
+a request allowed beyond the text, the Configuration API's tables).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from mgateway.text.redaction import ENTITY_IDS, default_enabled
 from mgateway.text.settings import TextSettings
 from tests.support.audio import until
 from tests.support.gateway import AUTH
-from tests.test_store import backend, message, store  # noqa: F401 (fixtures)
+from tests.test_store import backend, database, message, store  # noqa: F401 (fixtures)
 from tests.test_text_end_to_end import START, scripted, stream
 
 VOCABULARIES = "/configuration/v1/custom-vocabularies"
@@ -208,22 +208,29 @@ async def test_unredacted_text_and_tokens_read_back_as_stored(store):  # noqa: F
     assert read.to_json()["unredactedText"] == "My pin is 1234."
 
 
+#: The schema version before the one that added the columns and tables above.
+BEFORE_TEXT = 3
+
+
 @pytest_twisted.ensureDeferred
-async def test_a_version_1_database_is_migrated_keeping_its_messages(backend):  # noqa: F811
-    upgraded = backend.open()
+async def test_a_database_of_the_version_before_is_migrated_keeping_its_messages(database):  # noqa: F811
+    upgraded = database.open()
     if hasattr(upgraded, "path"):  # SQLite: the file's directory is made by the store
         upgraded.path.parent.mkdir(parents=True, exist_ok=True)
-    backend.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-    backend.execute("INSERT INTO schema_version (version) VALUES (1)")
-    for statement in MIGRATIONS[0]:
-        backend.execute(statement)
-    old = message()
-    columns = ", ".join(COLUMNS[:-2])
-    values = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in to_row(old)[:-2])
-    backend.execute(f"INSERT INTO messages ({columns}) VALUES ({values.replace('None', 'NULL')})")
+    database.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for statements in MIGRATIONS[:BEFORE_TEXT]:
+        for statement in statements:
+            database.execute(statement)
+    database.execute(f"INSERT INTO schema_version (version) VALUES ({BEFORE_TEXT})")
+    old = attrs.evolve(message(), language="en-US")
+    kept = COLUMNS.index("unredacted_text")  # the columns of that version
+    columns = ", ".join(COLUMNS[:kept])
+    values = ", ".join(repr(v) if isinstance(v, str) else str(v) for v in to_row(old)[:kept])
+    database.execute(f"INSERT INTO messages ({columns}) VALUES ({values.replace('None', 'NULL')})")
     await upgraded.start()
     try:
         assert await upgraded.messages("CONV1", 10) == [old]
         assert await upgraded.vocabularies() == []
+        assert await upgraded.redaction_policies() == {}
     finally:
         await upgraded.close()

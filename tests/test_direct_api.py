@@ -4,11 +4,15 @@ Korean Vosk model, a token from the REST endpoint, speech streamed in 20 ms
 chunks, transcripts back on the socket and from the after-call endpoint.
 """
 
+import json
+
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import reactor
 
 from tests.support.audio import chunks, pace, read_pcm
+from tests.support.gateway import AUTH
 from tests.support.wsclient import connect
 
 START = {"message": "startStream", "sender": {"role": "customer", "externalId": "JD232442"},
@@ -160,3 +164,34 @@ async def test_messages_endpoint_requires_external_id_and_auth(gateway):
     assert unauthorised.code == 401
     empty = await gateway.get("/conversation/v1/conversation/messages", externalId="nobody")
     assert (await empty.json()) == {"items": []}
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_empty_external_id_gets_a_streaming_url_and_a_malformed_one_is_400(gateway):
+    empty = await gateway.post("/autotranscribe/v1/streaming-url", {"externalId": ""})
+    assert empty.code == 200, await empty.text()
+    assert "token=" in (await empty.json())["streamingUrl"]
+    for bad in ("conv-\udc00", "x" * 257, 42):
+        response = await gateway.post("/autotranscribe/v1/streaming-url", {"externalId": bad})
+        body = await response.json()
+        assert (response.code, body["error"]["code"]) == (400, "400-01"), (bad, body)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_surrogate_external_id_on_the_after_call_lookup_is_400_not_500(gateway):
+    # The guide's curl sends the id as a JSON body on the GET.
+    response = await treq.request("GET", gateway.base + "/conversation/v1/conversation/messages",
+                                  data=json.dumps({"externalId": "conv-\udc00"}).encode(),
+                                  headers=AUTH)
+    body = await response.json()
+    assert (response.code, body["error"]["code"]) == (400, "400-01"), body
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_surrogate_sender_external_id_is_4040(gateway):
+    client, factory = await open_stream(gateway)
+    client.send_text('{"message": "startStream", "sender": {"role": "customer", '
+                     '"externalId": "JD-\\udc00"}, "language": "ko-KR"}')
+    final = await client.next_message()
+    assert (final["message"], final["status"]["code"]) == ("finalResponse", "4040"), final
+    assert (await factory.closed)[0] == 4040

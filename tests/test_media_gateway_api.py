@@ -157,3 +157,43 @@ async def test_unknown_path_is_a_json_404(gateway):
     response = await gateway.get("/nope")
     assert response.code == 404
     assert (await response.json())["error"]["code"] == "404-01"
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_surrogate_in_an_id_is_400_201_and_the_call_stays_startable(gateway):
+    guid = new_guid()
+    media = gateway.service.registry.attach("siprec", guid, ["0", "1"])
+    start_path = "/mg-autotranscribe/v1/start-streaming"
+    for field in ("customerId", "agentId"):
+        # json.dumps writes the lone surrogate as the escape \udc00, as a client would.
+        code, body = await gateway.post_json(start_path, start_body(guid, **{field: "cust-\udc00"}))
+        assert (code, body["error"]["code"]) == (400, "400-201"), body
+        assert field in body["error"]["message"]
+    code, body = await gateway.post_json(start_path, start_body("\udc00" + guid))
+    assert (code, body["error"]["code"]) == (400, "400-201"), body
+    code, body = await gateway.post_json(start_path, start_body(guid))
+    assert code == 200, body
+    await media.hang_up()
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_nested_a_thousand_deep_is_400_201_not_a_500(gateway):
+    for path in ("/mg-autotranscribe/v1/start-streaming", "/mg-autotranscribe/v1/stop-streaming"):
+        response = await gateway.post(path, raw=b"[" * 20_000 + b"]" * 20_000)
+        body = await response.json()
+        assert (response.code, body["error"]["code"]) == (400, "400-201"), body
+        assert "nested" in body["error"]["message"]
+    response = await gateway.post("/autotranscribe/v1/streaming-url", raw=b'{"a":' * 5_000 + b"1" + b"}" * 5_000)
+    assert response.code == 400, await response.text()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_unsupported_language_is_400_202_whether_or_not_the_call_exists(gateway):
+    guid = new_guid()
+    unsupported = start_body(guid, autotranscribeParams={"language": "xx-XX"})
+    code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", unsupported)
+    assert (code, body["error"]["code"]) == (400, "400-202"), body
+    media = gateway.service.registry.attach("siprec", guid, ["0", "1"])
+    code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", unsupported)
+    assert (code, body["error"]["code"]) == (400, "400-202"), body
+    await media.hang_up()

@@ -108,14 +108,16 @@ def test_malformed_sdp_is_bad_request(bad):
 def test_answer_keeps_two_labelled_streams_in_order_with_the_offerers_payload_types():
     text, parsed, accepted = answer(TWO_LABELLED)
     assert accepted == [
-        AcceptedStream(index=0, label="caller", port=40000, payload_type=0, codec="PCMU", telephone_event_pt=101,
-                       remote_address="198.51.100.7", remote_port=30000, on_hold=False),
-        AcceptedStream(index=1, label="callee", port=40002, payload_type=8, codec="PCMA", telephone_event_pt=97,
-                       remote_address="198.51.100.7", remote_port=30002, on_hold=False),
+        AcceptedStream(index=0, label="caller", port=40000, payload_type=18, codec="G729", telephone_event_pt=101,
+                       remote_address="198.51.100.7", remote_port=30000, on_hold=False,
+                       formats=((18, "G729"), (8, "PCMA"), (0, "PCMU"))),
+        AcceptedStream(index=1, label="callee", port=40002, payload_type=18, codec="G729", telephone_event_pt=97,
+                       remote_address="198.51.100.7", remote_port=30002, on_hold=False,
+                       formats=((18, "G729"), (8, "PCMA"))),
     ]
     assert [(m.port, m.formats, m.label, m.direction) for m in parsed.media] == [
-        (40000, ("0", "101"), "caller", "recvonly"),
-        (40002, ("8", "97"), "callee", "recvonly"),
+        (40000, ("18", "8", "0", "101"), "caller", "recvonly"),
+        (40002, ("18", "8", "97"), "callee", "recvonly"),
     ]
     assert parsed.media[0].rtpmaps[101].encoding == "telephone-event"
     assert parsed.media[1].rtpmaps[97].encoding == "telephone-event"
@@ -136,18 +138,25 @@ def test_answer_over_ipv6_says_ip6():
     assert "c=IN IP6 2001:db8::10\r\n" in text
 
 
-def test_codec_preference_picks_g729_and_mirrors_its_parameters():
-    _, parsed, accepted = answer(TWO_LABELLED, codec_preference=("G729", "PCMU"))
+def test_the_offerers_preference_orders_the_codecs_we_decode_and_their_parameters_are_mirrored():
+    """A Metaswitch offer with G.729 first, sending G.729, must not be answered PCMU."""
+    _, parsed, accepted = answer(TWO_LABELLED)
     assert [(s.codec, s.payload_type) for s in accepted] == [("G729", 18), ("G729", 18)]
     assert parsed.media[0].fmtp(18) == "annexb=no"
     assert parsed.media[1].fmtp(18) is None
+
+
+def test_codecs_we_do_not_decode_are_left_out_of_the_answer():
+    _, parsed, accepted = answer(TWO_LABELLED, supported={"PCMU": 0, "PCMA": 8})
+    assert [m.formats for m in parsed.media] == [("8", "0", "101"), ("8", "97")]
+    assert [s.codec for s in accepted] == ["PCMA", "PCMA"]
 
 
 def test_static_payload_type_without_rtpmap_is_recognised():
     offer = sample_offer("drachtio_acme_fronting_avaya_ucid_body.txt")
     assert 8 not in offer.media[1].rtpmaps
     _, accepted = build_answer(offer, local_ip="192.0.2.10", ports=[1, 2], session_id=1, version=1,
-                               codec_preference=("PCMA",))
+                               supported={"PCMA": 8})
     assert [(s.label, s.codec, s.payload_type, s.telephone_event_pt) for s in accepted] == [
         ("201835599", "PCMA", 8, 101), ("201835600", "PCMA", 8, 101)]
 

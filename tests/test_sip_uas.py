@@ -50,13 +50,14 @@ class Handler:
         self.modifications = []
         self.endings = []
         self.cancellations = []
+        self.acknowledgements = []
 
     def offered(self, invite):
         if self.refuse is not None:
             raise self.refuse
         self.pending.append(invite)
         if self.answer_now:
-            self.server.accept(invite, ANSWER)
+            self.server.accept(invite, ANSWER, offering=not invite.request.body)
 
     def cancelled(self, invite):
         self.cancellations.append(invite)
@@ -64,6 +65,9 @@ class Handler:
     def modified(self, dialog, request):
         self.modifications.append(request)
         return ANSWER.replace("4000", "4002") if request.body else None
+
+    def acknowledged(self, dialog, ack):
+        self.acknowledgements.append(ack)
 
     def ended(self, dialog, reason):
         self.endings.append(reason)
@@ -417,3 +421,77 @@ def test_non_2xx_ack_retransmissions_are_absorbed():
     server.receive(ack, channel)
     clock.advance(64 * T1)
     assert channel.take() == [] and len(server.transactions) == 0
+
+
+def test_contact_missing_its_closing_bracket_is_tolerated_and_the_dialog_built():
+    """Real SBC templates write C{Contact: <sip:...;+sip.src}: the INVITE is answered, the BYE goes to that URI."""
+    _, handler, server, channel = make()
+    invite = request("INVITE", body=b"v=0\r\n")
+    broken = invite.headers.replaced("Contact", "<sip:src@192.0.2.9:5080;+sip.src")
+    server.receive(attrs.evolve(invite, headers=broken), channel)
+    assert channel.statuses() == [100, 200]
+    (dialog,) = server.dialogs.values()
+    server.hang_up(dialog, "test")
+    (bye,) = channel.take()
+    assert (bye.method, bye.uri) == ("BYE", "sip:src@192.0.2.9:5080")
+
+
+def test_invite_whose_dialog_cannot_be_built_still_gets_a_final_response_and_cancel_487(monkeypatch):
+    clock, handler, server, channel = make(answer_now=False)
+    server.receive(request("INVITE", body=b"v=0\r\n"), channel)
+    channel.take()
+    monkeypatch.setattr("mgateway.sip.uas.Dialog", _Unbuildable)
+    with pytest.raises(ParseError):
+        server.accept(handler.pending[0], ANSWER)
+    server.receive(request("CANCEL"), channel)
+    assert channel.statuses() == [200, 487], "the INVITE is still pending: CANCEL ends it"
+    server.receive(request("ACK", to_tag=handler.pending[0].local_tag), channel)
+    clock.advance(64 * T1)
+    assert len(server.transactions) == 0, "every transaction freed"
+
+
+class _Unbuildable:
+    def __init__(self, *args):
+        raise ParseError("unbuildable")
+
+
+@pytest.mark.parametrize("error", [NotAcceptableHere("no codec we decode"), SIPError(486, "Busy Here", "call x busy")])
+def test_every_refusal_carries_a_warning_with_the_reason(error):
+    _, _, server, channel = make(refuse=error)
+    server.receive(request("INVITE", body=b"v=0\r\n"), channel)
+    refused = channel.take()[-1]
+    assert refused.status == error.status
+    assert refused.headers.get("Warning") == f'399 asapp-mg "{error.detail}"'
+
+
+def test_protocol_refusals_carry_a_warning_too():
+    _, _, server, channel = make()
+    server.receive(request("BYE", to_tag="nope"), channel)
+    (unknown,) = channel.take()
+    assert unknown.status == 481 and unknown.headers.get("Warning").startswith("399 asapp-mg ")
+
+
+def test_delayed_offer_gets_our_offer_in_the_200_and_the_acks_answer_goes_to_the_handler():
+    """RFC 3261 §13.2.1: an INVITE without a body; we offer in the 2xx, the ACK answers (Cisco CUCM)."""
+    _, handler, server, channel = make()
+    server.receive(request("INVITE"), channel)
+    ok = channel.take()[-1]
+    assert ok.status == 200 and ok.body.decode() == ANSWER
+    tag = ok.to_address.tag
+    server.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, body=b"v=0\r\n"), channel)
+    assert [ack.body for ack in handler.acknowledgements] == [b"v=0\r\n"]
+
+
+def test_an_ack_answer_the_handler_refuses_ends_the_session_with_a_bye():
+    _, handler, server, channel = make()
+    handler.acknowledged = lambda dialog, ack: (_ for _ in ()).throw(NotAcceptableHere("no codec"))
+    server.receive(request("INVITE"), channel)
+    tag = channel.take()[-1].to_address.tag
+    server.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag), channel)
+    assert channel.statuses() == ["BYE"]
+    assert not server.dialogs and handler.endings
+
+
+def test_an_ack_to_an_answer_of_ours_is_not_taken_for_an_answer():
+    _, handler, server, channel, tag = established()
+    assert handler.acknowledgements == []

@@ -9,6 +9,7 @@ the after-call endpoint.
 import re
 import uuid
 
+import attrs
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
@@ -28,18 +29,43 @@ def recording(gateway, guid):
     return sessions[0] if sessions else None
 
 
-@pytest_twisted.ensureDeferred
-async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway, webhook, tmp_path):
+@attrs.frozen
+class SippRecording:
+    """A call sipp records (C{siprec_call.xml}), held at each of its pauses until L{go_on}."""
+
+    guid: str
+    call_id: str
+    port: int
+    sipp: object
+    #: The gateway's recording session.
+    session: object
+
+    def go_on(self) -> None:
+        go_on(reactor, self.port, self.call_id)
+
+
+async def sipp_recording(gateway, workdir, customer: bytes) -> SippRecording:
+    """
+    sipp records a new call, its first m-line to play C{customer} from a
+    capture; once the gateway holds the recording session.
+    """
     uui, guid = new_ucid()
     call_id = f"siprec-{uuid.uuid4().hex}"
     sipp_port = free_udp_port()
-    write_rtp_pcap(tmp_path / "customer.pcap", RtpSender().packets(read_pcm("customer.wav")))
+    write_rtp_pcap(workdir / "customer.pcap", RtpSender().packets(customer))
     sipp = run_sipp(reactor, "siprec_call.xml", sip_target(gateway), "-set", "uui", uui,
-                    port=sipp_port, call_id=call_id, workdir=tmp_path)
+                    port=sipp_port, call_id=call_id, workdir=workdir)
     await until(reactor, lambda: recording(gateway, guid) is not None or sipp.ended.called)
     session = recording(gateway, guid)
     assert session is not None, sipp.output
-    assert sorted(session.ports) == [0, 1]
+    return SippRecording(guid, call_id, sipp_port, sipp, session)
+
+
+@pytest_twisted.ensureDeferred
+async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway, webhook, tmp_path):
+    call = await sipp_recording(gateway, tmp_path, read_pcm("customer.wav"))
+    guid = call.guid
+    assert sorted(call.session.ports) == [0, 1]
 
     body = {"namespace": NAMESPACE, "guid": guid, "customerId": "TT9833237", "agentId": "RE223444211993",
             "autotranscribeParams": {"language": "ko-KR"},
@@ -51,8 +77,8 @@ async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway
     # sipp plays the first m-line from a capture, in real time; the second
     # comes from the test's own sender.
     customer, agent = read_pcm("customer.wav"), read_pcm("agent.wav")
-    go_on(reactor, sipp_port, call_id)
-    await send_streams(reactor, [(session.ports[1], agent)])
+    call.go_on()
+    await send_streams(reactor, [(call.session.ports[1], agent)])
     legs = gateway.service.registry.find(NAMESPACE, guid).legs
     # The capture plays in real time: 9.4 s.
     await until(reactor, lambda: legs["0"].position_bytes == len(customer)
@@ -69,8 +95,8 @@ async def test_recorded_call_is_transcribed_per_m_line_and_ends_with_bye(gateway
     await webhook.posts_of_call(guid, expected, ids, {"customer": "TT9833237", "agent": "RE223444211993"})
 
     # Hold, resume and BYE: sipp checks the answers (a=inactive, then a=recvonly).
-    go_on(reactor, sipp_port, call_id)
-    assert await sipp.ended == 0, sipp.output
+    call.go_on()
+    assert await call.sipp.ended == 0, call.sipp.output
     await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
     code, body = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
     assert (code, body["error"]["code"]) == (400, "400-203"), "the call ended with the BYE"
@@ -112,3 +138,36 @@ async def test_200_ok_is_retransmitted_over_udp_until_the_ack_comes(gateway, tmp
     counts = re.search(r"^\s*200 <-+\s+1\s+(\d+)", sipp.output, re.MULTILINE)
     assert counts and int(counts[1]) >= 1, sipp.output
     await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_cucm_recordings_with_delayed_offers_form_one_call_one_participant_each(gateway, tmp_path):
+    """Cisco CUCM built-in-bridge: two plain INVITEs without SDP, one per party, both with the call's Cisco-Guid."""
+    guid = "0648881792-0000065536-{:010d}-0185272330".format(int(uuid.uuid4().int % 10**9))
+    server = gateway.service.siprec.server
+    server.accept_plain = True  # as [sip] accept_plain_invites = true configures it
+    runs = []
+    try:
+        for leg in ("near", "far"):
+            port, call_id = free_udp_port(), f"cucm-{leg}-{uuid.uuid4().hex}"
+            runs.append((run_sipp(reactor, "cucm_delayed_offer.xml", sip_target(gateway), "-set", "guid", guid,
+                                  port=port, call_id=call_id, workdir=tmp_path), port, call_id))
+            await until(reactor, lambda: any(d.call_id == call_id for d in server.uas.dialogs.values())
+                        and not next(d for d in server.uas.dialogs.values() if d.call_id == call_id).awaiting_answer)
+        sessions = [s for s in server.sessions() if s.guid == guid]
+        assert sorted(leg for s in sessions for leg in s.legs.values()) == ["0", "1"]
+        assert all(s.receivers[0].codec == "PCMU" for s in sessions), "the ACKs' answers chose PCMU"
+        pcm = read_pcm("customer.wav")[: 16000]
+        await send_streams(reactor, [(s.ports[0], pcm) for s in sessions])
+        call = gateway.service.registry.find(NAMESPACE, guid)
+        await until(reactor, lambda: all(call.legs[leg].position_bytes == len(pcm) for leg in ("0", "1")))
+        body = {"namespace": NAMESPACE, "guid": guid, "customerId": "c-1", "agentId": "a-1",
+                "autotranscribeParams": {"language": "ko-KR"}}
+        code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
+        assert code == 200, started
+        for sipp, port, call_id in runs:
+            go_on(reactor, port, call_id)
+            assert await sipp.ended == 0, sipp.output
+        await until(reactor, lambda: gateway.service.registry.find(NAMESPACE, guid) is None)
+    finally:
+        server.accept_plain = False

@@ -357,3 +357,26 @@ def test_random_multipart_bodies_raise_only_sip_errors(body, content_type):
         recording_parts(content_type, b"--z\r\n" + body)
     except SIPError:
         pass
+
+
+@pytest.mark.parametrize("prefix", ["ac", "apkt"])
+def test_undeclared_vendor_prefixes_are_tolerated_and_the_metadata_kept(prefix):
+    """AudioCodes' manuals print C{ac:} tags without declaring the prefix; so do some Oracle templates with C{apkt:}."""
+    document = f"""<?xml version="1.0" encoding="UTF-8"?>
+<!-- as the SBC sends it -->
+<recording xmlns="urn:ietf:params:xml:ns:recording">
+  <datamode>complete</datamode>
+  <session id="s1"><extensiondata>
+    <{prefix}:AvayaUCID>FA080019001038F725B3</{prefix}:AvayaUCID>
+  </extensiondata></session>
+  <participant id="p1"><nameID aor="sip:agent@example.com"/></participant>
+</recording>""".encode()
+    metadata = parse_metadata(document)
+    assert metadata.session_id == "s1"
+    assert metadata.extension("avayaucid") == "FA080019001038F725B3"
+    assert [p.aor for p in metadata.participants] == ["sip:agent@example.com"]
+
+
+def test_an_unknown_undeclared_prefix_is_still_bad_request():
+    with pytest.raises(ParseError, match="unbound prefix"):
+        parse_metadata(b'<recording xmlns="urn:ietf:params:xml:ns:recording"><xx:a>1</xx:a></recording>')

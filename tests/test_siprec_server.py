@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from prometheus_client import REGISTRY
 from twisted.internet import reactor
-from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.protocol import DatagramProtocol
 
@@ -24,41 +24,17 @@ from mgateway.media.g729 import G729Encoder
 from mgateway.media.rtp import build_rtp
 from mgateway.sip.message import parse_message
 from mgateway.sip.sdp import parse_sdp
+from mgateway.testing import RecordingCallRegistry
 from tests.support.audio import read_pcm, until
 from tests.support.scripted_engine import ScriptedEngine
 from tests.support.siprec_samples import BODIES, FULL_INVITE, body_content_type, invite_around, sample
 from tests.test_sip_uas import FakeChannel, request
 
 
-class Attachment:
-    def __init__(self, legs):
-        self.legs = legs
-        self.pcm = {leg: b"" for leg in legs}
-        self.hung_up = False
-
-    def audio(self, leg, pcm):
-        self.pcm[leg] += pcm
-
-    def hang_up(self):
-        self.hung_up = True
-        return succeed(None)
-
-
-class Registry:
-    def __init__(self):
-        self.calls = {}
-
-    def attach(self, namespace, guid, legs):
-        if guid in self.calls:
-            raise ValueError(f"{guid} is attached")
-        self.calls[guid] = Attachment(legs)
-        return self.calls[guid]
-
-
 @pytest.fixture
 def server():
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
-    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs())
+    srs = RecordingServer(reactor, RecordingCallRegistry(), ports, media_address="127.0.0.1", codecs=decodable_codecs())
     yield srs
     srs.close()
 
@@ -103,7 +79,7 @@ def test_every_sample_offer_is_answered_stream_for_stream_on_listening_ports(ser
         assert set(ours.formats) <= set(theirs.formats)
     if name in GUIDS:
         assert session.guid == GUIDS[name][0], GUIDS[name][1]
-    assert list(server.registry.calls[session.guid].legs) == [str(i) for i in range(len(offered))]
+    assert list(server.registry.feed("siprec", session.guid).legs) == [str(i) for i in range(len(offered))]
 
 
 def plain_invite(offer: bytes, branch: str = "z9hG4bK-sample-1"):
@@ -141,7 +117,6 @@ def test_plain_invite_is_refused_unless_configured_to_record_it(server):
     ("application/sdp", OFFER.replace(b"m=audio 30000", b"m=audio port"), 400),
     ("text/plain", b"hello", 415),
     ("multipart/mixed;boundary=x", b"--x\r\nContent-Type: text/plain\r\n\r\nhi\r\n--x--\r\n", 415),
-    ("application/rs-metadata+xml", b"<?xml version='1.0'?><recording/>", 488),
 ])
 def test_offers_we_cannot_take_get_a_clean_error(server, content_type, body, status):
     channel = FakeChannel()
@@ -176,7 +151,7 @@ async def test_hold_pauses_a_stream_and_resuming_keeps_its_port(server):
     server.uas.receive(request("ACK", branch="z9hG4bK-ack", to_tag=tag, **IN_SAMPLE_DIALOG), channel)
     (session,) = server.sessions()
     ports = dict(session.ports)
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     sender = Sender()
     listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
     try:
@@ -215,7 +190,7 @@ async def test_bye_flushes_hangs_up_and_frees_the_ports(server):
     server.uas.receive(parse_message(invite_around(OFFER, "application/sdp")), channel)
     tag = channel.take()[-1].to_address.tag
     (session,) = server.sessions()
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     ports = list(session.ports.values())
     receiver = session.receivers[0]
     sender = Sender()
@@ -291,7 +266,7 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
     (media,) = answer_of(channel).media
     assert (media.formats, media.fmtp(18)) == (("18", "101"), "annexb=no")
     (session,) = server.sessions()
-    attachment = server.registry.calls[session.guid]
+    attachment = server.registry.feed("siprec", session.guid)
     frames = G729Encoder().encode(read_pcm("single.wav")[: 320 * 20])
     sender = reactor.listenUDP(0, DatagramProtocol(), interface="127.0.0.1")
     try:
@@ -305,7 +280,7 @@ async def test_g729_only_offer_is_answered_with_g729_and_decoded(server):
 
 @pytest_twisted.ensureDeferred
 async def test_an_m_line_removed_and_offered_again_is_recorded_again():
-    registry = CallRegistry(ScriptedEngine(), [], reactor, {"siprec": media_line_roles()})
+    registry = CallRegistry(ScriptedEngine(), {"siprec": []}, reactor, {"siprec": media_line_roles()})
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
     server = RecordingServer(reactor, registry, ports, media_address="127.0.0.1", codecs=decodable_codecs())
     channel = FakeChannel()
@@ -336,18 +311,35 @@ async def test_an_m_line_removed_and_offered_again_is_recorded_again():
         await server.close()
 
 
-@pytest.mark.parametrize("preference, chosen", [(("PCMU", "PCMA"), "0"), (("PCMA", "PCMU"), "8")])
-def test_the_configured_codec_preference_picks_among_offered_codecs(preference, chosen):
-    ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
-    srs = RecordingServer(reactor, Registry(), ports, media_address="127.0.0.1", codecs=decodable_codecs(),
-                          codec_preference=preference)
+@pytest.mark.parametrize("offered, answered", [(b"0 8", ("0", "8")), (b"8 0", ("8", "0"))])
+def test_the_answer_keeps_the_offerers_codec_order(server, offered, answered):
+    channel = FakeChannel()
+    both = OFFER.replace(b"RTP/AVP 0", b"RTP/AVP " + offered)
+    server.uas.receive(parse_message(invite_around(both, "application/sdp")), channel)
+    assert [m.formats for m in answer_of(channel).media] == [answered, answered]
+
+
+@pytest_twisted.ensureDeferred
+async def test_every_codec_the_answer_allowed_is_decoded_and_others_are_counted(server):
+    """The sender may send any codec of the answer; a payload type nobody agreed to is counted, not lost silently."""
+    channel = FakeChannel()
+    server.uas.receive(parse_message(invite_around(OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8"),
+                                                   "application/sdp")), channel)
+    (session,) = server.sessions()
+    attachment = server.registry.feed("siprec", session.guid)
+    receiver = session.receivers[0]
+    sender = Sender()
+    listening = reactor.listenUDP(0, sender, interface="127.0.0.1")
     try:
-        channel = FakeChannel()
-        both = OFFER.replace(b"RTP/AVP 0", b"RTP/AVP 0 8")
-        srs.uas.receive(parse_message(invite_around(both, "application/sdp")), channel)
-        assert [m.formats for m in answer_of(channel).media] == [(chosen,), (chosen,)]
+        sender.send(session.ports[0], count=10, payload_type=8)  # PCMA, second in the answer
+        await until(reactor, lambda: len(attachment.pcm["0"]) >= 320 * 8)
+        assert receiver.codec == "PCMA"
+        before = REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total")
+        sender.send(session.ports[0], count=5, payload_type=18)  # G.729: not in this answer
+        await until(reactor, lambda: receiver.unexpected.get(18) == 5)
+        assert REGISTRY.get_sample_value("asapp_mg_rtp_unexpected_payload_packets_total") == before + 5
     finally:
-        srs.close()
+        listening.stopListening()
 
 
 def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
@@ -358,7 +350,7 @@ def test_a_sender_that_goes_quiet_has_its_silence_filled_as_it_passes():
     ports.listen(receiver)
     delivered = []
     receiver.deliver = delivered.append
-    receiver.use("PCMU", 0)
+    receiver.use([(0, "PCMU")])
     speech = ulaw_encode(b"\x00\x20" * 160)
 
     def send(index):

@@ -3,7 +3,7 @@
 import pytest
 
 from mgateway.calls.errors import ApiError
-from mgateway.calls.requests import parse_start, parse_stop
+from mgateway.calls.requests import MAX_ID_LENGTH, parse_start, parse_stop
 
 BASE = {"namespace": "siprec", "guid": "00002542391662063156",
         "customerId": "TT9833237", "agentId": "RE223444211993"}
@@ -38,6 +38,7 @@ def test_missing_required_field_is_400_201(missing):
 
 @pytest.mark.parametrize("body", [
     {**BASE, "namespace": "skype"},
+    {**BASE, "namespace": "direct"},  # the direct API's own calls: no Start/Stop reaches them
     {**BASE, "guid": 42},
     {**BASE, "siprecParams": {"mediaLineOrder": "SIDEWAYS"}},
     {**BASE, "twilioParams": {"trackMap": {"inbound": "robot"}}},
@@ -85,3 +86,36 @@ def test_stop_needs_namespace_and_guid():
     with pytest.raises(ApiError) as e:
         parse_stop({"namespace": "twilio"})
     assert e.value.code == "400-201"
+
+
+@pytest.mark.parametrize("key", ["guid", "customerId", "agentId"])
+@pytest.mark.parametrize("value, problem", [
+    ("cust-\udc00", "well-formed Unicode"),
+    ("\ud83d", "well-formed Unicode"),
+    ("x" * (MAX_ID_LENGTH + 1), "longer than 256"),
+    ("cust\x00", "control characters"),
+    ("line\nbreak", "control characters"),
+])
+def test_an_id_that_cannot_be_stored_is_400_201(key, value, problem):
+    with pytest.raises(ApiError) as e:
+        parse_start({**BASE, key: value}, "en-US")
+    assert (e.value.code, key) == ("400-201", e.value.message.split()[0]), e.value.message
+    assert problem in e.value.message
+
+
+@pytest.mark.parametrize("value", ["x" * MAX_ID_LENGTH, "고객-🙂", "CA5b040e075515c424391012acc5a870cf"])
+def test_ids_up_to_the_bound_in_any_script_are_accepted(value):
+    start = parse_start({**BASE, "guid": value, "customerId": value, "agentId": value}, "en-US")
+    assert (start.guid, start.customer_id, start.agent_id) == (value, value, value)
+    assert parse_stop({"namespace": "siprec", "guid": value}).guid == value
+
+
+def test_stop_with_a_lone_surrogate_guid_is_400_201():
+    with pytest.raises(ApiError) as e:
+        parse_stop({"namespace": "siprec", "guid": "\udfff"})
+    assert e.value.code == "400-201"
+
+
+def test_the_app_that_sent_the_request_is_kept():
+    assert parse_start(BASE, "en-US", app="test-app").app == "test-app"
+    assert parse_start(BASE, "en-US").app is None

@@ -1,6 +1,6 @@
 """
-The transcript stores, each test run against SQLite and a real PostgreSQL
-server, and the retention service that purges them.
+The transcript stores, each test run against SQLite, a real PostgreSQL server
+and the shipped in-memory fake, and the retention service that purges them.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from mgateway.store.postgres import PostgresTranscriptStore
 from mgateway.store.retention import RetentionService
 from mgateway.store.schema import StoreError
 from mgateway.store.sqlite import SQLiteTranscriptStore
+from mgateway.testing import MemoryTranscriptStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
 KST = timezone(timedelta(hours=9))
@@ -65,7 +66,7 @@ class Backend:
 
     name: str
     open: Callable[[], ITranscriptStore]
-    execute: Callable[[str], None]
+    execute: Callable[[str], None] | None
 
 
 def sqlite_backend(path) -> Backend:
@@ -84,11 +85,32 @@ def postgres_backend(dsn: str) -> Backend:
     return Backend("postgresql", lambda: PostgresTranscriptStore(dsn, reactor), execute)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend(request, tmp_path) -> Backend:
+def memory_backend() -> Backend:
+    """The fake: stores opened on one set of lists, as on one database; no SQL."""
+    rows: list = []
+    vocabularies: list = []
+    policies: dict = {}
+    return Backend("memory", lambda: MemoryTranscriptStore(rows, vocabularies=vocabularies, policies=policies),
+                   None)
+
+
+def open_backend(request, tmp_path) -> Backend:
     if request.param == "sqlite":
         return sqlite_backend(tmp_path / "not-yet" / "transcripts.sqlite3")
+    if request.param == "memory":
+        return memory_backend()
     return postgres_backend(request.getfixturevalue("fresh_postgres_dsn"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "memory"])
+def backend(request, tmp_path) -> Backend:
+    return open_backend(request, tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database(request, tmp_path) -> Backend:
+    """The real stores only: the tests that run SQL behind the store's back."""
+    return open_backend(request, tmp_path)
 
 
 @pytest_twisted.async_yield_fixture
@@ -238,13 +260,13 @@ async def test_a_closed_store_refuses_work(backend):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_database_with_a_newer_schema_is_refused(backend):
-    first = backend.open()
+async def test_a_database_with_a_newer_schema_is_refused(database):
+    first = database.open()
     await first.start()
     await first.close()
-    backend.execute("INSERT INTO schema_version (version) VALUES (99)")
+    database.execute("INSERT INTO schema_version (version) VALUES (99)")
 
-    newer = backend.open()
+    newer = database.open()
     with pytest.raises(StoreError, match="schema version 99"):
         await newer.start()
     await newer.close()

@@ -7,21 +7,17 @@ and the after-call endpoint.
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
 
 from mgateway.ingress.siprec.srs import NAMESPACE
-from tests.support.audio import chunks, pace, read_pcm, until
-from tests.support.pcap import write_rtp_pcap
+from tests.support.audio import chunks, pace, read_pcm
 from tests.support.scripted_words import BYTES_PER_MS, ScriptedLanguage
-from tests.support.siprec_peer import RtpSender, free_udp_port, go_on, new_ucid, run_sipp, send_streams
-from tests.support.twilio_peer import TwilioPeer
+from tests.support.siprec_peer import send_streams
 from tests.test_direct_api import open_stream
-from tests.test_siprec_api import recording, sip_target
-from tests.test_twilio_api import call_sid, open_twilio
+from tests.test_siprec_api import sipp_recording
+from tests.test_twilio_api import call_sid, started_stream
 
 CUSTOMER = {"role": "customer", "externalId": "JD232442"}
 AGENT = {"role": "agent", "externalId": "AG7"}
@@ -55,12 +51,7 @@ async def stream(gateway, start: dict, external_id: str, before_audio=()) -> tup
 
 async def twilio_call(gateway, params: dict, inbound: bytes, outbound: bytes) -> tuple[str, dict]:
     """A whole Twilio call, transcribed with C{params}: (callSid, streamId by role)."""
-    sid = call_sid()
-    peer = TwilioPeer(sid)
-    client, factory = await open_twilio(gateway)
-    client.send_text(peer.connected())
-    client.send_text(peer.start())
-    await until(reactor, lambda: gateway.service.registry.find("twilio", sid) is not None)
+    sid, peer, client, factory = await started_stream(gateway)
     body = {"namespace": "twilio", "guid": sid, "customerId": "C1", "agentId": "A1",
             "autotranscribeParams": params}
     code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
@@ -201,26 +192,19 @@ async def test_siprec_call_is_formatted_and_redacted_with_the_calls_context(gate
     """sipp records a call; the agent's question makes both participants' short answers sensitive."""
     script = ["what's your pin", "one two"]
     scripted(monkeypatch, gateway, script, script)
-    uui, guid = new_ucid()
-    call_id = f"siprec-{uuid.uuid4().hex}"
-    sipp_port = free_udp_port()
-    write_rtp_pcap(tmp_path / "customer.pcap", RtpSender().packets(AUDIO))
-    sipp = run_sipp(reactor, "siprec_call.xml", sip_target(gateway), "-set", "uui", uui,
-                    port=sipp_port, call_id=call_id, workdir=tmp_path)
-    await until(reactor, lambda: recording(gateway, guid) is not None or sipp.ended.called)
-    session = recording(gateway, guid)
-    assert session is not None, sipp.output
+    call = await sipp_recording(gateway, tmp_path, AUDIO)
+    guid = call.guid
     body = {"namespace": NAMESPACE, "guid": guid, "customerId": "C1", "agentId": "A1",
             "autotranscribeParams": {"language": "en-US"}}
     code, started = await gateway.post_json("/mg-autotranscribe/v1/start-streaming", body)
     assert code == 200, started
     ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
-    go_on(reactor, sipp_port, call_id)
-    await send_streams(reactor, [(session.ports[1], AUDIO)])
+    call.go_on()
+    await send_streams(reactor, [(call.session.ports[1], AUDIO)])
     # Each scripted recogniser speaks after one and two seconds of its audio.
     posts = await webhook.posts_of_call(guid, 4, ids, {"customer": "C1", "agent": "A1"})
     texts = [p.body["autotranscribeResponse"]["utterance"][0]["text"] for p in posts]
     assert sorted(texts) == sorted(["What's your pin?", "##."] * 2), texts
-    go_on(reactor, sipp_port, call_id)
-    assert await sipp.ended == 0, sipp.output
+    call.go_on()
+    assert await call.sipp.ended == 0, call.sipp.output
     assert sorted(i["text"] for i in await after_call(gateway, guid)) == sorted(texts)

@@ -13,8 +13,9 @@ from twisted.internet.task import Clock
 from zope.interface.verify import verifyObject
 
 from mgateway.calls.registry import CallRegistry
-from mgateway.calls.roles import channel_roles, media_line_roles, track_roles
-from mgateway.ingress.direct.session import DirectSession, Send
+from mgateway.calls.requests import StartRequest, TranscribeParams
+from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
+from mgateway.ingress.direct.session import DirectSession, Send, VocabularyPhrase
 from mgateway.interfaces import IRecognizer
 from mgateway.service import configured_entities
 from mgateway.text.stage import TextStage
@@ -30,9 +31,9 @@ START = {"message": "startStream", "sender": {"role": "customer", "externalId": 
 
 def registry_with(text: TextStage):
     engine, sink = ScriptedEngine(), Collect()
-    registry = CallRegistry(engine, [sink], Clock(), {
-        "siprec": media_line_roles(), "twilio": track_roles, "genesysaudiohook": channel_roles},
-        text=text)
+    mappers = {"siprec": media_line_roles(), "twilio": track_roles, "genesysaudiohook": channel_roles,
+               "direct": sender_roles}
+    registry = CallRegistry(engine, {namespace: [sink] for namespace in mappers}, Clock(), mappers, text=text)
     return registry, engine, sink
 
 
@@ -49,6 +50,29 @@ def test_every_utterance_of_a_call_is_written_once_with_the_calls_context():
     assert [e.utterance.text for e in sink.events] == ["What's your pin?", "##."]
 
 
+def test_direct_calls_get_their_own_phrases_and_share_their_conversations_context():
+    """Two sockets of one externalId: two one-leg calls, one conversation."""
+    registry, engine, sink = registry_with(TextStage())
+    phrases = []
+    feeds = {
+        "agent": registry.attach("direct", "stream-a", ["agent"], conversation_id="conv"),
+        "customer": registry.attach("direct", "stream-c", ["customer"], conversation_id="conv",
+                                    phrases=lambda: phrases),
+    }
+    for role, guid in (("agent", "stream-a"), ("customer", "stream-c")):
+        run(registry.start(StartRequest("direct", guid, "X", "X", TranscribeParams("en-US"))))
+        feeds[role].audio(role, b"\0\0" * 160)
+    agent, customer = engine.transcribers
+    agent.say(spoken("what's your pin"))
+    customer.say(spoken("one two"))
+    customer.say(spoken("i work at a c m e"))
+    phrases.append(VocabularyPhrase("ACME", ("a c m e",), "company"))
+    customer.say(spoken("i work at a c m e"))
+    assert [(e.conversation_id, e.utterance.text) for e in sink.events] == [
+        ("conv", "What's your pin?"), ("conv", "##."), ("conv", "I work at a c m e."),
+        ("conv", "I work at ACME.")]
+
+
 def test_start_streaming_with_unredacted_output_is_400_202_when_redaction_is_forced():
     registry, _, _ = registry_with(TextStage(force_redaction=True))
     registry.attach("siprec", GUID, ["0", "1"])
@@ -61,7 +85,7 @@ def test_start_streaming_with_unredacted_output_is_400_202_when_redaction_is_for
 @pytest.mark.parametrize("output, code", [
     ("redacted", "1000"), ("unredacted", "4094"), ("redacted_and_unredacted", "4094")])
 def test_direct_start_with_unredacted_output_is_4094_when_redaction_is_forced(output, code):
-    session = DirectSession("s", lambda tag: "en-US", lambda: 0.0, force_redaction=True)
+    session = DirectSession("s", lambda tag: "en-US", force_redaction=True)
     events = session.receive_text(json.dumps({**START, "redactionOutput": output}))
     (message,) = [e.message for e in events if isinstance(e, Send)]
     assert message["status"]["code"] == code, message

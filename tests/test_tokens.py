@@ -4,7 +4,7 @@ import jwt
 import pytest
 from twisted.internet.task import Clock
 
-from mgateway.api.tokens import InvalidToken, TokenSigner, signing_key
+from mgateway.tokens import InvalidToken, TokenSigner, signing_key
 
 
 def signer(clock, key=b"k" * 32, ttl=300):
@@ -42,6 +42,18 @@ def test_unsigned_token_is_refused():
     forged = jwt.encode({"aud": "direct", "sub": "x", "exp": 10**10}, key=None, algorithm="none")
     with pytest.raises(InvalidToken):
         signer(Clock()).verify(forged, "direct")
+
+
+def test_a_signer_without_its_key_yet_issues_and_accepts_nothing():
+    clock = Clock()
+    waiting = TokenSigner(None, 300, clock)
+    token = signer(clock).issue("direct", "app")
+    with pytest.raises(InvalidToken, match="not loaded"):
+        waiting.verify(token, "direct")
+    with pytest.raises(RuntimeError):
+        waiting.issue("direct", "app")
+    waiting.use_key(b"k" * 32)
+    assert waiting.verify(token, "direct")["sub"] == "app"
 
 
 def test_generated_key_is_kept_private_and_reused(tmp_path):

@@ -13,7 +13,7 @@ from twisted.internet import reactor
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 
-from mgateway.api.tokens import TokenSigner
+from mgateway.tokens import TokenSigner
 from mgateway.ingress.twilio.signature import twilio_signature
 from tests.support.audio import pace, read_pcm, until
 from tests.support.gateway import TWILIO_AUTH_TOKEN
@@ -46,15 +46,24 @@ async def open_twilio(gateway, url=None):
     return await opened, factory
 
 
-@pytest_twisted.ensureDeferred
-async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, webhook):
+async def started_stream(gateway, custom_parameters=None):
+    """
+    A new call's Twilio stream, connected and started: (callSid, peer, client,
+    factory) once the gateway holds the call (the start frame has to reach it
+    before start-streaming finds the call).
+    """
     sid = call_sid()
     peer = TwilioPeer(sid)
     client, factory = await open_twilio(gateway)
     client.send_text(peer.connected())
-    client.send_text(peer.start({"FirstName": "Jane"}))
-    # The start frame has to reach the gateway before start-streaming finds the call.
+    client.send_text(peer.start(custom_parameters))
     await until(reactor, lambda: gateway.service.registry.find("twilio", sid) is not None)
+    return sid, peer, client, factory
+
+
+@pytest_twisted.ensureDeferred
+async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, webhook):
+    sid, peer, client, factory = await started_stream(gateway, {"FirstName": "Jane"})
     body = {"namespace": "twilio", "guid": sid, "customerId": "TT9833237", "agentId": "RE223444211993",
             "autotranscribeParams": {"language": "ko-KR"},
             "twilioParams": {"trackMap": {"inbound": "agent", "outbound": "customer"}}}
@@ -71,9 +80,12 @@ async def test_forked_call_is_transcribed_per_track_with_the_track_map(gateway, 
                                {"namespace": "twilio", "guid": sid})
     assert code == 200
     summaries = {role: stopped["autotranscribeResponse"][role]["summary"] for role in ids}
-    # 52 ms of timeline before the first timestamp is part of the stream.
-    assert summaries["agent"]["totalAudioBytes"] == len(inbound) + 52 * 16
-    assert summaries["customer"]["totalAudioBytes"] == len(outbound) + 52 * 16
+    # 52 ms of timeline before the first timestamp is part of the stream,
+    # counted apart from the audio received.
+    assert summaries["agent"]["totalAudioBytes"] == len(inbound)
+    assert summaries["customer"]["totalAudioBytes"] == len(outbound)
+    assert summaries["agent"]["audioDurationMs"] == len(inbound) // 16
+    assert summaries["agent"]["filledAudioMs"] == summaries["customer"]["filledAudioMs"] == 52
     client.send_text(peer.stop())
     await factory.closed
 

@@ -4,8 +4,10 @@ import json
 
 import pytest
 from hypothesis import given, settings, strategies as st
+from twisted.internet.task import Clock
 
-from mgateway.ingress.twilio.session import Audio, Dropped, Started, Stopped, StreamError, TwilioStream
+from mgateway.ingress.events import LegAudio, Terminated
+from mgateway.ingress.twilio.session import Dropped, Started, Stopped, TwilioStream
 from mgateway.ingress.twilio.signature import twilio_signature, valid_signature
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.noise import comfort_noise
@@ -20,12 +22,27 @@ def tone(ms: int, value: int = 1000) -> bytes:
 def feed(stream, frames):
     events = []
     for frame in frames:
-        events += stream.receive(frame)
+        stream.receive_text(frame)
+        events += stream.events()
     return events
 
 
 def audio_of(events, track):
-    return b"".join(e.pcm for e in events if isinstance(e, Audio) and e.track == track)
+    """The track's timeline: filled gaps and received audio, in order."""
+    return b"".join(e.pcm for e in events if isinstance(e, LegAudio) and e.leg == track)
+
+
+def terminated(stream, frame) -> Terminated:
+    """The stream ends on this frame, as its last event."""
+    events = feed(stream, [frame])
+    assert isinstance(events[-1], Terminated), events
+    assert stream.events() == [] and feed(stream, [frame]) == [], "nothing after the end"
+    return events[-1]
+
+
+def placed(timeline, timestamp, pcm) -> bytes:
+    result = timeline.place(timestamp, pcm)
+    return result.fill + result.pcm
 
 
 def test_documented_session_yields_start_audio_per_track_and_stop():
@@ -66,39 +83,42 @@ def test_lost_and_reordered_frames_do_not_shift_later_audio():
 
 def test_media_before_start_closes_only_with_a_policy_error():
     peer = TwilioPeer("CA1")
-    with pytest.raises(StreamError) as e:
-        TwilioStream().receive(peer.media("inbound", b"\xff" * 160, 0))
-    assert e.value.close_code == 4008
+    assert terminated(TwilioStream(), peer.media("inbound", b"\xff" * 160, 0)) == \
+        Terminated(4008, '"media" before "start"')
 
 
 @pytest.mark.parametrize("frame", ["not json", "[1,2]", '{"no": "event"}'])
 def test_non_json_frames_close_the_socket(frame):
-    with pytest.raises(StreamError) as e:
-        TwilioStream().receive(frame)
-    assert e.value.close_code == 4007
+    assert terminated(TwilioStream(), frame).close_code == 4007
+
+
+def test_a_binary_frame_closes_the_socket_with_4003():
+    stream = TwilioStream()
+    stream.receive_bytes(b"\xff" * 160)
+    assert stream.events() == [Terminated(4003, "binary frame on a Twilio stream")]
+    assert stream.data_to_send() == [], "a fork stream sends nothing back"
 
 
 def test_malformed_media_is_dropped_and_the_stream_goes_on():
     peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
     stream = TwilioStream(max_dropped=2)
-    stream.receive(peer.start())
+    feed(stream, [peer.start()])
     bad = json.loads(peer.media("inbound", b"\xff" * 160, 0))
     bad["media"]["payload"] = "***not base64***"
-    assert [type(e) for e in stream.receive(json.dumps(bad))] == [Dropped]
+    assert [type(e) for e in feed(stream, [json.dumps(bad)])] == [Dropped]
     missing = json.loads(peer.media("inbound", b"\xff" * 160, 0))
     del missing["media"]["timestamp"]
-    assert [type(e) for e in stream.receive(json.dumps(missing))] == [Dropped]
-    assert audio_of(stream.receive(peer.media("inbound", b"\xff" * 160, 0)), "inbound")
-    with pytest.raises(StreamError):
-        stream.receive(json.dumps(bad))
+    assert [type(e) for e in feed(stream, [json.dumps(missing)])] == [Dropped]
+    assert audio_of(feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]), "inbound")
+    assert terminated(stream, json.dumps(bad)) == Terminated(4007, "more than 2 malformed frames")
 
 
 def test_unknown_events_and_marks_are_counted_not_fatal():
     peer = TwilioPeer("CA1")
     stream = TwilioStream()
-    stream.receive(peer.start())
-    assert stream.receive(json.dumps({"event": "mark", "mark": {"name": "x"}})) == []
-    assert stream.receive(json.dumps({"event": "brand-new"})) == []
+    feed(stream, [peer.start()])
+    assert feed(stream, [json.dumps({"event": "mark", "mark": {"name": "x"}})]) == []
+    assert feed(stream, [json.dumps({"event": "brand-new"})]) == []
     assert stream.counts["brand-new"] == 1
 
 
@@ -106,8 +126,8 @@ def test_unsupported_media_format_is_refused():
     peer = TwilioPeer("CA1")
     start = json.loads(peer.start())
     start["start"]["mediaFormat"]["sampleRate"] = 16000
-    with pytest.raises(StreamError):
-        TwilioStream().receive(json.dumps(start))
+    assert terminated(TwilioStream(), json.dumps(start)) == Terminated(
+        4008, 'unsupported media format {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1}')
 
 
 @settings(max_examples=50)
@@ -116,7 +136,7 @@ def test_timeline_position_always_follows_the_latest_timestamp(chunks):
     timeline = TrackTimeline(max_gap_ms=1000)
     for timestamp, ms in sorted(chunks):
         before = timeline.position_ms
-        out = timeline.place(timestamp, b"\x02\x00" * 8 * ms)
+        out = placed(timeline, timestamp, b"\x02\x00" * 8 * ms)
         assert len(out) % 2 == 0
         assert timeline.position_ms == before + len(out) // 16
         assert timeline.position_ms >= min(timestamp + ms, before)
@@ -125,9 +145,61 @@ def test_timeline_position_always_follows_the_latest_timestamp(chunks):
 def test_timeline_caps_a_huge_jump_and_reanchors():
     timeline = TrackTimeline(max_gap_ms=100)
     timeline.place(0, b"\x02\x00" * 160)
-    out = timeline.place(3_600_000, b"\x02\x00" * 160)
+    out = placed(timeline, 3_600_000, b"\x02\x00" * 160)
     assert len(out) == (100 + 20) * 16
-    assert len(timeline.place(3_600_020, b"\x02\x00" * 160)) == 320
+    assert len(placed(timeline, 3_600_020, b"\x02\x00" * 160)) == 320
+
+
+def test_a_timestamp_jump_fills_no_further_than_the_wall_clock_allows():
+    """Six frames in 13 s whose timestamps jump a minute each: 13 s of timeline, not five minutes."""
+    clock = Clock()
+    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=2_000)
+    frame = b"\x02\x00" * 160
+    for i in range(6):
+        result = timeline.place(i * 60_000, frame)
+        assert result.pcm == frame, "received audio is always kept whole"
+        clock.advance(2.6)
+    assert timeline.position_ms <= 13_000 + 2_000 + 6 * 20, timeline.position_ms
+    assert timeline.refused_ms > 280_000
+    # Timestamps that follow the jump go on from where the timeline stands.
+    assert timeline.place(5 * 60_000 + 20, frame).fill == b""
+
+
+def test_late_audio_arriving_in_a_burst_is_placed_at_its_timestamps():
+    clock = Clock()
+    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=500)
+    frame = b"\x02\x00" * 160
+    timeline.place(0, frame)
+    clock.advance(3)  # three seconds lost on the way, then the stream resumes on time
+    assert len(timeline.place(3_000, frame).fill) == (3_000 - 20) * 16
+    assert timeline.refused_ms == 0
+
+
+def test_no_media_for_the_timeout_gives_up_on_the_stream_with_4083():
+    clock = Clock()
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    stream = TwilioStream(clock_now=clock.seconds, media_timeout=10)
+    assert stream.get_timer() == 10, "runs from the socket's opening, before any media"
+    feed(stream, [peer.start()])
+    clock.advance(4)
+    feed(stream, [peer.media("inbound", b"\xff" * 160, 0)])
+    assert stream.get_timer() == 14
+    clock.advance(9.9)
+    stream.handle_timer(clock.seconds())
+    assert stream.events() == []
+    clock.advance(0.1)
+    stream.handle_timer(clock.seconds())
+    assert stream.events() == [Terminated(4083, "no media for 10 s")]
+    assert stream.get_timer() is None, "an ended stream has no timer"
+
+
+def test_a_stopped_stream_has_no_timer_and_takes_no_more_frames():
+    clock = Clock()
+    peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
+    stream = TwilioStream(clock_now=clock.seconds, media_timeout=10)
+    assert isinstance(feed(stream, [peer.start(), peer.stop()])[-1], Stopped)
+    assert stream.get_timer() is None
+    assert feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]) == []
 
 
 def test_signature_matches_twilio_algorithm_with_and_without_default_port():
@@ -146,3 +218,29 @@ def test_signature_matches_the_vector_published_with_twilios_libraries():
               "From": "+14158675309", "To": "+18005551212"}
     assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params) == \
         "RSOYDt4T1cUTdK1PDd93/VVr8B8="
+
+
+def test_positions_in_samples_fill_gaps_shorter_than_a_millisecond():
+    """AudioHook reports gaps to the sample; they are filled exactly, on every channel alike."""
+    timeline = TrackTimeline(max_gap_ms=1000)
+    assert timeline.advance(0, 800) == (b"", 0)
+    noise, trim = timeline.advance(805, 0)  # five samples (625 us) discarded
+    assert (noise, trim) == (comfort_noise(5, start=800), 0)
+    assert timeline.advance(805, 800) == (b"", 0)
+    assert timeline.position_samples == 1605
+    assert timeline.advance(1600, 10) == (b"", 5), "an overlap is trimmed from the chunk"
+
+
+_PEER = TwilioPeer("CA1", first_timestamp=0)
+_FRAMES = [_PEER.connected(), _PEER.start(), _PEER.media("inbound", b"\xff" * 160, 0),
+           _PEER.media("outbound", b"\x7f" * 160, 20), _PEER.dtmf("5"), _PEER.stop(),
+           '{"event": "media", "media": {"track": "inbound", "timestamp": "-5", "payload": ""}}', "{", "[]"]
+
+
+@settings(max_examples=200)
+@given(st.lists(st.one_of(st.sampled_from(_FRAMES), st.text(max_size=40)), max_size=30))
+def test_no_sequence_of_frames_makes_the_stream_raise(frames):
+    stream = TwilioStream(max_dropped=3)
+    events = feed(stream, frames)
+    ends = [i for i, e in enumerate(events) if isinstance(e, Terminated)]
+    assert ends in ([], [len(events) - 1]), "at most one end, and nothing after it"

@@ -15,9 +15,10 @@ from twisted.web.resource import Resource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from mgateway.api.responses import error_body, generic_error, json_body, request_id
-from mgateway.calls.errors import ApiError, bad_parameter, internal
-from mgateway.calls.requests import parse_start, parse_stop
+from mgateway.calls.errors import ApiError, bad_parameter, bad_transcribe_parameter, internal
+from mgateway.calls.requests import check_id, parse_start, parse_stop
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
+from mgateway.tokens import DIRECT_AUDIENCE, TWILIO_AUDIENCE
 
 log = Logger()
 
@@ -37,6 +38,8 @@ def _json(request, max_bytes: int, error=None) -> Any:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError):
         raise error("request body is not valid JSON") from None
+    except RecursionError:
+        raise error("request body is nested too deeply") from None
 
 
 def authenticated_app(auth, request) -> str:
@@ -79,14 +82,15 @@ class RestApi:
         C{WebSocketResource}) for each WebSocket ingress.
     @param configured_websockets: the same, for ingresses whose path comes
         from the configuration (AudioHook).
+    @param file_exporter: the L{mgateway.api.fileexporter.FileExporterApi}.
+    @param configuration: the L{mgateway.api.configuration.ConfigurationApi}.
     """
 
     app = Klein()
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
-                 configured_websockets: dict | None = None, configuration=None):
-        self._configuration = configuration
+                 configured_websockets: dict | None = None, file_exporter, configuration):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -96,6 +100,8 @@ class RestApi:
         self._max_body = max_body_bytes
         self._websockets = websockets
         self._configured_websockets = configured_websockets or {}
+        self._file_exporter = file_exporter
+        self._configuration = configuration
 
     def resource(self):
         return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
@@ -126,8 +132,9 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
     async def start_streaming(self, request):
-        self._authenticate(request)
-        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language)
+        app = self._authenticate(request)
+        start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language, app)
+        await self._guarded(self._check_language(start.transcribe.language), request)
         streams = await self._guarded(self._registry.start(start), request)
         log.info("start-streaming {namespace}/{guid} (request {request_id})",
                  namespace=start.namespace, guid=start.guid, request_id=request_id(request))
@@ -159,6 +166,16 @@ class RestApi:
             },
         })
 
+    async def _check_language(self, language: str) -> None:
+        """
+        400-202 for a language no model is loaded for, whether or not the
+        call exists: the whole request is checked before the call is looked up.
+        """
+        engine = self._registry.engine
+        await engine.ready()
+        if engine.canonical(language) is None:
+            raise bad_transcribe_parameter(f"Language not supported: {language}")
+
     async def _guarded(self, awaitable, request):
         """Spec errors pass through; anything else is the spec's 500-201."""
         try:
@@ -177,11 +194,12 @@ class RestApi:
         body = _json(request, self._max_body) or {}
         if not isinstance(body, dict):
             raise generic_error(400, "request body must be a JSON object")
+        # The schema allows any string: an empty one is as good as none.
         external_id = body.get("externalId")
-        if external_id is not None and (not isinstance(external_id, str) or not external_id):
-            raise generic_error(400, "externalId must be a non-empty string")
+        if external_id is not None and external_id != "":
+            check_id(external_id, "externalId", lambda message: generic_error(400, message))
         claims = {"ext": external_id} if external_id else {}
-        token = self._tokens.issue("direct", api_id, **claims)
+        token = self._tokens.issue(DIRECT_AUDIENCE, api_id, **claims)
         return json_body(request, 200, {
             "streamingUrl": f"{self._base_url(request)}{DIRECT_STREAM_PATH}?token={token}"
         })
@@ -206,7 +224,7 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/twilio-media-stream-url", methods=["GET"])
     def twilio_media_stream_url(self, request):
         api_id = self._authenticate(request)
-        token = self._tokens.issue("twilio", api_id)
+        token = self._tokens.issue(TWILIO_AUDIENCE, api_id)
         # Twilio drops query strings from Stream URLs: the token is in the path.
         return json_body(request, 200, {
             "streamingUrl": f"{self._base_url(request)}{TWILIO_STREAM_PATH}/{token}"
@@ -229,14 +247,40 @@ class RestApi:
                 external_id = body["externalId"]
         if not external_id:
             raise generic_error(400, "externalId is required")
+        check_id(external_id, "externalId", lambda message: generic_error(400, message))
         stored = await self._store.messages(external_id, MESSAGE_LIMIT)
         return json_body(request, 200, {"items": [m.to_json() for m in stored]})
 
+    # -- File Exporter ------------------------------------------------------------
+
+    @app.route("/fileexporter/v1/static/<operation>", methods=["POST"])
+    async def file_exporter(self, request, operation):
+        api_id = self._authenticate(request)
+        body = _json(request, self._max_body)
+        answer = await self._file_exporter.answer(operation, body, api_id, self._base_url(request))
+        return json_body(request, 200, answer)
+
+    @app.route("/fileexporter/v1/files/<token>/<name>", methods=["GET"])
+    def feed_file(self, request, token, name):
+        """A signed download URL: the token is the credential, no API headers."""
+        return self._file_exporter.download(token, name)
+
+    @app.route("/mg-autotranscribe/v1/webhook-failures", methods=["GET"])
+    async def webhook_failures(self, request):
+        """The utterances of a conversation that a webhook target did not get, newest first."""
+        self._authenticate(request)
+        external_id = (request.args.get(b"externalId") or [b""])[0].decode("utf-8", "replace")
+        if not external_id:
+            raise generic_error(400, "externalId is required")
+        check_id(external_id, "externalId", lambda message: generic_error(400, message))
+        failures = await self._store.webhook_failures(external_id, MESSAGE_LIMIT)
+        return json_body(request, 200, {"items": [f.to_json() for f in failures]})
+
+    # -- Configuration API --------------------------------------------------------
+
     @app.route("/configuration/v1/", branch=True)
     def configuration(self, request):
-        """The Configuration API (L{mgateway.api.configuration}), when the gateway has one."""
-        if self._configuration is None:
-            raise generic_error(404)
+        """The Configuration API (L{mgateway.api.configuration})."""
         return self._configuration.resource()
 
     @app.route("/health", methods=["GET"])

@@ -12,12 +12,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from mgateway.interfaces import IRecognizer
+from zope.interface import implementer
+
+from mgateway.interfaces import IRecognizer, ITranscriber
 from mgateway.transcript import Utterance
 
 log = Logger()
 
 
+@implementer(ITranscriber)
 class StreamTranscriber:
     """
     Feeds one participant stream to its own recogniser on the ASR pool: in
@@ -31,8 +34,9 @@ class StreamTranscriber:
     milliseconds.
 
     If the recogniser raises, the failure is logged, the stream's remaining
-    audio is dropped and no more utterances come; L{finish} still fires
-    normally, so the call around it ends as usual.
+    audio is dropped, no more utterances come and C{on_failure} is called
+    with the failure, so the owner of the stream can say so; L{finish} still
+    fires normally, so the call around it ends as usual.
 
     @ivar fed_bytes: PCM bytes accepted by L{feed}.
     """
@@ -45,11 +49,13 @@ class StreamTranscriber:
         on_utterance: Callable[[Utterance], None],
         offset_ms: int = 0,
         sample_rate: int = 8000,
+        on_failure: Callable[[Failure], None] | None = None,
     ):
         self._factory = recognizer_factory
         self._threadpool = threadpool
         self._reactor = reactor
         self._on_utterance = on_utterance
+        self._on_failure = on_failure
         self._offset_ms = offset_ms
         self._bytes_per_second = sample_rate * 2
         self.fed_bytes = 0
@@ -149,6 +155,11 @@ class StreamTranscriber:
         )
         self._finishing = True
         self._pending.clear()
+        if self._on_failure is not None:
+            try:
+                self._on_failure(failure)
+            except Exception:
+                log.failure("signalling a recogniser failure failed")
         self._complete()
 
     def _drop_recognizer(self) -> None:

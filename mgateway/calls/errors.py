@@ -1,10 +1,26 @@
 """
-Errors of the REST APIs, carrying the spec's HTTP status and error code.
-
-The body is always C{{"error": {"requestId", "message", "code"}}}.
+Errors of the call registry: those of the REST APIs, carrying the spec's HTTP
+status and error code (the body is always C{{"error": {"requestId",
+"message", "code"}}}), and those an ingress gets when it attaches media.
 """
 
 from __future__ import annotations
+
+from typing import Sequence
+
+
+class LegBusy(ValueError):
+    """
+    A media leg another attachment feeds now was attached again (a second
+    socket for the same Twilio track, an m-line offered twice). Each ingress
+    answers in its own terms: a WebSocket close, a SIP 4xx.
+    """
+
+    def __init__(self, namespace: str, guid: str, legs: Sequence[str]):
+        super().__init__(f"legs {list(legs)} already attached to {namespace}/{guid}")
+        self.namespace = namespace
+        self.guid = guid
+        self.legs = tuple(legs)
 
 
 class ApiError(Exception):

@@ -3,8 +3,10 @@ The call registry: every call the gateway holds media for, keyed by
 (namespace, guid), and the Start/Stop state machine that gates transcription.
 
 Ingress adapters L{CallRegistry.attach} their media legs and push decoded PCM;
-the REST API calls L{CallRegistry.start} and L{CallRegistry.stop}. Neither side
-knows about the other.
+the REST API calls L{CallRegistry.start} and L{CallRegistry.stop} (the direct
+WebSocket API does both for its one-leg calls). Every utterance becomes a
+L{TranscriptEvent} here, and only here, and goes to the sinks of the call's
+namespace plus those its ingress registered for the call.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ from typing import Callable, Iterable, Mapping, Sequence
 
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.roles import RoleMapper
-from mgateway.calls.stream import PCM_BYTES_PER_MS, ParticipantStream, StreamSummary
+from mgateway.calls.stream import ParticipantStream, StreamSummary
+from mgateway.interfaces import ICallRegistry, IMediaFeed
+from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.text.stage import TextStage
-from mgateway.transcript import Sender, TranscriptEvent, Utterance
+from mgateway.transcript import ROLES, Sender, TranscriptEvent, Utterance
 
 log = Logger()
 
@@ -52,7 +57,7 @@ class _Leg:
 
     @property
     def position_ms(self) -> int:
-        return self.position_bytes // PCM_BYTES_PER_MS
+        return self.position_bytes // BYTES_PER_MS
 
 
 class Call:
@@ -60,11 +65,22 @@ class Call:
     One call's media legs, participant streams and transcription state.
 
     @ivar busy: a start or stop for this call is being processed (409-202).
+    @ivar conversation_id: what its utterances are filed under: the guid,
+        or the C{externalId} of a direct stream.
+    @ivar sinks: where this call's utterances go besides its namespace's
+        sinks (a direct stream's socket).
+    @ivar phrases: the call's own custom vocabulary (a direct stream's
+        C{updateVocabulary}), read at every utterance, on top of the gateway's.
     """
 
-    def __init__(self, registry: CallRegistry, namespace: str, guid: str, mapper: RoleMapper):
+    def __init__(self, registry: CallRegistry, namespace: str, guid: str, mapper: RoleMapper,
+                 conversation_id: str | None = None, stream_ids: Mapping[str, str] | None = None,
+                 phrases: Callable[[], Iterable] = tuple):
         self.namespace = namespace
         self.guid = guid
+        self.conversation_id = conversation_id or guid
+        self.phrases = phrases
+        self.sinks: list = []
         self._registry = registry
         self._mapper = mapper
         self.state = CallState.NEW
@@ -75,8 +91,9 @@ class Call:
         self.request: StartRequest | None = None
         self._roles: dict[str, str] = {}
         self.streams = {
-            role: ParticipantStream(role, registry.engine, registry.clock, self._utterance)
-            for role in ("customer", "agent")
+            role: ParticipantStream(role, registry.engine, registry.clock, self._utterance,
+                                    stream_id=(stream_ids or {}).get(role), on_failure=self._stream_failed)
+            for role in ROLES
         }
 
     def _remap(self) -> None:
@@ -84,7 +101,7 @@ class Call:
         fed = [leg_id for leg_id, leg in self.legs.items() if leg.owner is not None]
         self._roles = self._mapper(self.request, fed) if self.request else {}
 
-    def audio(self, leg_id: str, pcm: bytes) -> None:
+    def audio(self, leg_id: str, pcm: bytes, filled: bool = False) -> None:
         leg = self.legs[leg_id]
         position_ms = leg.position_ms
         leg.position_bytes += len(pcm)
@@ -92,26 +109,41 @@ class Call:
             return
         role = self._roles.get(leg_id)
         if role is not None:
-            self.streams[role].feed(pcm, position_ms)
+            self.streams[role].feed(pcm, position_ms, filled)
 
     def _utterance(self, stream: ParticipantStream, utterance: Utterance) -> None:
         created = self._registry.now()
         leg_id = next((leg for leg, role in self._roles.items() if role == stream.role), None)
         lag_ms = self.legs[leg_id].position_ms - utterance.end_ms if leg_id in self.legs else 0
         text = self._registry.text
-        utterance = text.write(utterance, self.request.transcribe, text.context(self.namespace, self.guid),
-                               speaker=stream.role)
+        context = text.context(self.namespace, self.conversation_id)
+        utterance = text.write(utterance, self.request.transcribe, context, self.phrases(), speaker=stream.role)
         event = TranscriptEvent(
             namespace=self.namespace,
-            conversation_id=self.guid,
+            conversation_id=self.conversation_id,
             stream_id=stream.stream_id,
             sender=Sender(stream.role, stream.sender_id),
             utterance=utterance,
             created=created,
             spoken=created - timedelta(milliseconds=max(0, lag_ms)),
             detailed_tokens=stream.detailed_tokens,
+            language=stream.language,
+            app=self.request.app if self.request is not None else None,
         )
-        self._registry.publish(event)
+        self._registry.publish(event, self.sinks)
+
+    def _stream_failed(self, stream: ParticipantStream, failure) -> None:
+        log.error(
+            "call {namespace}/{guid}: the {role} stream's recogniser failed; "
+            "it is no longer transcribed",
+            namespace=self.namespace, guid=self.guid, role=stream.role,
+        )
+        for attachment in list(self.feeds):
+            try:
+                attachment.failed(failure)
+            except Exception:
+                log.failure("call {namespace}/{guid}: an ingress failed to take a recogniser failure",
+                            namespace=self.namespace, guid=self.guid)
 
     async def start(self, request: StartRequest) -> dict:
         self._check_can_change(CallState.STARTED)
@@ -132,7 +164,7 @@ class Call:
             self._remap()
             for role, stream in self.streams.items():
                 stream.start(language, request.sender_id(role), request.transcribe.detailed_token,
-                             self._registry.recorder(self.guid, stream.stream_id, request.transcribe))
+                             self._registry.recorder(self.conversation_id, stream.stream_id, request.transcribe))
             self.state = CallState.STARTED
             log.info(
                 "call {namespace}/{guid} started ({language}, legs {roles})",
@@ -199,6 +231,7 @@ class Call:
             self._registry._forget(self)
 
 
+@implementer(IMediaFeed)
 class MediaAttachment:
     """
     What an ingress holds for the legs it feeds into a call. Several
@@ -206,10 +239,12 @@ class MediaAttachment:
     ends when the last one hangs up.
     """
 
-    def __init__(self, call: Call, legs: Sequence[str], on_stop: Callable[[], None] | None = None):
+    def __init__(self, call: Call, legs: Sequence[str], on_stop: Callable[[], None] | None = None,
+                 on_failure: Callable | None = None):
         self.call = call
         self.legs = tuple(legs)
         self._on_stop = on_stop
+        self._on_failure = on_failure
         self._hung_up = False
 
     def stopped(self) -> None:
@@ -217,10 +252,18 @@ class MediaAttachment:
         if self._on_stop is not None and not self._hung_up:
             self._on_stop()
 
-    def audio(self, leg_id: str, pcm: bytes) -> None:
-        """16-bit little-endian 8 kHz PCM of one leg, in timeline order."""
+    def failed(self, reason) -> None:
+        """A recogniser of the call failed: tell the ingress, if it asked."""
+        if self._on_failure is not None and not self._hung_up:
+            self._on_failure(reason)
+
+    def audio(self, leg_id: str, pcm: bytes, filled: bool = False) -> None:
+        """
+        16-bit little-endian 8 kHz PCM of one leg, in timeline order.
+        C{filled}: comfort noise for a gap, counted apart in the summaries.
+        """
         if not self._hung_up and self.call.legs[leg_id].owner is self:
-            self.call.audio(leg_id, pcm)
+            self.call.audio(leg_id, pcm, filled)
 
     def release(self, leg_id: str) -> None:
         """Stop feeding one leg (its m-line was removed): another attachment may take it."""
@@ -241,11 +284,16 @@ class MediaAttachment:
         return ensureDeferred(self.call.hang_up())
 
 
+@implementer(ICallRegistry)
 class CallRegistry:
     """
-    @param engine: the L{mgateway.speech.SpeechEngine}.
-    @param sinks: where every utterance of every call goes (webhook, store).
+    @param engine: the L{mgateway.interfaces.ISpeechEngine}.
+    @param sinks: per namespace, where every utterance of its calls goes
+        (webhook, store): the one table of it. Every namespace of
+        C{mappers} needs an entry, so that no utterance goes nowhere.
     @param mappers: per namespace, how legs map to participants.
+    @param media_sources: per namespace, an L{mgateway.interfaces.IMediaSource}
+        that start-streaming asks to open the call (nothing pushes its media).
     @param text: the text stages every utterance passes through.
     @param recordings: the L{mgateway.egress.recordings.Recordings} of
         streams whose start-streaming allowed it.
@@ -254,21 +302,26 @@ class CallRegistry:
     def __init__(
         self,
         engine,
-        sinks: Iterable,
+        sinks: Mapping[str, Sequence],
         clock,
         mappers: Mapping[str, RoleMapper],
         now: Callable[[], datetime] = utc_now,
+        media_sources: Mapping[str, object] = {},
         text: TextStage | None = None,
         recordings=None,
     ):
+        unfed = sorted(set(mappers) - set(sinks))
+        if unfed:
+            raise ValueError(f"no sinks for namespaces {unfed}")
         self.text = text or TextStage()
         self.recordings = recordings
         self.engine = engine
-        self.sinks = list(sinks)
+        self.sinks = {namespace: tuple(fed) for namespace, fed in sinks.items()}
         self.clock = clock
         self.now = now
         self._mappers = dict(mappers)
         self._calls: dict[tuple[str, str], Call] = {}
+        self._media_sources = dict(media_sources)
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -277,25 +330,39 @@ class CallRegistry:
         return self._calls.get((namespace, guid))
 
     def attach(self, namespace: str, guid: str, legs: Sequence[str],
-               on_stop: Callable[[], None] | None = None) -> MediaAttachment:
+               on_stop: Callable[[], None] | None = None, *, on_failure: Callable | None = None,
+               conversation_id: str | None = None, stream_ids: Mapping[str, str] | None = None,
+               sinks: Iterable = (), phrases: Callable[[], Iterable] = tuple) -> MediaAttachment:
         """
         Feed media legs into the call (created if new). A leg another
-        attachment feeds now is refused with C{ValueError}; one fed before
-        and released is taken over, its timeline continuing.
+        attachment feeds now is refused with L{errors.LegBusy}; one fed
+        before and released is taken over, its timeline continuing.
 
         @param on_stop: called when stop-streaming stops the call.
+        @param on_failure: called with the failure when a recogniser of the
+            call fails.
+        @param conversation_id: for a new call, what its utterances are filed
+            under (the guid when not given).
+        @param stream_ids: for a new call, the C{streamId} of a role (a new
+            UUID when not given).
+        @param sinks: where the call's utterances go too (a direct stream's
+            socket), besides its namespace's sinks.
+        @param phrases: for a new call, what gives its own custom vocabulary
+            (a direct stream's C{updateVocabulary} phrases), read at every
+            utterance.
         """
         call = self._calls.get((namespace, guid))
         if call is None or call.state in (CallState.ENDING, CallState.ENDED):
             # A call still flushing after its last feed hung up is gone for
             # good: media that comes back now starts the call anew.
-            call = Call(self, namespace, guid, self._mappers[namespace])
+            call = Call(self, namespace, guid, self._mappers[namespace], conversation_id, stream_ids, phrases)
             self._calls[(namespace, guid)] = call
             log.info("call {namespace}/{guid} attached", namespace=namespace, guid=guid)
         duplicate = [leg for leg in legs if leg in call.legs and call.legs[leg].owner is not None]
         if duplicate:
-            raise ValueError(f"legs {sorted(duplicate)} already attached to {namespace}/{guid}")
-        attachment = MediaAttachment(call, legs, on_stop)
+            raise errors.LegBusy(namespace, guid, sorted(duplicate))
+        call.sinks.extend(sinks)
+        attachment = MediaAttachment(call, legs, on_stop, on_failure)
         for leg in legs:
             call.legs.setdefault(leg, _Leg()).owner = attachment
         call.feeds.append(attachment)
@@ -318,20 +385,31 @@ class CallRegistry:
         Start or resume transcription: C{{role: ParticipantStream}}, or raise
         L{errors.ApiError}.
         """
-        return await self._call(request.namespace, request.guid).start(request)
+        source = self._media_sources.get(request.namespace)
+        if source is None:
+            return await self._call(request.namespace, request.guid).start(request)
+        await source.prepare(self, request)
+        call = self._call(request.namespace, request.guid)
+        try:
+            streams = await call.start(request)
+        except Exception:
+            source.abandon(request)
+            raise
+        source.begin(call, request)
+        return streams
 
     async def stop(self, request: StopRequest) -> dict:
         """Pause or end transcription: C{{role: (ParticipantStream, StreamSummary)}}."""
         return await self._call(request.namespace, request.guid).stop()
 
-    def recorder(self, guid: str, stream_id: str, params) -> Callable | None:
+    def recorder(self, conversation_id: str, stream_id: str, params) -> Callable | None:
         """What makes a stream's recordings, only with C{audioRecordingAllowed}."""
         if not params.audio_recording_allowed or self.recordings is None:
             return None
-        return lambda: self.recordings.open(guid, stream_id)
+        return lambda: self.recordings.open(conversation_id, stream_id)
 
-    def publish(self, event: TranscriptEvent) -> None:
-        for sink in self.sinks:
+    def publish(self, event: TranscriptEvent, call_sinks: Iterable = ()) -> None:
+        for sink in (*self.sinks[event.namespace], *call_sinks):
             try:
                 sink.deliver(event)
             except Exception:

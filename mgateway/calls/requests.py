@@ -8,28 +8,67 @@ transcription settings in C{autotranscribeParams} are 400-202.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Any, Callable
 
 import attrs
 
 from mgateway.calls.errors import bad_parameter, bad_transcribe_parameter
+from mgateway.calls.namespaces import API_NAMESPACES
 
-NAMESPACES = ("siprec", "twilio", "amazonconnect", "genesysaudiohook")
 REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
 MEDIA_LINE_ORDERS = ("CUSTOMER_FIRST", "AGENT_FIRST")
 START_SELECTORS = ("NOW", "FRAGMENT_NUMBER")
+#: The most characters an id may have (guid, customerId, agentId, externalId).
+#: The platforms' own ids are a few dozen characters (a Twilio CallSid 34, a
+#: UUID 36, a UCID 20); the bound keeps a client from filling the store's
+#: keys and the logs.
+MAX_ID_LENGTH = 256
+
+
+class TranscribeRuleBroken(ValueError):
+    """
+    Transcription settings the spec forbids. C{field} names the setting at
+    fault (C{redactionOutput}, C{smartFormatting}, C{detailedToken}) so each
+    API answers in its own terms: the REST API with 400-202, the direct API
+    with 4040, 4092 or 4093.
+    """
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
 
 
 @attrs.frozen
 class TranscribeParams:
-    """C{autotranscribeParams}, with the spec's defaults applied."""
+    """
+    What to transcribe and how, with the spec's defaults applied: the REST
+    API's C{autotranscribeParams} and the direct API's C{startStream} alike.
+    Constructing one checks the spec's rules (L{TranscribeRuleBroken}):
+    redaction works only on smart-formatted text without word tokens.
+    """
 
     language: str
     detailed_token: bool = False
     audio_recording_allowed: bool = False
     redaction_output: str = "redacted"
-    #: C{smartFormatting} (the direct API's field, accepted here too).
     smart_formatting: bool = True
+
+    def __attrs_post_init__(self) -> None:
+        if self.redaction_output not in REDACTION_OUTPUTS:
+            raise TranscribeRuleBroken(
+                "redactionOutput",
+                f"redactionOutput must be one of {', '.join(REDACTION_OUTPUTS)}; "
+                f"got {self.redaction_output!r}",
+            )
+        if self.redaction_output != "unredacted" and not self.smart_formatting:
+            raise TranscribeRuleBroken(
+                "smartFormatting", "redaction needs smartFormatting=true (or redactionOutput \"unredacted\")"
+            )
+        if self.redaction_output != "unredacted" and self.detailed_token:
+            raise TranscribeRuleBroken(
+                "detailedToken", "detailedToken=true requires redactionOutput \"unredacted\""
+            )
 
 
 @attrs.frozen
@@ -45,6 +84,8 @@ class StartRequest:
     media_line_order: str | None = None
     #: C{amazonConnectParams}, as given (validated for types and enums).
     amazon_connect: dict = attrs.field(factory=dict)
+    #: The C{asapp-api-id} of the app that sent the request.
+    app: str | None = None
 
     def sender_id(self, role: str) -> str:
         return self.customer_id if role == "customer" else self.agent_id
@@ -76,6 +117,34 @@ def _string(body: dict, key: str, *, required: bool, error=bad_parameter, name=N
     return value
 
 
+def check_id(value: Any, name: str, error: Callable[[str], Exception]) -> str:
+    """
+    C{value} if it is an id the gateway can store, post and log: a non-empty
+    string of at most L{MAX_ID_LENGTH} characters, well-formed Unicode (no
+    lone UTF-16 surrogate, which JSON's C{\\udc00} escapes can carry and
+    UTF-8 cannot) and free of control characters (PostgreSQL text refuses
+    NUL). Shared by every edge that takes an id from a client.
+
+    @raise Exception: C{error(message)} otherwise.
+    """
+    if not isinstance(value, str) or not value:
+        raise error(f"{name} must be a non-empty string")
+    if len(value) > MAX_ID_LENGTH:
+        raise error(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(f"{name} is not well-formed Unicode (a lone surrogate)") from None
+    if any(unicodedata.category(c) == "Cc" for c in value):
+        raise error(f"{name} must not contain control characters")
+    return value
+
+
+def _id(body: dict, key: str) -> str:
+    """A required id field of the request body."""
+    return check_id(_string(body, key, required=True), key, bad_parameter)
+
+
 def _choice(body: dict, key: str, choices, default, error, name: str):
     value = body.get(key, default)
     if value is None:
@@ -85,10 +154,10 @@ def _choice(body: dict, key: str, choices, default, error, name: str):
     return value
 
 
-def _bool(body: dict, key: str, name: str) -> bool:
-    value = body.get(key, False)
+def _bool(body: dict, key: str, name: str, default: bool = False) -> bool:
+    value = body.get(key, default)
     if value is None:
-        return False
+        return default
     if not isinstance(value, bool):
         raise bad_transcribe_parameter(f"{name} must be true or false")
     return value
@@ -97,16 +166,15 @@ def _bool(body: dict, key: str, name: str) -> bool:
 def _call_key(body: Any) -> tuple[str, str]:
     body = _object(body, "request body", bad_parameter)
     namespace = _string(body, "namespace", required=True)
-    if namespace not in NAMESPACES:
-        raise bad_parameter(f"namespace must be one of {', '.join(NAMESPACES)}; got {namespace!r}")
-    guid = _string(body, "guid", required=True)
-    return namespace, guid
+    if namespace not in API_NAMESPACES:
+        raise bad_parameter(f"namespace must be one of {', '.join(API_NAMESPACES)}; got {namespace!r}")
+    return namespace, _id(body, "guid")
 
 
-def parse_start(body: Any, default_language: str) -> StartRequest:
+def parse_start(body: Any, default_language: str, app: str | None = None) -> StartRequest:
     namespace, guid = _call_key(body)
-    customer_id = _string(body, "customerId", required=True)
-    agent_id = _string(body, "agentId", required=True)
+    customer_id = _id(body, "customerId")
+    agent_id = _id(body, "agentId")
 
     params = _object(body.get("autotranscribeParams"), "autotranscribeParams", bad_transcribe_parameter)
     language = _string(
@@ -115,21 +183,14 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
     ) or default_language
     detailed = _bool(params, "detailedToken", "autotranscribeParams.detailedToken")
     recording = _bool(params, "audioRecordingAllowed", "autotranscribeParams.audioRecordingAllowed")
-    redaction = _choice(
-        params, "redactionOutput", REDACTION_OUTPUTS, "redacted",
-        bad_transcribe_parameter, "autotranscribeParams.redactionOutput",
-    )
-    if detailed and redaction != "unredacted":
-        raise bad_transcribe_parameter(
-            "detailedToken=true requires redactionOutput \"unredacted\""
+    redaction = params.get("redactionOutput")
+    smart = _bool(params, "smartFormatting", "autotranscribeParams.smartFormatting", default=True)
+    try:
+        transcribe = TranscribeParams(
+            language, detailed, recording, "redacted" if redaction is None else redaction, smart
         )
-    smart = params.get("smartFormatting", True)
-    if not isinstance(smart, bool):
-        raise bad_transcribe_parameter("autotranscribeParams.smartFormatting must be true or false")
-    if not smart and redaction != "unredacted":
-        raise bad_transcribe_parameter(
-            "smartFormatting=false requires redactionOutput \"unredacted\" (only formatted text is redacted)"
-        )
+    except TranscribeRuleBroken as e:
+        raise bad_transcribe_parameter(f"autotranscribeParams.{e}") from None
 
     twilio = _object(body.get("twilioParams"), "twilioParams", bad_parameter)
     track_map_in = _object(twilio.get("trackMap"), "twilioParams.trackMap", bad_parameter)
@@ -163,10 +224,11 @@ def parse_start(body: Any, default_language: str) -> StartRequest:
         guid=guid,
         customer_id=customer_id,
         agent_id=agent_id,
-        transcribe=TranscribeParams(language, detailed, recording, redaction, smart),
+        transcribe=transcribe,
         track_map=track_map,
         media_line_order=order,
         amazon_connect=dict(connect),
+        app=app,
     )
 
 

@@ -41,3 +41,8 @@ def channel_roles(request: StartRequest, legs: Sequence[str]) -> dict:
     """Genesys AudioHook: C{external} is the customer, C{internal} the agent."""
     fixed = {"external": "customer", "internal": "agent"}
     return {leg: fixed[leg] for leg in legs if leg in fixed}
+
+
+def sender_roles(request: StartRequest, legs: Sequence[str]) -> dict:
+    """The direct API: each leg is named by the role its C{startStream} gave."""
+    return {leg: leg for leg in legs if leg in ("customer", "agent")}

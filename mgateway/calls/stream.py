@@ -10,30 +10,43 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from mgateway.media.pcm import BYTES_PER_MS
 from mgateway.transcript import Utterance
 
 log = Logger()
 
-#: Bytes of 16-bit PCM per millisecond at 8 kHz.
-PCM_BYTES_PER_MS = 16
-
 
 @attrs.frozen
 class StreamSummary:
-    """The spec's C{summary}: what one started period of a stream received."""
+    """
+    The spec's C{summary}: what one started period of a stream received.
+
+    C{total_audio_bytes} and C{audio_duration_ms} count only the audio the
+    ingress received; gaps it filled with comfort noise to keep the timeline
+    (lost chunks, reported pauses) are counted apart, in C{filled_audio_ms}
+    (C{filledAudioMs}, beside the spec's fields).
+    """
 
     total_audio_bytes: int
     audio_duration_ms: int
     streaming_seconds: int
     transcripts: int
+    filled_audio_ms: int = 0
 
-    def to_json(self) -> dict:
-        return {
+    def to_json(self, *, filled: bool = True) -> dict:
+        """
+        The spec's summary object; C{filled}: with C{filledAudioMs} (the
+        direct API, whose client sends every byte itself, leaves it out).
+        """
+        summary = {
             "totalAudioBytes": self.total_audio_bytes,
             "audioDurationMs": self.audio_duration_ms,
             "streamingSeconds": self.streaming_seconds,
             "transcripts": self.transcripts,
         }
+        if filled:
+            summary["filledAudioMs"] = self.filled_audio_ms
+        return summary
 
 
 @attrs.define
@@ -42,14 +55,16 @@ class _Period:
 
     started_at: float
     audio_bytes: int = 0
+    filled_bytes: int = 0
     transcripts: int = 0
 
     def summary(self, now: float) -> StreamSummary:
         return StreamSummary(
             total_audio_bytes=self.audio_bytes,
-            audio_duration_ms=self.audio_bytes // PCM_BYTES_PER_MS,
+            audio_duration_ms=self.audio_bytes // BYTES_PER_MS,
             streaming_seconds=math.ceil(max(0.0, now - self.started_at)),
             transcripts=self.transcripts,
+            filled_audio_ms=self.filled_bytes // BYTES_PER_MS,
         )
 
 
@@ -67,12 +82,14 @@ class ParticipantStream:
     offset is the leg's position at that moment) and flushed on stop.
     """
 
-    def __init__(self, role: str, engine, clock, on_utterance: Callable):
+    def __init__(self, role: str, engine, clock, on_utterance: Callable,
+                 stream_id: str | None = None, on_failure: Callable | None = None):
         self.role = role
-        self.stream_id = str(uuid.uuid4())
+        self.stream_id = stream_id or str(uuid.uuid4())
         self._engine = engine
         self._clock = clock
         self._on_utterance = on_utterance
+        self._on_failure = on_failure
         self._period: _Period | None = None
         self._transcriber = None
         self.language: str | None = None
@@ -95,8 +112,11 @@ class ParticipantStream:
         self.detailed_tokens = detailed_tokens
         self._period = _Period(started_at=self._clock.seconds())
 
-    def feed(self, pcm: bytes, position_ms: int) -> None:
-        """Audio of the leg carrying this participant, which starts at C{position_ms}."""
+    def feed(self, pcm: bytes, position_ms: int, filled: bool = False) -> None:
+        """
+        Audio of the leg carrying this participant, which starts at
+        C{position_ms}; C{filled}: comfort noise the ingress put in a gap.
+        """
         period = self._period
         if period is None:
             return
@@ -105,9 +125,13 @@ class ParticipantStream:
                 self.language,
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
+                on_failure=self._failed,
             )
             self._recording = self._recorder() if self._recorder is not None else None
-        period.audio_bytes += len(pcm)
+        if filled:
+            period.filled_bytes += len(pcm)
+        else:
+            period.audio_bytes += len(pcm)
         self._transcriber.feed(pcm)
         if self._recording is not None:
             self._recording.write(pcm)
@@ -115,6 +139,10 @@ class ParticipantStream:
     def _deliver(self, period: _Period, utterance: Utterance) -> None:
         period.transcripts += 1
         self._on_utterance(self, utterance)
+
+    def _failed(self, failure) -> None:
+        if self._on_failure is not None:
+            self._on_failure(self, failure)
 
     def stop(self) -> Deferred:
         """

@@ -2,40 +2,50 @@
 The real-time webhook: one HTTPS POST of the spec's C{transcript} JSON per
 utterance, to the customer's target.
 
-Delivery is best effort, as the spec describes it. At most C{concurrency}
-POSTs are in flight and at most C{queue_size} utterances wait behind them;
-when the queue is full the oldest waiting utterance is dropped. A POST that
-times out, cannot connect or is answered with a status other than 2xx is
-logged with the call id and counted, and never retried. L{WebhookSink.deliver}
-only enqueues, so a slow or dead target never holds up transcription.
+Delivery is best effort, as the spec describes it. The utterances go through
+a L{DeliveryQueue}: at most C{concurrency} POSTs are in flight, one at a time
+per stream so that a stream's utterances arrive in order, and at most
+C{queue_size} utterances wait behind them; when the queue is full the oldest
+waiting utterance is dropped. A POST that times out, cannot connect or is
+answered with a status other than 2xx is logged with the call id and counted,
+and never retried (but see L{mgateway.egress.connections} for a stale reused
+connection). L{WebhookSink.deliver} only enqueues, so a slow or dead target
+never holds up transcription.
 """
 
 from __future__ import annotations
 
 import json
-from collections import deque
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Callable
 
 import attrs
+from OpenSSL import SSL
 from prometheus_client import Counter
 from treq.client import HTTPClient
-from twisted.internet.defer import (
-    CancelledError,
-    Deferred,
-    DeferredList,
-    TimeoutError,
-    ensureDeferred,
-    succeed,
-)
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
+from twisted.internet.error import ConnectError
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
+from twisted.web.client import (
+    Agent,
+    HTTPConnectionPool,
+    RequestNotSent,
+    RequestTransmissionFailed,
+    ResponseDone,
+    ResponseNeverReceived,
+)
 from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 from zope.interface import implementer
 
-from mgateway.egress.tls import trust_policy
+from mgateway.egress.connections import StaleConnection, WebhookPool
+from mgateway.store.failure import WebhookFailure
+from mgateway.egress.oauth2 import TokenSource
+from mgateway.egress.queue import DeliveryQueue
+from mgateway.egress.tls import TlsFiles, trust_policy
 from mgateway.interfaces import ITranscriptSink
 from mgateway.transcript import TranscriptEvent
 from mgateway.wire import webhook_body
@@ -54,6 +64,13 @@ DELIVERIES = Counter(
 )
 for _outcome in OUTCOMES:
     DELIVERIES.labels(outcome=_outcome)
+
+FAILURES = Counter(
+    "asapp_mg_webhook_failures_total",
+    "Utterances a webhook target did not get, by target and error (HTTP status, "
+    "timeout, dropped, or the class of the connection, TLS or token error).",
+    ["target", "error"],
+)
 
 
 @attrs.frozen
@@ -85,8 +102,19 @@ class WebhookSink:
         L{mgateway.config} accepts.
     @param ca_file: a PEM bundle of the only certificate authorities to trust;
         L{None} for the platform's trust store.
+    @param tls: all the TLS files (custom CA, client certificate and key for
+        mTLS), instead of C{ca_file}; read again when they change.
     @param http_client: a L{treq.client.HTTPClient} to use instead of the
         sink's own; C{ca_file} and the connection pool are then its business.
+    @param token_source: OAuth2 bearer tokens to send; on a 401 the token is
+        dropped and the POST sent once more with a new one.
+    @param retries: how many times a POST whose connection failed before any
+        byte of an answer (refused, reset, unreachable; not TLS, not a
+        timeout) is sent again on a new connection; 0, the guides' "no
+        retry", by default.
+    @param target: the target's name, in logs, metrics and failure records.
+    @param on_failure: called with a L{WebhookFailure} for every utterance
+        not delivered (non-2xx, no answer, dropped).
     """
 
     def __init__(
@@ -103,50 +131,58 @@ class WebhookSink:
         secret: str = "",
         secret_in: str = "header",
         ca_file: Path | None = None,
+        tls: TlsFiles | None = None,
         http_client: HTTPClient | None = None,
+        token_source: TokenSource | None = None,
+        retries: int = 0,
+        target: str = "default",
+        on_failure: Callable[[WebhookFailure], None] = lambda failure: None,
     ):
         self._clock = reactor if clock is None else clock
         self._timeout = timeout_seconds
-        self._concurrency = concurrency
-        self._queue_size = queue_size
         self._url = url
+        self._tokens = token_source
+        self._retries = retries
+        self._target = target
+        self._on_failure = on_failure
         self._params, self._headers = _credentials(auth, secret_name, secret, secret_in)
         self._pool: HTTPConnectionPool | None = None
+        #: Sends a POST again on a new connection when a reused one was stale.
+        self._fresh_client = http_client
         if http_client is None:
-            self._pool = HTTPConnectionPool(reactor, persistent=True)
+            policy = trust_policy(ca_file, tls)
+            self._pool = WebhookPool(reactor, persistent=True)
             self._pool.maxPersistentPerHost = concurrency
-            http_client = HTTPClient(
-                Agent(reactor, contextFactory=trust_policy(ca_file), pool=self._pool)
-            )
+            http_client = HTTPClient(Agent(reactor, contextFactory=policy, pool=self._pool))
+            self._fresh_client = HTTPClient(Agent(reactor, contextFactory=policy))
         self._client = http_client
-        self._waiting: deque[TranscriptEvent] = deque()
-        self._in_flight: set[Deferred] = set()
-        self._drains: list[Deferred] = []
-        self._closed = False
+        self._queue: DeliveryQueue[TranscriptEvent] = DeliveryQueue(
+            self._send,
+            clock=self._clock,
+            concurrency=concurrency,
+            queue_size=queue_size,
+            on_drop=self._drop,
+            key=lambda event: (event.conversation_id, event.stream_id),
+        )
         self._counts = dict.fromkeys(OUTCOMES, 0)
         self._timed_out = 0
 
     @property
     def stats(self) -> WebhookStats:
         """A snapshot of the counts."""
+        queue = self._queue.stats
         return WebhookStats(
             sent=self._counts["sent"],
             failed=self._counts["failed"],
             errors=self._counts["error"],
             timed_out=self._timed_out,
             dropped=self._counts["dropped"],
-            in_flight=len(self._in_flight),
-            queued=len(self._waiting),
+            in_flight=queue.in_flight,
+            queued=queue.queued,
         )
 
     def deliver(self, event: TranscriptEvent) -> None:
-        if self._closed:
-            self._drop(event, "the webhook is shut down")
-            return
-        self._waiting.append(event)
-        if len(self._waiting) > self._queue_size:
-            self._drop(self._waiting.popleft(), "the queue is full")
-        self._pump()
+        self._queue.put(event)
 
     def drain(self, timeout: float) -> Deferred:
         """
@@ -155,11 +191,7 @@ class WebhookSink:
         @return: a L{Deferred} firing with C{True} once nothing waits and
             nothing is in flight, or with C{False} after C{timeout} seconds.
         """
-        if self._idle():
-            return succeed(True)
-        d = Deferred(self._drains.remove)
-        self._drains.append(d)
-        return d.addTimeout(timeout, self._clock, onTimeoutCancel=lambda result, timeout: False)
+        return self._queue.drain(timeout)
 
     def close(self) -> Deferred:
         """
@@ -167,47 +199,79 @@ class WebhookSink:
         as errors) and close the pooled connections. Later utterances are
         dropped.
         """
-        self._closed = True
-        while self._waiting:
-            self._drop(self._waiting.popleft(), "the webhook is shut down")
-        abandoned = list(self._in_flight)
-        settled = DeferredList(abandoned)
-        for d in abandoned:
-            d.cancel()
+        settled = self._queue.close()
         if self._pool is not None:
             settled.addCallback(lambda _: self._pool.closeCachedConnections())
         return settled.addCallback(lambda _: None)
 
     # -- sending -------------------------------------------------------------
 
-    def _pump(self) -> None:
-        while self._waiting and len(self._in_flight) < self._concurrency and not self._closed:
-            self._send(self._waiting.popleft())
-
-    def _send(self, event: TranscriptEvent) -> None:
+    def _send(self, event: TranscriptEvent) -> Deferred:
         d = ensureDeferred(self._post(event))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
-        self._in_flight.add(d)
-        d.addCallbacks(
+        return d.addCallbacks(
             self._answered, self._unanswered, callbackArgs=(event,), errbackArgs=(event,)
         )
-        d.addBoth(self._settled, d, event)
 
     async def _post(self, event: TranscriptEvent) -> int:
         body = json.dumps(webhook_body(event), separators=(",", ":"), ensure_ascii=False)
-        response = await self._client.request(
+        token = None if self._tokens is None else await self._tokens.token()
+        response = await self._attempts(event, body, token)
+        if response.code == 401 and token is not None:
+            await _discard_body(response)
+            self._tokens.invalidate(token)
+            log.info(
+                "webhook POST for {guid} (stream {stream_id}) answered 401; sending it again "
+                "with a new token",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+            )
+            token = await self._tokens.token()
+            response = await self._attempts(event, body, token)
+        await _discard_body(response)
+        return response.code
+
+    async def _attempts(self, event: TranscriptEvent, body: str, token: str | None) -> IResponse:
+        """
+        The answer to the POST: sent again on a new connection when a reused
+        one was stale, and up to C{retries} times when it could not connect.
+        """
+        client, retries = self._client, self._retries
+        while True:
+            try:
+                return await self._request(client, body, token)
+            except StaleConnection as e:
+                why, client = "met a connection the receiver had closed", self._fresh_client
+                reason = "; ".join(_reason(reason) for reason in e.reasons)
+            except Exception as e:
+                if retries == 0 or not _never_connected(e):
+                    raise
+                retries -= 1
+                why, client = f"could not connect ({retries} more tries)", self._fresh_client
+                reason = _reason(Failure(e))
+            log.info(
+                "webhook POST for {guid} (stream {stream_id}) {why} ({reason}); "
+                "sending it again on a new connection",
+                guid=event.conversation_id,
+                stream_id=event.stream_id,
+                why=why,
+                reason=reason,
+            )
+
+    def _request(self, client: HTTPClient, body: str, token: str | None) -> Deferred:
+        headers = self._headers if token is None else self._headers | {
+            "Authorization": f"Bearer {token}"}
+        return client.request(
             "POST",
             self._url,
             params=self._params,
             data=body.encode("utf-8"),
-            headers=self._headers,
+            headers=headers,
             # A redirect is an answer like any other non-2xx: following it
             # would hand the utterance and the secret to another host.
             allow_redirects=False,
             unbuffered=True,
         )
-        await _discard_body(response)
-        return response.code
 
     def _answered(self, status: int, event: TranscriptEvent) -> None:
         if 200 <= status < 300:
@@ -226,6 +290,7 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 status=status,
             )
+            self._failed(event, status=status, error=f"HTTP {status}", reason="")
 
     def _unanswered(self, failure: Failure, event: TranscriptEvent) -> None:
         self._count("error")
@@ -238,6 +303,7 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 timeout=self._timeout,
             )
+            self._failed(event, status=None, error="timeout", reason=f"{self._timeout}s")
         else:
             log.warn(
                 "webhook POST for {guid} (stream {stream_id}) failed: {reason}; utterance dropped",
@@ -245,26 +311,9 @@ class WebhookSink:
                 stream_id=event.stream_id,
                 reason=_reason(failure),
             )
-
-    def _settled(self, result, d: Deferred, event: TranscriptEvent) -> None:
-        if isinstance(result, Failure):
-            log.failure(
-                "webhook bookkeeping failed after the POST for {guid} (stream {stream_id})",
-                result,
-                guid=event.conversation_id,
-                stream_id=event.stream_id,
-            )
-        self._in_flight.discard(d)
-        self._pump()
-        if self._idle():
-            drains, self._drains = self._drains, []
-            for drain in drains:
-                drain.callback(True)
+            self._failed(event, status=None, error=_error_class(failure), reason=_reason(failure))
 
     # -- bookkeeping ---------------------------------------------------------
-
-    def _idle(self) -> bool:
-        return not self._waiting and not self._in_flight
 
     def _drop(self, event: TranscriptEvent, why: str) -> None:
         self._count("dropped")
@@ -274,6 +323,13 @@ class WebhookSink:
             stream_id=event.stream_id,
             why=why,
         )
+        self._failed(event, status=None, error="dropped", reason=why)
+
+    def _failed(self, event: TranscriptEvent, *, status: int | None, error: str, reason: str) -> None:
+        FAILURES.labels(target=self._target, error=error).inc()
+        at = datetime.fromtimestamp(self._clock.seconds(), timezone.utc)
+        self._on_failure(WebhookFailure.of(event, target=self._target, status=status, error=error,
+                                           reason=reason, at=at))
 
     def _count(self, outcome: str) -> None:
         self._counts[outcome] += 1
@@ -301,6 +357,28 @@ def _credentials(
 def _timed_out(result, timeout: float):
     """Whatever cancelling a POST left behind, it failed because it took too long."""
     raise TimeoutError(timeout, "webhook POST")
+
+
+def _never_connected(error: Exception) -> bool:
+    """
+    Whether a POST failed before any byte of an answer for want of a
+    connection: refused, unreachable, reset or closed while sending, but not
+    refused by TLS (that is the configuration, and fails closed) nor cancelled.
+    """
+    if isinstance(error, ConnectError):
+        return True
+    if not isinstance(error, (RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived)):
+        return False
+    reasons = getattr(error, "reasons", [])
+    return not any(reason.check(CancelledError, SSL.Error) for reason in reasons)
+
+
+def _error_class(failure: Failure) -> str:
+    """The name of what went wrong, looking inside Twisted's lists of causes."""
+    causes = getattr(failure.value, "reasons", None)
+    if causes:
+        return _error_class(causes[0])
+    return failure.type.__name__
 
 
 def _reason(failure: Failure) -> str:

@@ -8,9 +8,11 @@ and a Cisco GUID as four 10-digit words (C{0867617078-0032318833-2221801472-0002
 Sources, tried in a configurable order:
 
   - C{uui}: Avaya UCID in the C{User-to-User} header (hex, IE C{FA}, length 8);
-  - C{ucid}: a UCID in the metadata: Oracle/Acme C{<apkt:ucid>} (any prefix),
-    AudioCodes C{<ac:AvayaUCID>} (hex without the leading C{00}), or a
-    C{User-to-User} header copied into the metadata;
+  - C{ucid}: a UCID in the metadata: Oracle/Acme C{<apkt:ucid>} (any prefix;
+    the user-to-user hex, or the bare 8-byte UCID element in hex as Oracle
+    generates it, or already decimal), AudioCodes C{<ac:AvayaUCID>} (hex
+    without the leading C{00}), or a C{User-to-User} header copied into the
+    metadata;
   - C{cisco-guid}: the C{Cisco-Guid} header, a copy of it in the metadata, or
     the C{GCI} of CUBE's C{application/gtd} body part (hex);
   - C{gcid}: Ribbon/Sonus C{callData/gcid};
@@ -64,10 +66,9 @@ def decode_ucid(text: str) -> str | None:
     The UCID element is 2 bytes of network node id, 2 bytes of sequence number
     and 4 bytes of Unix time, written C{%05d%05d%010d}.
     """
-    value = text.split(";", 1)[0].strip()
-    if len(value) % 2 or not re.fullmatch(r"[0-9A-Fa-f]*", value):
+    data = _hex_bytes(text)
+    if data is None:
         return None
-    data = bytes.fromhex(value)
     # A leading protocol discriminator byte precedes the elements, except in
     # AudioCodes' copy, which starts at the UCID element itself.
     offset = 0 if data[:1] == bytes([_UCID_IE]) else 1
@@ -75,12 +76,39 @@ def decode_ucid(text: str) -> str | None:
         tag, length = data[offset], data[offset + 1]
         element = data[offset + 2: offset + 2 + length]
         if tag == _UCID_IE and length == _UCID_LENGTH and len(element) == _UCID_LENGTH:
-            node = int.from_bytes(element[0:2], "big")
-            sequence = int.from_bytes(element[2:4], "big")
-            seconds = int.from_bytes(element[4:8], "big")
-            return f"{node:05d}{sequence:05d}{seconds:010d}"
+            return _decimal_ucid(element)
         offset += 2 + length
     return None
+
+
+def decode_metadata_ucid(text: str) -> str | None:
+    """
+    A UCID as recording metadata carries it, in decimal: user-to-user hex
+    (L{decode_ucid}), the bare 8-byte UCID element in hex (Oracle/Acme's
+    C{<apkt:ucid>00391770615DEF95</apkt:ucid>}: node 57, sequence 6000, time
+    1633546133), or the 20-digit decimal form itself; None for anything else.
+    """
+    value = text.split(";", 1)[0].strip()
+    if len(value) == 20 and value.isascii() and value.isdigit():
+        return value
+    data = _hex_bytes(value)
+    if data is not None and len(data) == _UCID_LENGTH:
+        return _decimal_ucid(data)
+    return decode_ucid(value)
+
+
+def _hex_bytes(text: str) -> bytes | None:
+    value = text.split(";", 1)[0].strip()
+    if len(value) % 2 or not re.fullmatch(r"[0-9A-Fa-f]*", value):
+        return None
+    return bytes.fromhex(value)
+
+
+def _decimal_ucid(element: bytes) -> str:
+    node = int.from_bytes(element[0:2], "big")
+    sequence = int.from_bytes(element[2:4], "big")
+    seconds = int.from_bytes(element[4:8], "big")
+    return f"{node:05d}{sequence:05d}{seconds:010d}"
 
 
 def cisco_guid(text: str) -> str | None:
@@ -153,7 +181,7 @@ def _metadata_ucid(metadata: RecordingMetadata | None) -> str | None:
     for name in ("ucid", "avayaucid", "header:user-to-user"):
         value = _extension(metadata, name)
         if value:
-            return decode_ucid(value) or value.split(";", 1)[0].strip() or None
+            return decode_metadata_ucid(value) or value.split(";", 1)[0].strip() or None
     return None
 
 

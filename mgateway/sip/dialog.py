@@ -10,7 +10,9 @@ import secrets
 
 from twisted.internet.interfaces import IDelayedCall
 
-from mgateway.sip.message import Headers, Request, parse_name_addr
+from mgateway.sip.errors import SIPError
+from mgateway.sip.grammar import parse_contact
+from mgateway.sip.message import Headers, Request
 
 
 def new_tag() -> str:
@@ -54,6 +56,8 @@ class Dialog:
         self.timer = None
         self.expiry: IDelayedCall | None = None
         self.answer = answer
+        #: Our 2xx carried the offer (a delayed offer): its ACK brings the answer.
+        self.awaiting_answer = False
         self.context: object = None
 
     @property
@@ -61,10 +65,18 @@ class Dialog:
         return dialog_id(self.call_id, self.local_tag, self.remote_tag)
 
     def refresh_target(self, request: Request) -> None:
-        """A target refresh request (INVITE, UPDATE) may move the peer's Contact."""
+        """
+        A target refresh request (INVITE, UPDATE) may move the peer's Contact.
+        A Contact that cannot be read even leniently (L{parse_contact}) leaves
+        the target where it was: the dialog still works, its BYE goes to the
+        From URI or the last good Contact.
+        """
         contact = request.headers.get_list("Contact")
         if contact:
-            self.remote_target = parse_name_addr(contact[0]).uri
+            try:
+                self.remote_target = parse_contact(contact[0]).uri
+            except SIPError:
+                pass
 
     def stop_retransmission(self) -> None:
         if self.retransmission is not None and self.retransmission.active():

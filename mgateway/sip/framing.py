@@ -35,9 +35,11 @@ class StreamFramer:
     Feed it the bytes of one connection as they come; it returns each complete
     message once.
 
-    L{feed} raises L{SIPError} when the stream cannot be framed any more (no
-    C{Content-Length}, a message over C{max_size}, an unreadable head); the
-    connection must then be closed, and every later call raises the same error.
+    When the stream cannot be framed any more (no C{Content-Length}, a
+    message over C{max_size}, an unreadable head), L{failure} is set: the
+    messages completed before that point are still returned (they get their
+    responses), the connection must then be closed, and every later call to
+    L{feed} raises that error.
 
     @param max_size: the largest message accepted, head and body together.
     """
@@ -49,26 +51,32 @@ class StreamFramer:
         self._expected: int | None = None
         self._newlines = 0
         self._pongs = 0
-        self._failure: SIPError | None = None
+        #: Why the stream cannot be framed any more, once it cannot.
+        self.failure: SIPError | None = None
 
     def feed(self, data: bytes) -> list[Request | Response | Malformed]:
-        """The messages completed by C{data}, in order."""
-        if self._failure is not None:
-            raise self._failure
+        """
+        The messages completed by C{data}, in order.
+
+        @raise SIPError: the stream had already failed (L{failure}).
+        """
+        if self.failure is not None:
+            raise self.failure
         self._buffer += data
+        messages: list[Request | Response | Malformed] = []
         try:
-            return self._drain()
+            self._drain(messages)
         except SIPError as failure:
-            self._failure = failure
-            raise
+            self.failure = failure
+            self._buffer.clear()
+        return messages
 
     def data_to_send(self) -> bytes:
         """Keep-alive pongs owed to the peer since the last call."""
         pongs, self._pongs = self._pongs, 0
         return _PONG * pongs
 
-    def _drain(self) -> list[Request | Response | Malformed]:
-        messages: list[Request | Response | Malformed] = []
+    def _drain(self, messages: list) -> None:
         while self._skip_keepalives():
             total = self._expected if self._expected is not None else self._message_length()
             if total is None or len(self._buffer) < total:
@@ -82,7 +90,6 @@ class StreamFramer:
                 messages.append(parse_message(data))
             except SIPError as error:
                 messages.append(Malformed(error, data))
-        return messages
 
     def _skip_keepalives(self) -> bool:
         """Drop empty lines before a message; true when message bytes are waiting."""

@@ -1,6 +1,6 @@
 """
 SIP messages (RFC 3261 §7) as immutable values, and the header grammars the
-server needs: CSeq, name-addr (From, To, Contact), Via.
+server needs (their grammars are in L{mgateway.sip.grammar}).
 
 L{parse_message} reads one whole message, as a UDP datagram carries it or as
 L{mgateway.sip.framing.StreamFramer} cuts it from a stream; L{serialize} writes
@@ -19,6 +19,17 @@ from typing import Iterable, Iterator
 import attrs
 
 from mgateway.sip.errors import ParseError, VersionNotSupported
+from mgateway.sip.grammar import (
+    SCHEME_RE,
+    TOKEN_RE,
+    CSeq,
+    NameAddress,
+    Via,
+    parse_cseq,
+    parse_name_addr,
+    parse_via,
+    split_list,
+)
 
 #: RFC 3261 §7.3.3 and later RFCs' compact header names, by their full name.
 COMPACT_FORMS = {
@@ -43,12 +54,12 @@ COMPACT_FORMS = {
     "y": "identity",
 }
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
-_TOKEN_RE = re.compile(_TOKEN)
-_SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+\-.]*:\S+")
 _BLANK_LINE_RE = re.compile(rb"\r?\n\r?\n")
 _LINE_BREAK_RE = re.compile(r"\r?\n")
-_MAX_CSEQ = 2**31 - 1
+#: A NUL not preceded by an odd number of backslashes.
+_BARE_NUL_RE = re.compile(r"(?<!\\)(?:\\\\)*\0")
+#: Headers a request carries once at most (RFC 3261 §7.3.1, §20; RFC 4475 §3.3.8).
+_SINGLE_HEADERS = ("Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Type")
 _ENCODING = "utf-8"
 _ERRORS = "surrogateescape"
 
@@ -59,11 +70,20 @@ def header_key(name: str) -> str:
     return COMPACT_FORMS.get(lowered, lowered)
 
 
+def _has_bare_nul(value: str) -> bool:
+    """
+    Whether C{value} holds a NUL that is not escaped: RFC 3261's quoted-pair
+    (C{\\} then any octet but CR and LF) makes C{\\<NUL>} legal inside a
+    quoted string (RFC 4475 §3.1.1.2).
+    """
+    return _BARE_NUL_RE.search(value) is not None
+
+
 def _check_header(pair) -> tuple[str, str]:
     name, value = pair
-    if not _TOKEN_RE.fullmatch(name):
+    if not TOKEN_RE.fullmatch(name):
         raise ValueError(f"header name {name!r} is not a token")
-    if any(c in value for c in "\r\n\0"):
+    if "\r" in value or "\n" in value or _has_bare_nul(value):
         raise ValueError(f"header {name} value {value!r} contains a line break or NUL")
     return (name, value)
 
@@ -139,59 +159,6 @@ class Headers:
         return Headers(out)
 
 
-@attrs.frozen
-class CSeq:
-    number: int
-    method: str
-
-
-class _Parameters:
-    """Case-insensitive access to a value's C{;name=value} parameters."""
-
-    params: tuple[tuple[str, str | None], ...]
-
-    def param(self, name: str) -> str | None:
-        """The value of parameter C{name}; None when absent or valueless."""
-        name = name.lower()
-        return next((value for key, value in self.params if key.lower() == name), None)
-
-    def has_param(self, name: str) -> bool:
-        name = name.lower()
-        return any(key.lower() == name for key, _ in self.params)
-
-
-@attrs.frozen
-class NameAddress(_Parameters):
-    """
-    A From, To or Contact value: C{"Display" <uri>;param=value}.
-
-    @ivar params: the header parameters (outside the angle brackets) in order;
-        a parameter without C{=} has the value C{None}.
-    """
-
-    display_name: str | None
-    uri: str
-    params: tuple[tuple[str, str | None], ...] = ()
-
-    @property
-    def tag(self) -> str | None:
-        return self.param("tag")
-
-
-@attrs.frozen
-class Via(_Parameters):
-    """One Via element: C{SIP/2.0/UDP host:port;branch=...;rport}."""
-
-    transport: str
-    host: str
-    port: int | None
-    params: tuple[tuple[str, str | None], ...] = ()
-
-    @property
-    def branch(self) -> str | None:
-        return self.param("branch")
-
-
 class _HeaderAccess:
     """Parsed views of the headers every request and response carries."""
 
@@ -246,155 +213,25 @@ class Response(_HeaderAccess):
     body: bytes = b""
 
 
-def split_list(value: str) -> list[str]:
-    """Split a header value on the commas that are outside quotes and angle brackets."""
-    return [part.strip() for part in _split_outside_quotes(value, ",", brackets=True) if part.strip()]
-
-
-def parse_params(text: str) -> tuple[tuple[str, str | None], ...]:
-    """
-    Parse C{;name=value;flag} parameters (quoted values are unquoted); the
-    text must be empty or start with C{;}.
-    """
-    text = text.strip()
-    if not text:
-        return ()
-    if not text.startswith(";"):
-        raise ParseError(f"unexpected text {text[:40]!r} before parameters")
-    params: list[tuple[str, str | None]] = []
-    for raw in _split_outside_quotes(text[1:], ";"):
-        name, sep, value = raw.partition("=")
-        name = name.strip()
-        if not _TOKEN_RE.fullmatch(name):
-            raise ParseError(f"bad parameter {raw[:40]!r}")
-        if not sep:
-            params.append((name, None))
-            continue
-        value = value.strip()
-        if value.startswith('"'):
-            unquoted, rest = _quoted_string(value)
-            if rest.strip():
-                raise ParseError(f"text after quoted parameter {raw[:40]!r}")
-            value = unquoted
-        params.append((name, value))
-    return tuple(params)
-
-
-def _split_outside_quotes(text: str, separator: str, brackets: bool = False) -> list[str]:
-    """Split on C{separator} outside quoted strings (and, with C{brackets}, outside C{<...>})."""
-    pieces: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    depth = 0
-    for char in text:
-        if quoted:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-        elif brackets and char in "<>":
-            depth = depth + 1 if char == "<" else max(0, depth - 1)
-        elif char == separator and depth == 0:
-            pieces.append("".join(current))
-            current = []
-            continue
-        current.append(char)
-    if quoted:
-        raise ParseError(f"unterminated quoted string in {text[:40]!r}")
-    pieces.append("".join(current))
-    return pieces
-
-
-def _quoted_string(text: str) -> tuple[str, str]:
-    """Read the quoted string at the start of C{text}: (its unescaped content, the rest)."""
-    out: list[str] = []
-    index = 1
-    while index < len(text):
-        char = text[index]
-        if char == "\\" and index + 1 < len(text):
-            out.append(text[index + 1])
-            index += 2
-            continue
-        if char == '"':
-            return "".join(out), text[index + 1:]
-        out.append(char)
-        index += 1
-    raise ParseError(f"unterminated quoted string in {text[:40]!r}")
-
-
-def parse_cseq(value: str) -> CSeq:
-    parts = value.split()
-    if len(parts) != 2 or not parts[0].isdigit() or not parts[0].isascii():
-        raise ParseError(f"bad CSeq {value[:40]!r}")
-    number = int(parts[0])
-    if number > _MAX_CSEQ or not _TOKEN_RE.fullmatch(parts[1]):
-        raise ParseError(f"bad CSeq {value[:40]!r}")
-    return CSeq(number, parts[1])
-
-
-def parse_name_addr(value: str) -> NameAddress:
-    """Parse a From, To or single Contact value (name-addr or addr-spec form)."""
-    text = value.strip()
-    display: str | None = None
-    if text.startswith('"'):
-        display, text = _quoted_string(text)
-        text = text.lstrip()
-        if not text.startswith("<"):
-            raise ParseError(f"quoted display name without <uri> in {value[:60]!r}")
-    elif "<" in text:
-        display = text[: text.index("<")].strip() or None
-        text = text[text.index("<"):]
-    if text.startswith("<"):
-        end = text.find(">")
-        if end < 0:
-            raise ParseError(f"unterminated <uri> in {value[:60]!r}")
-        uri, rest = text[1:end].strip(), text[end + 1:]
-    else:
-        uri, sep, rest = text.partition(";")
-        uri, rest = uri.strip(), sep + rest
-    if not (uri == "*" or _SCHEME_RE.fullmatch(uri)):
-        raise ParseError(f"bad URI {uri[:60]!r}")
-    return NameAddress(display, uri, parse_params(rest))
-
-
-_VIA_RE = re.compile(
-    r"\s*(?P<name>[^/\s]+)\s*/\s*(?P<version>[^/\s]+)\s*/\s*(?P<transport>[^\s;]+)"
-    r"\s+(?P<host>\[[0-9A-Fa-f:.]+\]|[^\s;:\[\]]+)(?::(?P<port>[0-9]{1,5}))?\s*(?P<params>.*)",
-    re.DOTALL,
-)
-
-
-def parse_via(value: str) -> Via:
-    """Parse one Via element (use L{Headers.get_list} to split a combined Via line)."""
-    match = _VIA_RE.fullmatch(value)
-    if not match:
-        raise ParseError(f"bad Via {value[:60]!r}")
-    port = int(match["port"]) if match["port"] else None
-    if port is not None and not 0 < port < 65536:
-        raise ParseError(f"bad Via port in {value[:60]!r}")
-    return Via(match["transport"].upper(), match["host"], port, parse_params(match["params"]))
-
-
 def _parse_headers(lines: list[str]) -> Headers:
-    pairs: list[list[str]] = []
+    # Each header's value as its pieces, joined once: folded lines cost
+    # linear time however many there are.
+    pairs: list[tuple[str, list[str]]] = []
     for line in lines:
         if line[:1] in (" ", "\t"):
             if not pairs:
                 raise ParseError("continuation line before any header")
-            pairs[-1][1] = f"{pairs[-1][1]} {line.strip()}".strip()
+            pairs[-1][1].append(line.strip())
             continue
         name, sep, value = line.partition(":")
         name = name.rstrip(" \t")
-        if not sep or not _TOKEN_RE.fullmatch(name):
+        if not sep or not TOKEN_RE.fullmatch(name):
             raise ParseError(f"bad header line {line[:60]!r}")
-        pairs.append([name, value.strip()])
-    if any("\0" in value or "\r" in value for _, value in pairs):
+        pairs.append((name, [value.strip()]))
+    joined = [(name, " ".join(piece for piece in pieces if piece)) for name, pieces in pairs]
+    if any(_has_bare_nul(value) or "\r" in value for _, value in joined):
         raise ParseError("stray CR or NUL in a header value")
-    return Headers((name, value) for name, value in pairs)
+    return Headers(joined)
 
 
 def parse_header_block(data: bytes) -> Headers:
@@ -460,13 +297,16 @@ def _start_line(line: str, headers: Headers, body: bytes) -> Request | Response:
         raise ParseError(f"bad request line {line[:60]!r}")
     method, uri, version = parts
     _check_version(version)
-    if not _TOKEN_RE.fullmatch(method) or not _SCHEME_RE.fullmatch(uri):
+    if not TOKEN_RE.fullmatch(method) or not SCHEME_RE.fullmatch(uri):
         raise ParseError(f"bad request line {line[:60]!r}")
     return Request(method, uri, headers, body)
 
 
 def _validate(message: Request | Response) -> None:
     """RFC 3261 §8.1.1: the headers every message needs, and that they parse."""
+    repeated = [name for name in _SINGLE_HEADERS if len(message.headers.get_all(name)) > 1]
+    if repeated:
+        raise ParseError(f"{', '.join(repeated)} appear more than once")
     if not message.call_id.strip():
         raise ParseError("empty Call-ID")
     cseq = message.cseq

@@ -13,7 +13,10 @@ prefixes, so one reader covers:
   - Ribbon/Sonus: a C{tns:} prefix and C{callData} inside C{group};
   - BroadWorks: root C{recording_metadata}, C{send><id>...</id></send>},
     C{extensiondata parent=...} beside the elements it extends;
-  - C{datamode} and C{dataMode} alike.
+  - C{datamode} and C{dataMode} alike;
+  - vendor prefixes used without being declared (AudioCodes C{ac:}, Oracle
+    C{apkt:}, as their manuals print them): the document is read again with
+    the prefix declared (L{VENDOR_PREFIXES}) instead of being dropped.
 
 Elements outside the core vocabulary (C{extensiondata}, C{callData},
 C{role}, ...) are flattened into an C{extensions} mapping on the element
@@ -27,6 +30,7 @@ entities.
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 from xml.etree.ElementTree import Element
 from xml.etree.ElementTree import ParseError as XMLSyntaxError
@@ -42,6 +46,12 @@ PARTIAL = "partial"
 _ROOTS = ("recording", "recording_metadata")
 #: Real documents nest five or six levels; far deeper ones are refused before any recursion.
 MAX_DEPTH = 32
+#: Vendor prefixes tolerated undeclared, with the namespaces their vendors declare them with.
+VENDOR_PREFIXES = {
+    b"ac": b"http://AudioCodes",
+    b"apkt": b"http://acmepacket.com/siprec/extensiondata",
+}
+_ROOT_TAG_RE = re.compile(rb"<([A-Za-z_][\w.\-]*(?::[A-Za-z_][\w.\-]*)?)")
 
 
 @attrs.frozen
@@ -193,15 +203,62 @@ def parse_metadata(data: bytes) -> RecordingMetadata:
         its root is not a recording.
     """
     try:
-        root = fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
-    except (XMLSyntaxError, DefusedXmlException, ValueError, LookupError) as error:
-        raise ParseError(f"recording metadata is not acceptable XML: {error}") from None
+        root = _parse_xml(data)
+    except XMLSyntaxError as error:
+        declared = _declare_vendor_prefixes(data) if "unbound prefix" in str(error) else None
+        if declared is None:
+            raise ParseError(f"recording metadata is not acceptable XML: {error}") from None
+        try:
+            root = _parse_xml(declared)
+        except XMLSyntaxError as error:
+            raise ParseError(f"recording metadata is not acceptable XML: {error}") from None
     _check_depth(root)
     if _local(root) not in _ROOTS:
         raise ParseError(f"metadata root element is {_local(root)!r}, not a recording")
     builder = _Builder()
     builder.container(root)
     return builder.build()
+
+
+def _parse_xml(data: bytes) -> Element:
+    """defusedxml's parse; every refusal but a syntax error is a L{ParseError} here."""
+    try:
+        return fromstring(data, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except XMLSyntaxError:
+        raise
+    except (DefusedXmlException, ValueError, LookupError) as error:
+        raise ParseError(f"recording metadata is not acceptable XML: {error}") from None
+
+
+def _declare_vendor_prefixes(data: bytes) -> bytes | None:
+    """
+    C{data} with the L{VENDOR_PREFIXES} it uses but never declares declared
+    on its root element; None when there are none to declare.
+    """
+    missing = [prefix for prefix in VENDOR_PREFIXES
+               if b"<" + prefix + b":" in data and b"xmlns:" + prefix + b"=" not in data]
+    root = _root_tag(data)
+    if not missing or root is None:
+        return None
+    declarations = b"".join(b' xmlns:%s="%s"' % (prefix, VENDOR_PREFIXES[prefix]) for prefix in missing)
+    return data[:root] + declarations + data[root:]
+
+
+def _root_tag(data: bytes) -> int | None:
+    """The offset just after the root element's name, skipping the XML declaration and comments."""
+    position = 0
+    while True:
+        start = data.find(b"<", position)
+        if start < 0:
+            return None
+        if data.startswith(b"<?", start) or data.startswith(b"<!", start):
+            end = data.find(b"-->" if data.startswith(b"<!--", start) else b">", start)
+            if end < 0:
+                return None
+            position = end + 1
+            continue
+        match = _ROOT_TAG_RE.match(data, start)
+        return match.end() if match else None
 
 
 def _check_depth(root: Element) -> None:

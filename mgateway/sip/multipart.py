@@ -15,7 +15,8 @@ import re
 import attrs
 
 from mgateway.sip.errors import ParseError, UnsupportedMediaType
-from mgateway.sip.message import Headers, head_end, parse_header_block, parse_params
+from mgateway.sip.grammar import parse_params
+from mgateway.sip.message import Headers, head_end, parse_header_block
 
 SDP = "application/sdp"
 METADATA_TYPES = ("application/rs-metadata+xml", "application/rs-metadata")

@@ -5,7 +5,9 @@ SDP (RFC 4566) as the recording server meets it, and the answer it gives
 The parser is tolerant of what real recording clients send: the c= line at
 session level, media level or nowhere, lines out of order (t= before c=),
 unknown attributes (C{a=direction:both}). The answer keeps every m-line in the
-offer's order, receives only, and keeps the offerer's payload type numbers.
+offer's order, receives only, keeps the offerer's payload type numbers, and
+takes every codec we decode in the offerer's order of preference (RFC 3264
+§6.1): the offerer may send any of them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import attrs
 from mgateway.sip.errors import NotAcceptableHere, ParseError, SIPError
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+#: The codecs accepted unless configured otherwise.
 DEFAULT_CODEC_PREFERENCE = ("PCMU", "PCMA", "G729")
 #: Codecs the gateway decodes, by their RFC 3551 static payload type.
 DEFAULT_SUPPORTED = {"PCMU": 0, "PCMA": 8, "G729": 18}
@@ -250,7 +253,9 @@ class AcceptedStream:
     A stream the answer takes, at index C{index} of the m-lines.
 
     @ivar port: our RTP port for it.
-    @ivar payload_type: the offerer's number for C{codec}.
+    @ivar formats: every codec the answer takes, as (the offerer's payload
+        type, codec name), in the offerer's order: any may be sent.
+    @ivar payload_type: the offerer's number for C{codec}, its preferred one.
     @ivar telephone_event_pt: the offerer's number for RFC 4733 events, if offered.
     @ivar remote_address: where the offerer sends from (its connection address).
     @ivar on_hold: the offer says nothing will be sent for now.
@@ -265,6 +270,7 @@ class AcceptedStream:
     remote_address: str | None
     remote_port: int
     on_hold: bool
+    formats: tuple[tuple[int, str], ...] = ()
 
 
 def build_answer(
@@ -274,16 +280,15 @@ def build_answer(
     ports: Callable[[int], int] | Sequence[int],
     session_id: int | str,
     version: int | str,
-    codec_preference: Sequence[str] = DEFAULT_CODEC_PREFERENCE,
     supported: Mapping[str, int] = DEFAULT_SUPPORTED,
 ) -> tuple[str, list[AcceptedStream]]:
     """
     The SDP answer to a recording offer and the streams it accepts.
 
     Every m-line of the offer gets one in the answer, in the same order. An
-    audio RTP/AVP stream with a codec we decode is accepted: one codec (the
-    first of C{codec_preference} the offer has), plus telephone-event if
-    offered, with the offer's payload type numbers, C{a=recvonly} (or
+    audio RTP/AVP stream with a codec we decode is accepted: every codec of
+    C{supported} the offer has, in the offer's order, plus telephone-event
+    if offered, with the offer's payload type numbers, C{a=recvonly} (or
     C{a=inactive} when the offer is inactive or recvonly) and the offer's label.
     Any other stream (port 0 in the offer, not audio, SRTP, no common codec)
     is refused with port 0.
@@ -295,28 +300,22 @@ def build_answer(
     @raise SIPError: 503 when C{ports} runs out.
     """
     next_port = _port_source(ports)
-    address_type = _address_type(local_ip)
-    lines = [
-        "v=0",
-        f"o=- {session_id} {version} IN {address_type} {local_ip}",
-        "s=-",
-        f"c=IN {address_type} {local_ip}",
-        "t=0 0",
-    ]
+    lines = _session_lines(local_ip, session_id, version)
     accepted: list[AcceptedStream] = []
     for index, media in enumerate(offer.media):
-        choice = _choose(media, codec_preference, supported)
+        choice = _choose(media, supported)
         if choice is None:
             lines.append(f"m={media.kind} 0 {media.proto} {media.formats[0] if media.formats else '0'}")
             continue
-        payload_type, codec, event_pt = choice
+        formats, event_pt = choice
         port = next_port(index)
         stream = AcceptedStream(
             index=index,
             label=media.label,
             port=port,
-            payload_type=payload_type,
-            codec=codec,
+            formats=formats,
+            payload_type=formats[0][0],
+            codec=formats[0][1],
             telephone_event_pt=event_pt,
             remote_address=media.connection.address if media.connection else None,
             remote_port=media.port,
@@ -327,12 +326,46 @@ def build_answer(
     return "\r\n".join(lines) + "\r\n", accepted
 
 
+def build_offer(
+    *, local_ip: str, port: int, session_id: int | str, version: int | str,
+    supported: Mapping[str, int] = DEFAULT_SUPPORTED, telephone_event_pt: int = 101,
+) -> str:
+    """
+    Our offer when an INVITE brought none (a delayed offer, as Cisco CUCM's
+    built-in-bridge recording sends): one audio stream we receive on
+    C{port}, in every codec of C{supported} (their static payload types)
+    and telephone-event. The answer comes in the ACK.
+    """
+    formats = [*supported.values(), telephone_event_pt]
+    lines = [
+        *_session_lines(local_ip, session_id, version),
+        f"m=audio {port} RTP/AVP {' '.join(map(str, formats))}",
+        *(f"a=rtpmap:{pt} {name.upper()}/{CLOCK_RATE}" for name, pt in supported.items()),
+        f"a=rtpmap:{telephone_event_pt} {TELEPHONE_EVENT}/{CLOCK_RATE}",
+        "a=recvonly",
+    ]
+    return "\r\n".join(lines) + "\r\n"
+
+
+def _session_lines(local_ip: str, session_id: int | str, version: int | str) -> list[str]:
+    """The session-level lines of our SDP: our origin and connection address."""
+    address_type = _address_type(local_ip)
+    return [
+        "v=0",
+        f"o=- {session_id} {version} IN {address_type} {local_ip}",
+        "s=-",
+        f"c=IN {address_type} {local_ip}",
+        "t=0 0",
+    ]
+
+
 def _answer_section(media: Media, stream: AcceptedStream) -> Iterator[str]:
-    formats = [stream.payload_type]
+    formats = [pt for pt, _ in stream.formats]
     if stream.telephone_event_pt is not None:
         formats.append(stream.telephone_event_pt)
     yield f"m=audio {stream.port} {media.proto} {' '.join(map(str, formats))}"
-    yield f"a=rtpmap:{stream.payload_type} {stream.codec}/{CLOCK_RATE}"
+    for pt, codec in stream.formats:
+        yield f"a=rtpmap:{pt} {codec}/{CLOCK_RATE}"
     if stream.telephone_event_pt is not None:
         yield f"a=rtpmap:{stream.telephone_event_pt} {TELEPHONE_EVENT}/{CLOCK_RATE}"
     for pt in formats:
@@ -348,21 +381,21 @@ def _answer_section(media: Media, stream: AcceptedStream) -> Iterator[str]:
 
 
 def _choose(
-    media: Media, preference: Sequence[str], supported: Mapping[str, int]
-) -> tuple[int, str, int | None] | None:
-    """(payload type, codec name, telephone-event payload type) for an acceptable stream."""
+    media: Media, supported: Mapping[str, int]
+) -> tuple[tuple[tuple[int, str], ...], int | None] | None:
+    """
+    For an acceptable stream, the formats we decode in the offer's order and
+    the telephone-event payload type; None when there is none we decode.
+    """
     if media.kind != "audio" or media.port == 0 or media.proto.upper() != "RTP/AVP":
         return None
     offered = _offered_formats(media, supported)
     decodable = {key.upper() for key in supported}
-    for name in preference:
-        if name.upper() not in decodable:
-            continue
-        payload_type = next((pt for pt, codec in offered if codec == name.upper()), None)
-        if payload_type is not None:
-            event_pt = next((pt for pt, codec in offered if codec == TELEPHONE_EVENT.upper()), None)
-            return payload_type, name.upper(), event_pt
-    return None
+    formats = tuple(dict.fromkeys((pt, codec) for pt, codec in offered if codec in decodable))
+    if not formats:
+        return None
+    event_pt = next((pt for pt, codec in offered if codec == TELEPHONE_EVENT.upper()), None)
+    return formats, event_pt
 
 
 def _offered_formats(media: Media, supported: Mapping[str, int]) -> list[tuple[int, str]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import enum
 
+import attrs
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -141,6 +142,9 @@ class ServerTransactions:
                 transaction.state = State.PROCEEDING
             return
         transaction.final = True
+        # Only its identity is needed from now on: the body (2-5 kB of SDP and
+        # metadata per SIPREC INVITE) need not wait for the timers.
+        transaction.request = attrs.evolve(transaction.request, body=b"")
         if not transaction.is_invite:
             transaction.state = State.COMPLETED
             self._later(transaction, 0 if transaction.channel.reliable else 64 * self.t1, self._forget, transaction)

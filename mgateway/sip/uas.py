@@ -39,6 +39,8 @@ log = Logger()
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
 SUPPORTED = ("siprec", "timer")
+#: The Request-URI schemes we serve; any other gets 416 (RFC 3261 §8.2.2.1).
+URI_SCHEMES = ("sip", "sips")
 ACCEPT = ", ".join(ACCEPTED_TYPES)
 
 
@@ -60,6 +62,13 @@ class ISessionHandler(Interface):
         A re-INVITE or UPDATE in C{dialog}: the session description to answer
         with (None: the request carried no offer). Raise L{SIPError} to refuse
         the change; the session goes on as it was.
+        """
+
+    def acknowledged(dialog: Dialog, ack: Request) -> None:
+        """
+        The ACK of the 2xx that carried our offer (the INVITE had none: a
+        delayed offer, RFC 3261 §13.2.1) came with the answer in its body.
+        Raising L{SIPError} ends the session with a BYE.
         """
 
     def ended(dialog: Dialog, reason: str) -> None:
@@ -137,13 +146,15 @@ class UserAgentServer:
             return self._ack(request)
         if method == "CANCEL":
             return self._cancel(request)
+        if request.uri.partition(":")[0].lower() not in URI_SCHEMES:
+            raise SIPError(416, "Unsupported URI Scheme", f"Request-URI scheme not served: {request.uri[:40]!r}")
         unsupported = [tag for tag in request.headers.get_list("Require") if tag.lower() not in SUPPORTED]
         if unsupported:
             return self._respond(request, 420, "Bad Extension", [("Unsupported", ", ".join(unsupported))])
         if method == "OPTIONS":
             return self._respond(request, 200, "OK", self._capabilities(), to_tag=new_tag())
-        if request.headers.get("Max-Forwards", "").strip() == "0":
-            return self._respond(request, 483, "Too Many Hops")
+        # Max-Forwards is a proxy's business (RFC 3261 §16.3): as the endpoint
+        # a request is addressed to, we process it even at 0.
         if method == "INVITE" and request.to_address.tag is None:
             return self._invite(request, channel)
         if method not in ("INVITE", "UPDATE", "BYE", "INFO"):
@@ -169,6 +180,9 @@ class UserAgentServer:
     # -- initial INVITE ------------------------------------------------------------
 
     def _invite(self, request: Request, channel) -> None:
+        if not request.headers.get_list("Contact"):
+            # RFC 3261 §8.1.1.8: without it the dialog has no remote target.
+            raise ParseError("an INVITE must carry a Contact header")
         pending = PendingInvite(request, channel, new_tag(), negotiate(request))
         self._respond(request, 100, "Trying")
         key = self.transactions.find(request).key
@@ -182,18 +196,23 @@ class UserAgentServer:
             log.failure("INVITE {call_id} failed", call_id=request.call_id)
             self.reject(pending, SIPError(500, "Server Internal Error"))
 
-    def accept(self, pending: PendingInvite, answer: str) -> Dialog | None:
+    def accept(self, pending: PendingInvite, answer: str, *, offering: bool = False) -> Dialog | None:
         """
         Answer the INVITE with 200 and C{answer} (SDP); the new dialog, or None
-        when the INVITE was cancelled meanwhile.
+        when the INVITE was cancelled meanwhile. With C{offering} (the INVITE
+        had no offer), C{answer} is our offer, and the ACK's answer goes to
+        L{ISessionHandler.acknowledged}.
         """
         if pending.answered or pending.cancelled:
             return None
+        request = pending.request
+        # Built before the INVITE counts as answered: should it fail, the
+        # caller's refusal still reaches the peer (a final response, always).
+        dialog = Dialog(request, pending.channel, pending.local_tag, answer)
         pending.answered = True
         self._forget_pending(pending)
-        request = pending.request
-        dialog = Dialog(request, pending.channel, pending.local_tag, answer)
         dialog.timer = pending.timer
+        dialog.awaiting_answer = offering
         self.dialogs[dialog.id] = dialog
         self._send_2xx(dialog, request, answer)
         return dialog
@@ -218,9 +237,11 @@ class UserAgentServer:
         # The To tag is the one the INVITE's response has (RFC 3261 §9.2).
         tag = pending.local_tag if pending else self._local_tag(request)
         self._respond(request, 200, "OK", to_tag=tag)
-        if pending is None or transaction.final:
+        if transaction.final:
             return
-        self._respond(pending.request, 487, "Request Terminated", to_tag=pending.local_tag)
+        self._respond(transaction.request, 487, "Request Terminated", to_tag=tag)
+        if pending is None:
+            return
         pending.cancelled = True
         log.info("INVITE {call_id} cancelled", call_id=pending.request.call_id)
         self.handler.cancelled(pending)
@@ -293,6 +314,14 @@ class UserAgentServer:
             return
         dialog.unacknowledged = None
         dialog.stop_retransmission()
+        if dialog.awaiting_answer:
+            dialog.awaiting_answer = False
+            try:
+                self.handler.acknowledged(dialog, request)
+            except SIPError as error:
+                log.info("call {call_id}: the ACK's answer is refused: {error}", call_id=dialog.call_id,
+                         error=str(error))
+                self.hang_up(dialog, f"no usable answer in the ACK: {error}")
 
     # -- ending ---------------------------------------------------------------------
 
@@ -356,21 +385,22 @@ class UserAgentServer:
                  to_tag: str | None = None) -> None:
         if to_tag is None and status > 100 and request.to_address.tag is None:
             to_tag = new_tag()
+        if status >= 300 and not any(name == "Warning" for name, _ in extra):
+            extra = [*extra, ("Warning", _warning(SIPError(status, reason)))]
         self.transactions.respond(request, response_for(request, status, reason, extra, body, to_tag=to_tag))
 
     def _error(self, request: Request, error: SIPError, to_tag: str | None = None) -> None:
         extra = [("Accept", ACCEPT)] if error.status == 415 else []
         if isinstance(error, IntervalTooSmall):
             extra.append(("Min-SE", str(error.minimum)))
-        if isinstance(error, ParseError) and error.detail:
-            extra.append(("Warning", _warning(error)))
+        extra.append(("Warning", _warning(error)))
         self._respond(request, error.status, error.reason, extra, to_tag=to_tag)
 
 
 def _warning(error: SIPError) -> str:
     """
-    A Warning header (RFC 3261 §20.43, code 399) saying what was malformed,
-    so that the peer's logs show why a request got 400.
+    A Warning header (RFC 3261 §20.43, code 399) saying why a request was
+    refused (what was malformed, what is busy), so that the peer's logs show it.
     """
-    text = "".join(c for c in error.detail if c.isprintable() and c not in '"\\')[:200]
+    text = "".join(c for c in (error.detail or error.reason) if c.isprintable() and c not in '"\\')[:200]
     return f'399 asapp-mg "{text}"'

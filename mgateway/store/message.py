@@ -6,7 +6,6 @@ import json
 from datetime import datetime
 
 import attrs
-from ulid import ULID
 
 from mgateway.transcript import TranscriptEvent
 from mgateway.wire import timestamp, token_json
@@ -21,6 +20,8 @@ class StoredMessage:
     @ivar created: when the gateway produced the message (aware, UTC).
     @ivar spoken: wall-clock end of the utterance (aware, UTC); the
         C{clientTimestamp} of the after-call API.
+    @ivar language: the stream's language tag (C{None} if not known, as for
+        messages stored before it was recorded).
     @ivar unredacted_text: the text before redaction, kept only when the
         request asked for C{redacted_and_unredacted}.
     @ivar tokens_json: the detailed tokens (a JSON array), kept only when the
@@ -38,13 +39,14 @@ class StoredMessage:
     end_ms: int
     created: datetime
     spoken: datetime
+    language: str | None = None
     unredacted_text: str | None = None
     tokens_json: str | None = None
 
     @classmethod
     def from_event(cls, event: TranscriptEvent) -> StoredMessage:
         return cls(
-            message_id=str(ULID.from_datetime(event.created)),
+            message_id=event.message_id,
             namespace=event.namespace,
             conversation_id=event.conversation_id,
             stream_id=event.stream_id,
@@ -55,6 +57,7 @@ class StoredMessage:
             end_ms=event.utterance.end_ms,
             created=event.created,
             spoken=event.spoken,
+            language=event.language,
             unredacted_text=event.utterance.unredacted_text,
             tokens_json=json.dumps([token_json(w) for w in event.utterance.words])
             if event.detailed_tokens else None,

@@ -25,8 +25,9 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from mgateway.interfaces import ITranscriptStore
+from mgateway.interfaces import ITranscriptStore, IWebhookFailureLog
 from mgateway.store.configuration import ConfigurationTables
+from mgateway.store.failure import WebhookFailure
 from mgateway.store.message import StoredMessage
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -58,10 +59,49 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE INDEX messages_by_created ON messages (created_us)",
     ),
     (
+        # The language of the stream, for the File Exporter's utterances feed;
+        # NULL for messages stored before it was recorded.
+        "ALTER TABLE messages ADD COLUMN language TEXT",
+        # One row per feed and day: which node builds (or built) it, so that
+        # of several nodes sharing the database one builds and the others see
+        # it (mgateway.export.ledger).
+        """
+        CREATE TABLE export_claims (
+            feed TEXT NOT NULL,
+            day TEXT NOT NULL,
+            node TEXT NOT NULL,
+            state TEXT NOT NULL,
+            claimed_us BIGINT NOT NULL,
+            PRIMARY KEY (feed, day)
+        )
+        """,
+    ),
+    (
+        """
+        CREATE TABLE webhook_failures (
+            conversation_id TEXT NOT NULL,
+            stream_id TEXT NOT NULL,
+            message_id TEXT NOT NULL,
+            start_ms BIGINT NOT NULL,
+            end_ms BIGINT NOT NULL,
+            target TEXT NOT NULL,
+            status BIGINT,
+            error TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            at_us BIGINT NOT NULL
+        )
+        """,
+        """
+        CREATE INDEX webhook_failures_by_conversation
+            ON webhook_failures (conversation_id, at_us)
+        """,
+        "CREATE INDEX webhook_failures_by_time ON webhook_failures (at_us)",
+    ),
+    (
         # What a request allowed beyond the text: the unredacted text and
         # the detailed tokens of each message.
         "ALTER TABLE messages ADD COLUMN unredacted_text TEXT",
-        "ALTER TABLE messages ADD COLUMN tokens TEXT",
+        "ALTER TABLE messages ADD COLUMN tokens_json TEXT",
         # The Configuration API's custom vocabulary and redaction policies,
         # shared by every node of the same database.
         """
@@ -96,9 +136,18 @@ COLUMNS = (
     "end_ms",
     "created_us",
     "spoken_us",
+    "language",
     "unredacted_text",
-    "tokens",
+    "tokens_json",
 )
+
+#: The columns holding times, and the L{StoredMessage} field of each.
+_TIME_COLUMNS = {"created_us": "created", "spoken_us": "spoken"}
+
+
+#: Columns of C{webhook_failures} in the order of L{WebhookFailure}'s fields.
+FAILURE_COLUMNS = ("conversation_id", "stream_id", "message_id", "start_ms", "end_ms", "target", "status",
+                   "error", "reason", "at_us")
 
 
 class StoreError(Exception):
@@ -119,18 +168,20 @@ class Dialect:
     param: str
     begin_schema_change: tuple[str, ...]
 
-    def insert(self) -> str:
-        values = ", ".join([self.param] * len(COLUMNS))
-        return f"INSERT INTO messages ({', '.join(COLUMNS)}) VALUES ({values})"
+    def insert(self, table: str = "messages", columns: tuple[str, ...] = COLUMNS) -> str:
+        values = ", ".join([self.param] * len(columns))
+        return f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values})"
 
-    def select(self) -> str:
+    def select(self, table: str = "messages", columns: tuple[str, ...] = COLUMNS,
+               order: str = "spoken_us, created_us, message_id") -> str:
+        """A conversation's rows in C{order}, at most a limit."""
         return (
-            f"SELECT {', '.join(COLUMNS)} FROM messages WHERE conversation_id = {self.param}"
-            f" ORDER BY spoken_us, created_us, message_id LIMIT {self.param}"
+            f"SELECT {', '.join(columns)} FROM {table} WHERE conversation_id = {self.param}"
+            f" ORDER BY {order} LIMIT {self.param}"
         )
 
-    def delete_older(self) -> str:
-        return f"DELETE FROM messages WHERE created_us < {self.param}"
+    def delete_older(self, table: str = "messages", column: str = "created_us") -> str:
+        return f"DELETE FROM {table} WHERE {column} < {self.param}"
 
     def record_version(self) -> str:
         return f"INSERT INTO schema_version (version) VALUES ({self.param})"
@@ -147,20 +198,20 @@ def moment(value: int) -> datetime:
 
 
 def to_row(message: StoredMessage) -> tuple:
-    return (
-        *attrs.astuple(message, recurse=False)[:-4],
-        micros(message.created),
-        micros(message.spoken),
-        message.unredacted_text,
-        message.tokens_json,
+    """The values of L{COLUMNS} for C{message}."""
+    return tuple(
+        micros(getattr(message, _TIME_COLUMNS[column])) if column in _TIME_COLUMNS
+        else getattr(message, column)
+        for column in COLUMNS
     )
 
 
 def from_row(row: Sequence) -> StoredMessage:
-    return StoredMessage(
-        *row[:-4], created=moment(row[-4]), spoken=moment(row[-3]),
-        unredacted_text=row[-2], tokens_json=row[-1],
-    )
+    """The message of a row whose values are those of L{COLUMNS}."""
+    return StoredMessage(**{
+        _TIME_COLUMNS.get(column, column): moment(value) if column in _TIME_COLUMNS else value
+        for column, value in zip(COLUMNS, row)
+    })
 
 
 def migrate(connection: Any, dialect: Dialect) -> None:
@@ -191,7 +242,7 @@ def migrate(connection: Any, dialect: Dialect) -> None:
     cursor.execute("COMMIT")
 
 
-@implementer(ITranscriptStore)
+@implementer(ITranscriptStore, IWebhookFailureLog)
 class PooledTranscriptStore(ConfigurationTables):
     """
     An L{ITranscriptStore} whose every statement runs on its own thread pool.
@@ -250,10 +301,28 @@ class PooledTranscriptStore(ConfigurationTables):
         return self._run(select)
 
     def purge(self, older_than: datetime) -> Deferred:
+        """Also forgets the webhook failures recorded before C{older_than}."""
         def delete() -> int:
+            self._execute(self._dialect.delete_older("webhook_failures", "at_us"),
+                          (micros(older_than),))
             return self._execute(self._dialect.delete_older(), (micros(older_than),))
 
         return self._run(delete)
+
+    def record(self, failure: WebhookFailure) -> Deferred:
+        def insert() -> None:
+            row = attrs.astuple(failure, recurse=False)
+            self._execute(self._dialect.insert("webhook_failures", FAILURE_COLUMNS), (*row[:-1], micros(failure.at)))
+
+        return self._run(insert)
+
+    def webhook_failures(self, conversation_id: str, limit: int) -> Deferred:
+        def select() -> list[WebhookFailure]:
+            cursor = self._connection().cursor()
+            cursor.execute(self._dialect.select("webhook_failures", FAILURE_COLUMNS, "at_us DESC"), (conversation_id, limit))
+            return [WebhookFailure(*row[:-1], at=moment(row[-1])) for row in cursor.fetchall()]
+
+        return self._run(select)
 
     def close(self) -> Deferred:
         if self._closed:
@@ -287,6 +356,18 @@ class PooledTranscriptStore(ConfigurationTables):
             return result
 
         return deferToThreadPool(self._reactor, self._pool, work).addBoth(finished)
+
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    def run_with_connection(self, work: Callable[[Any], Any]) -> Deferred:
+        """
+        Run C{work(connection)} on a worker thread with its autocommit
+        connection, the schema migrated; fires with what it returns. For
+        statements of other modules on the same tables (the File Exporter's).
+        """
+        return self._run(lambda: work(self._connection()))
 
     def _execute(self, statement: str, params: tuple) -> int:
         cursor = self._connection().cursor()

@@ -38,6 +38,8 @@ api_secret = "{API_SECRET}"
 
 [twilio]
 auth_token = "{TWILIO_AUTH_TOKEN}"
+# A test's stream may wait for start-streaming, which waits for the models.
+media_timeout_seconds = 300
 
 [audiohook]
 auth_failure = "reject"

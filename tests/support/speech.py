@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy
 
-RATE = 8000
-BYTES_PER_MS = RATE * 2 // 1000
+from mgateway.media.pcm import BYTES_PER_MS
+from mgateway.media.pcm import SAMPLE_RATE as RATE
 
 
 def duration_ms(pcm: bytes) -> int:

@@ -54,6 +54,15 @@ class ProtocolError(Exception):
         self.info = info
 
 
+def as_text(value: object, limit: int = 256) -> str:
+    """
+    A client's value for the text of a C{disconnect}: compact JSON (what the
+    client sent, in its own notation), never a Python repr; cut to C{limit}.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def is_uuid(value: object) -> bool:
     return isinstance(value, str) and _UUID.fullmatch(value) is not None
 
@@ -70,10 +79,10 @@ def parse_duration(value: object) -> int:
     """C{"PT1.5S"} -> 1500000000 (nanoseconds, rounded to the nearest)."""
     match = _DURATION.fullmatch(value) if isinstance(value, str) else None
     if match is None:
-        raise ProtocolError(f"{value!r} is not a duration of the form PT<seconds>S")
+        raise ProtocolError(f"{as_text(value)} is not a duration of the form PT<seconds>S")
     ns = int((Decimal(match.group(1)) * NS_PER_SECOND).to_integral_value())
     if ns >= _MAX_DURATION_NS:
-        raise ProtocolError(f"duration {value!r} is too large")
+        raise ProtocolError(f"duration {as_text(value)} is too large")
     return ns
 
 

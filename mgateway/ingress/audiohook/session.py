@@ -2,11 +2,14 @@
 One AudioHook Monitor session (Genesys Cloud is the client, we are the
 server), as a sans-I/O state machine.
 
-Feed it each WebSocket message: L{AudioHookSession.receive_text} for text
-frames, L{AudioHookSession.receive_bytes} for binary ones. Each returns the
-events it caused; L{AudioHookSession.data_to_send} then returns the text
-frames to send back, in order. Nothing here raises on anything the client
-sends: a protocol violation becomes a C{disconnect} message with reason
+The shape of every ingress core (L{mgateway.ingress.events}): feed it each
+WebSocket message, L{AudioHookSession.receive_text} for text frames,
+L{AudioHookSession.receive_bytes} for binary ones, and the clock with
+L{AudioHookSession.handle_timer}; L{AudioHookSession.events} then returns
+what they caused (each channel's audio as L{LegAudio}, gaps the client
+reports filled with comfort noise on the session's L{TrackTimeline}), and
+L{AudioHookSession.data_to_send} the text frames to send back, in order.
+Nothing here raises on anything the client sends: a protocol violation becomes a C{disconnect} message with reason
 C{error} (the server's only way to end a session) plus a L{Disconnected}
 event, and the client is expected to follow with C{close}, which is always
 answered with C{closed}. The transport never closes the socket itself.
@@ -32,25 +35,49 @@ from typing import Callable, Mapping
 import attrs
 import numpy as np
 
+from mgateway.ingress.audiohook.events import (
+    Closed,
+    Discarded,
+    Disconnected,
+    Error,
+    Media,
+    Opened,
+    Participant,
+    Paused,
+    Probed,
+    Resumed,
+    TimedOut,
+    Updated,
+)
 from mgateway.ingress.audiohook.messages import (
     CLOSE_REASONS,
     DISCONNECT_REASONS,
     NS_PER_SECOND,
     NULL_UUID,
     ProtocolError,
+    as_text,
     decode_client_message,
     encode_server_message,
     is_language,
     is_uuid,
     parse_duration,
 )
+from mgateway.ingress.events import LegAudio
 from mgateway.media.g711 import ulaw_decode
+from mgateway.media.timeline import TrackTimeline
 
-#: Channel orders we take, best first: both participants, then the customer.
-CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",))
+#: Channel orders we take, best first: both participants, then the customer
+#: alone, then the agent alone (the compliance suite's internal-only offer,
+#: which Genesys's reference server opens too).
+CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",), ("internal",))
 #: Bytes per sample per channel.
 SAMPLE_WIDTH = {"PCMU": 1, "L16": 2}
 RATE = 8000
+SAMPLE_NS = NS_PER_SECOND // RATE
+#: The longest gap (discarded audio, a pause the client reports) filled with
+#: comfort noise at once; a longer one is filled only this far, so memory and
+#: recognition time stay bounded.
+MAX_GAP_MS = 60_000
 
 
 
@@ -68,112 +95,28 @@ class SessionPolicy:
     @ivar allow_l16: also accept 16-bit linear offers (little-endian, as the
         reference implementation sends them) when no PCMU offer fits.
     @ivar supported_languages: listed in C{opened} when C{open} asks.
+    @ivar close_grace_seconds: how long a client has to close its socket
+        once told to go (our C{disconnect}, or our C{closed}), or once refused
+        as unauthorized, before L{AudioHookSession.handle_timer} gives up on
+        it: the reference client's own close timeout.
     """
 
     allow_l16: bool = False
     supported_languages: tuple[str, ...] = ()
+    close_grace_seconds: float = 10.0
 
 
 @attrs.frozen
-class Participant:
-    id: str
-    ani: str
-    ani_name: str
-    dnis: str
-
-
-@attrs.frozen
-class Media:
-    format: str
-    channels: tuple[str, ...]
-    rate: int
-
-
-# Events.
-@attrs.frozen
-class Opened:
-    """A real call's session is open; C{opened} is queued."""
-
-    session_id: str
-    organization_id: str
-    conversation_id: str
-    participant: Participant
-    media: Media
-    language: str | None
-    custom_config: Mapping
-
-
-@attrs.frozen
-class Probed:
+class _Frame:
     """
-    Genesys's connection probe (null conversation id) got its C{opened}. No
-    call exists: audio in a probe is counted but yields no L{Audio}.
-    """
-
-    session_id: str
-    organization_id: str
-
-
-@attrs.frozen
-class Audio:
-    """
-    One binary frame: 16-bit little-endian PCM per channel name
-    (C{"external"} = customer, C{"internal"} = agent), all of equal length,
-    starting at C{position_ns} on the stream timeline.
+    One binary frame, inside the session: 16-bit little-endian PCM per
+    channel name (C{"external"} = customer, C{"internal"} = agent), all of
+    equal length, starting at C{position_ns} on the stream timeline. It
+    leaves the session as one L{LegAudio} per channel.
     """
 
     pcm: Mapping[str, bytes]
     position_ns: int
-
-
-@attrs.frozen
-class Paused:
-    position_ns: int
-
-
-@attrs.frozen
-class Resumed:
-    """Audio resumes; C{discarded_ns} of it from C{start_ns} were dropped."""
-
-    start_ns: int
-    discarded_ns: int
-
-
-@attrs.frozen
-class Discarded:
-    start_ns: int
-    duration_ns: int
-
-
-@attrs.frozen
-class Updated:
-    """The conversation's language changed."""
-
-    language: str
-
-
-@attrs.frozen
-class Error:
-    """The client reported an error (it normally closes right after)."""
-
-    code: int
-    message: str
-    retry_after_ns: int | None
-
-
-@attrs.frozen
-class Closed:
-    """C{closed} is queued; the client closes the socket next."""
-
-    reason: str | None
-
-
-@attrs.frozen
-class Disconnected:
-    """A C{disconnect} is queued; the client should answer with C{close}."""
-
-    reason: str
-    info: str | None
 
 
 class State(enum.Enum):
@@ -235,6 +178,13 @@ class AudioHookSession:
         self._start_paused = False
         self._unauthorized = False
         self._outgoing: list[str] = []
+        #: The C{opened} just queued, until L{data_to_send} hands it out.
+        self._pending_opened: str | None = None
+        #: When a client told to go must have closed its socket.
+        self._close_deadline: float | None = None
+        self._events: list = []
+        #: The call's timeline (not for the connection probe), from C{opened}.
+        self._timeline: TrackTimeline | None = None
         self._handlers = {
             "open": self._open,
             "ping": self._ping,
@@ -248,9 +198,62 @@ class AudioHookSession:
     def data_to_send(self) -> list[str]:
         """The text frames to send, oldest first; each call empties the queue."""
         outgoing, self._outgoing = self._outgoing, []
+        self._pending_opened = None
         return outgoing
 
-    def receive_text(self, text: str) -> list:
+    def events(self) -> list:
+        """What the input so far caused, oldest first; each call empties the list."""
+        events, self._events = self._events, []
+        return events
+
+    def receive_text(self, text: str) -> None:
+        self._emit(self._receive_text(text))
+
+    def receive_bytes(self, data: bytes) -> None:
+        self._emit(self._receive_bytes(data))
+
+    def get_timer(self) -> float | None:
+        """When L{handle_timer} is next due (seconds on the session's clock), or None."""
+        return self._close_deadline
+
+    def handle_timer(self, now: float) -> None:
+        """L{TimedOut} once a client told to go has not closed in time (nothing is sent)."""
+        if self._close_deadline is None or now < self._close_deadline:
+            return
+        self._close_deadline = None
+        state, self.state = self.state, State.CLOSED
+        self._events.append(TimedOut(state.value))
+
+    def _emit(self, events: list) -> None:
+        """Queue events; a frame becomes each channel's audio, after the fill of any gap before it."""
+        for event in events:
+            if isinstance(event, _Frame):
+                samples = len(next(iter(event.pcm.values()))) // 2
+                self._fill_to(event.position_ns, samples)
+                self._events += [LegAudio(channel, pcm) for channel, pcm in event.pcm.items()]
+                continue
+            self._events.append(event)
+            if isinstance(event, (Resumed, Discarded)):
+                self._fill_to(self.position_ns)
+
+    def _fill_to(self, position_ns: int, samples: int = 0) -> None:
+        """
+        Comfort noise on every channel up to C{position_ns}, where the client
+        says its audio (C{samples} of it) continues: utterance times then
+        match the call.
+        """
+        if self._timeline is None:
+            return
+        noise, _ = self._timeline.advance(position_ns // SAMPLE_NS, samples)
+        if noise:
+            self._events += [LegAudio(channel, noise, filled=True) for channel in self.media.channels]
+
+    def _expect_close(self) -> None:
+        """From now on, the client has the grace period to close its socket."""
+        if self._close_deadline is None:
+            self._close_deadline = self._now() + self._policy.close_grace_seconds
+
+    def _receive_text(self, text: str) -> list:
         self.last_received_at = self._now()
         if self.state is State.CLOSED:
             return []
@@ -280,12 +283,12 @@ class AudioHookSession:
             self.clientseq = message["seq"]
             handler = self._handlers.get(kind)
             if handler is None:
-                raise ProtocolError(f"{kind!r} is not a supported client message")
+                raise ProtocolError(f"{as_text(kind)} is not a supported client message")
             return handler(parameters)
         except ProtocolError as e:
             return self._violation(e.info)
 
-    def receive_bytes(self, data: bytes) -> list:
+    def _receive_bytes(self, data: bytes) -> list:
         self.last_received_at = self._now()
         if self.state in (State.DISCONNECTING, State.CLOSED):
             self.dropped_frames += 1
@@ -303,7 +306,7 @@ class AudioHookSession:
             return []
         pcm = ulaw_decode(data) if media.format == "PCMU" else data
         samples = np.frombuffer(pcm, "<i2").reshape(-1, len(media.channels))
-        return [Audio({name: samples[:, i].tobytes() for i, name in enumerate(media.channels)}, position_ns)]
+        return [_Frame({name: samples[:, i].tobytes() for i, name in enumerate(media.channels)}, position_ns)]
 
     def pause(self) -> None:
         """Ask the client to pause (before C{opened}: start paused)."""
@@ -327,16 +330,35 @@ class AudioHookSession:
             return False
         self._send("disconnect", {"reason": reason} if info is None else {"reason": reason, "info": info})
         self.state = State.DISCONNECTING
+        self._expect_close()
         return True
+
+    def decline(self, info: str) -> None:
+        """
+        Answer the C{open} just received with C{disconnect} (reason
+        C{error}, C{info} saying why) instead of the C{opened} it queued, as
+        the reference server does when its media selection refuses a session.
+        Only until L{data_to_send} has handed that C{opened} out; after, the
+        session is disconnected the same way.
+        """
+        if self._pending_opened is not None and self._outgoing[-1:] == [self._pending_opened]:
+            self._outgoing.pop()
+            self._pending_opened = None
+            self.seq -= 1
+        self._timeline = None
+        if self.disconnect("error", info):
+            self._events.append(Disconnected("error", info))
 
     # --- client messages ---------------------------------------------------
 
     def refuse(self) -> None:
         """
         The client failed authentication: answer its C{open} with
-        C{disconnect} (reason C{unauthorized}), as Genesys's reference server does.
+        C{disconnect} (reason C{unauthorized}), as Genesys's reference server
+        does; it has the grace period from now to open and close.
         """
         self._unauthorized = True
+        self._expect_close()
 
     def _open(self, parameters: dict) -> list:
         if self.state is not State.AWAITING_OPEN:
@@ -353,17 +375,19 @@ class AudioHookSession:
             return [Disconnected("unauthorized", info)]
         offer = select_media(parameters["media"], self._policy.allow_l16)
         if offer is None:
-            raise ProtocolError(f"No acceptable media offered (PCMU 8000 Hz, channels external/internal): "
-                                f"{parameters['media']!r}"[:1024])
+            raise ProtocolError("No acceptable media offered (PCMU 8000 Hz, channels external and/or internal): "
+                                + as_text(parameters["media"], 768))
         opened = {"media": [offer], "startPaused": self._start_paused}
         if parameters.get("supportedLanguages") is True:
             opened["supportedLanguages"] = list(self._policy.supported_languages)
         self._send("opened", opened)
+        self._pending_opened = self._outgoing[-1]
         self.media = Media(offer["format"], tuple(offer["channels"]), RATE)
         self.state = State.PAUSED if self._start_paused else State.ACTIVE
         self.probe = parameters["conversationId"] == NULL_UUID
         if self.probe:
             return [Probed(self.session_id, organization_id)]
+        self._timeline = TrackTimeline(MAX_GAP_MS)
         participant = parameters["participant"]
         return [Opened(
             session_id=self.session_id,
@@ -401,20 +425,21 @@ class AudioHookSession:
         self._require_opened("update")
         language = parameters.get("language")
         if not is_language(language):
-            raise ProtocolError(f"Invalid 'update' parameters: language {language!r}")
+            raise ProtocolError(f"Invalid 'update' parameters: language {as_text(language)}")
         self._send("updated", {})
         return [Updated(language)]
 
     def _error(self, parameters: dict) -> list:
         code, message = parameters.get("code"), parameters.get("message")
         if type(code) is not int or not 400 <= code <= 9999 or not isinstance(message, str):
-            raise ProtocolError(f"Invalid 'error' parameters: {parameters!r}"[:1024])
+            raise ProtocolError(f"Invalid 'error' parameters: {as_text(parameters, 768)}")
         retry_after = parameters.get("retryAfter")
         return [Error(code, message, None if retry_after is None else parse_duration(retry_after))]
 
     def _close(self, parameters: dict) -> list:
         self._send("closed", {})
         self.state = State.CLOSED
+        self._expect_close()
         reason = parameters.get("reason")
         return [Closed(reason if reason in CLOSE_REASONS else None)]
 
@@ -431,7 +456,7 @@ class AudioHookSession:
 
     def _require_opened(self, kind: str) -> None:
         if self.state is State.AWAITING_OPEN:
-            raise ProtocolError(f"Unexpected {kind!r} before 'open'")
+            raise ProtocolError(f"Unexpected '{kind}' before 'open'")
 
     def _skip(self, parameters: dict) -> tuple[int, int]:
         """Move the timeline past a gap the client reports: (start, duration)."""

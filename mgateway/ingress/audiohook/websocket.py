@@ -12,27 +12,29 @@ Genesys' 5 s open timeout and ping deadline hold under load.
 Closing the socket is left to Genesys, which closes it after our C{closed}.
 To end a session from our side (shut-down, a refused session, a protocol
 error) we send C{disconnect} and answer the C{close} that follows; only a
-client that does not close in time is dropped.
+client that does not close in time is dropped (the session's timer, on the
+factory's clock).
+
+One conversation is streamed by one session at a time: Genesys uses a single
+AudioHook session for a call's whole duration and does not re-establish
+sessions, so a second simultaneous session for the same conversation is
+another integration streaming the same call. Its C{open} is answered with
+C{disconnect} (reason C{error}) saying which session already streams the
+conversation, and the first session goes on undisturbed.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from mgateway.calls.registry import MediaAttachment
-from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID, format_duration, is_uuid
-from mgateway.ingress.audiohook.session import (
-    AUTH_FAILURES,
-    ON_STOP,
-    RATE,
-    Audio,
-    AudioHookSession,
+from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration, is_uuid
+from mgateway.ingress.audiohook.events import (
     Closed,
     Discarded,
     Disconnected,
@@ -41,11 +43,13 @@ from mgateway.ingress.audiohook.session import (
     Paused,
     Probed,
     Resumed,
-    SessionPolicy,
+    TimedOut,
     Updated,
 )
+from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP, AudioHookSession, SessionPolicy
 from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
-from mgateway.media.noise import comfort_noise
+from mgateway.ingress.events import LegAudio
+from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
 
 log = Logger()
 
@@ -54,34 +58,23 @@ NAMESPACE = "genesysaudiohook"
 #: request arrived, whatever went wrong, so that its timing reveals nothing
 #: (the reference server waits at least 500 ms too).
 AUTH_FAILURE_SECONDS = 0.5
-#: The longest gap (discarded audio, a pause the client reports) filled with
-#: comfort noise at once; a longer one is filled only this far, so memory and
-#: recognition time stay bounded.
-MAX_GAP_SAMPLES = 60 * RATE
-#: How long a client told to go as unauthorized has to close its socket
-#: before it is dropped (the reference client's own close timeout).
-UNAUTHORIZED_CLOSE_SECONDS = 10
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
-SAMPLE_NS = NS_PER_SECOND // RATE
 
 
-class AudioHookProtocol(WebSocketServerProtocol):
+class AudioHookProtocol(GatewayServerProtocol):
     session: AudioHookSession | None = None
     media: MediaAttachment | None = None
     #: For the logs until C{open} names the conversation.
     conversation_id = "(not opened)"
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
-    _drop_timer = None
+    _timer = None
     #: The hang-up of a close transaction, then (C{_closing}) the wait for
     #: it to end, until its C{closed} is sent.
     _flushing: Deferred | None = None
     _closing: Deferred | None = None
     _close_timer = None
-    #: Samples fed to each leg, and samples of gaps too long to fill.
-    _fed_samples = 0
-    _skipped_samples = 0
 
     def onConnect(self, request):
         factory = self.factory
@@ -120,21 +113,37 @@ class AudioHookProtocol(WebSocketServerProtocol):
     def onOpen(self):
         self.factory.sessions.add(self)
         if self.unauthorized:
-            # Its open gets disconnect(unauthorized); it then has this long to close.
+            # Its open gets disconnect(unauthorized); it has the grace period to close.
             self.session.refuse()
-            self._drop_timer = self.factory.clock.callLater(UNAUTHORIZED_CLOSE_SECONDS, self.drop)
+            self._schedule()
 
     def onMessage(self, payload: bytes, isBinary: bool):
         if isBinary:
-            events = self.session.receive_bytes(payload)
+            self.session.receive_bytes(payload)
         else:
-            events = self.session.receive_text(payload.decode("utf-8", "replace"))
-        for event in events:
-            self._handle(event)
+            self.session.receive_text(payload.decode("utf-8", "replace"))
+        self._handle_events()
         if self._flushing is not None:
             self._closed_once_flushed()
         elif self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
             self._send()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """Arm the session's next timer on the factory's clock."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        deadline = self.session.get_timer()
+        if deadline is not None:
+            clock = self.factory.clock
+            self._timer = clock.callLater(max(0.0, deadline - clock.seconds()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self.factory.clock.seconds())
+        self._handle_events()
+        self._schedule()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
@@ -142,12 +151,14 @@ class AudioHookProtocol(WebSocketServerProtocol):
             log.info("audiohook session {session_id}: disconnecting ({reason})",
                      session_id=self.session.session_id, reason=reason)
             self._send()
+            self._schedule()
 
-    def drop(self) -> None:
-        """The client did not close after our C{disconnect}: cut it off."""
+    def drop(self, state: str = "disconnect sent") -> None:
+        """The client did not close after our C{disconnect} (or C{closed}): cut it off."""
         if self.state != self.STATE_CLOSED:
-            log.warn("audiohook session {session_id} did not close in time: dropped",
-                     session_id=self.session.session_id)
+            log.warn("audiohook session {session_id} of conversation {conversation_id} did not close in "
+                     "time ({state}): dropped", session_id=self.session.session_id,
+                     conversation_id=self.conversation_id, state=state)
             self.dropConnection(abort=True)
 
     def _send(self) -> None:
@@ -155,15 +166,23 @@ class AudioHookProtocol(WebSocketServerProtocol):
             if self.state == self.STATE_OPEN:
                 self.sendMessage(text.encode("utf-8"), isBinary=False)
 
+    def _handle_events(self) -> None:
+        """Everything the session has to say (handling an event may cause more: a declined open)."""
+        while events := self.session.events():
+            for event in events:
+                self._handle(event)
+
     def _handle(self, event) -> None:
         session_id = self.session.session_id
-        if isinstance(event, Audio):
-            self._audio(event)
+        if isinstance(event, LegAudio):
+            if self.media is not None:
+                self.media.audio(event.leg, event.pcm, filled=event.filled)
         elif isinstance(event, Opened):
             self._opened(event)
+        elif isinstance(event, TimedOut):
+            self.drop(event.state)
         elif isinstance(event, (Resumed, Discarded)):
             log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
-            self._fill_to(self.session.position_ns)
         elif isinstance(event, Closed):
             log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
                      "at {position}", session_id=session_id, conversation_id=self.conversation_id,
@@ -181,47 +200,32 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
+        streaming = self.factory.streaming(event.conversation_id)
+        if streaming is not None:
+            return self._decline(f"Conversation {event.conversation_id} is already streamed by AudioHook "
+                                 f"session {streaming.session.session_id}; a conversation is transcribed "
+                                 f"from one session at a time")
         try:
             on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
             self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels,
                                                       on_stop=on_stop)
-        except ValueError as e:
-            log.warn("audiohook session {session_id}: {reason}", session_id=event.session_id, reason=str(e))
-            self.disconnect("error")
-            return
+        except ValueError:
+            # Its channels are fed by another ingress's leg of the same id.
+            return self._decline(f"Conversation {event.conversation_id} is already being received")
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
                  "{channels}, participant {participant}, language {language}",
                  session_id=event.session_id, conversation_id=event.conversation_id,
                  media_format=event.media.format, channels=list(event.media.channels),
                  participant=event.participant.id, language=event.language)
 
+    def _decline(self, info: str) -> None:
+        """Answer the open with a disconnect (reason error) that says why, instead of opened."""
+        log.warn("audiohook session {session_id} refused: {info}", session_id=self.session.session_id, info=info)
+        self.session.decline(info)
+
     def _call_stopped(self) -> None:
         """stop-streaming stopped the call, and the policy is to end the session then."""
         self.disconnect("completed")
-
-    def _audio(self, event: Audio) -> None:
-        self._fill_to(event.position_ns)
-        for channel, pcm in event.pcm.items():
-            self.media.audio(channel, pcm)
-        # Every channel of a frame holds the same number of samples.
-        self._fed_samples += len(pcm) // 2
-
-    def _fill_to(self, position_ns: int) -> None:
-        """
-        Comfort noise on every channel up to C{position_ns}, where the client
-        says its audio continues: utterance times then match the call.
-        """
-        if self.media is None:
-            return
-        gap = position_ns // SAMPLE_NS - self._skipped_samples - self._fed_samples
-        if gap <= 0:
-            return
-        fill = min(gap, MAX_GAP_SAMPLES)
-        self._skipped_samples += gap - fill
-        noise = comfort_noise(fill, start=self._fed_samples)
-        for channel in self.media.legs:
-            self.media.audio(channel, noise)
-        self._fed_samples += fill
 
     def _hang_up(self) -> Deferred:
         """The session's legs are gone: fires once the call's last words are delivered (if it ended)."""
@@ -256,8 +260,8 @@ class AudioHookProtocol(WebSocketServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self.factory.sessions.discard(self)
-        if self._drop_timer is not None and self._drop_timer.active():
-            self._drop_timer.cancel()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         if self._close_timer is not None and self._close_timer.active():
             self._close_timer.cancel()
         if self.media is not None:
@@ -268,7 +272,7 @@ class AudioHookProtocol(WebSocketServerProtocol):
             self._hang_up()
 
 
-class AudioHookFactory(WebSocketServerFactory):
+class AudioHookFactory(GatewayServerFactory):
     """
     @param keys: API key -> base64 client secret (empty: that key may connect
         unsigned). No keys: every session is refused.
@@ -325,6 +329,11 @@ class AudioHookFactory(WebSocketServerFactory):
         policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
         return AudioHookSession(self.clock.seconds, policy, session_id=session_id,
                                 organization_id=organization_id)
+
+    def streaming(self, conversation_id: str) -> AudioHookProtocol | None:
+        """The session that feeds this conversation's call now, if any."""
+        return next((protocol for protocol in self.sessions
+                     if protocol.media is not None and protocol.conversation_id == conversation_id), None)
 
     def shut_down(self, grace: float) -> Deferred:
         """

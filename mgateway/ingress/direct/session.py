@@ -1,22 +1,26 @@
 """
-The direct WebSocket API's session, as a sans-I/O state machine.
+The direct WebSocket API's session, as a sans-I/O state machine: the wire
+protocol only.
 
-Feed it what the client sent and what the recogniser produced; it answers with
-events for the transport to carry out: messages to send, audio to transcribe,
-a flush to perform, the close code to use. See the spec's "AI Transcribe via
-Direct Websocket" for the message sequence and status codes.
+Feed it what the client sent and what the call produced; it answers with
+events for the transport to carry out: messages to send, audio for the call,
+a flush to perform, the close code to use. The stream itself (its recogniser,
+its utterances, its summary) is a one-leg call of the call registry. See the
+spec's "AI Transcribe via Direct Websocket" for the message sequence and
+status codes.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import math
 from typing import Callable
 
 import attrs
 
-from mgateway.transcript import ROLES, Utterance
+from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken, check_id
+from mgateway.calls.stream import StreamSummary
+from mgateway.transcript import ROLES, Sender, TranscriptEvent
 from mgateway.wire import transcript_message
 
 STATUS_DESCRIPTIONS = {
@@ -37,10 +41,11 @@ STATUS_DESCRIPTIONS = {
     5001: "Service shutting down",
 }
 
-REDACTION_OUTPUTS = ("redacted", "unredacted", "redacted_and_unredacted")
 VOCABULARY_CATEGORIES = ("address", "name", "number", "company", "currency")
-#: Bytes of L16 audio per millisecond at the only supported rate, 8 kHz.
-BYTES_PER_MS = 16
+#: The status code of each transcription rule a C{startStream} can break.
+TRANSCRIBE_RULE_CODES = {"redactionOutput": 4040, "smartFormatting": 4092, "detailedToken": 4093}
+#: The summary of a stream that never started.
+NOTHING_RECEIVED = StreamSummary(0, 0, 0, 0)
 
 
 class SessionError(Exception):
@@ -50,21 +55,6 @@ class SessionError(Exception):
         super().__init__(f"{code} {detail}")
         self.code = code
         self.detail = detail
-
-
-@attrs.frozen
-class StartParams:
-    """A validated C{startStream}, with the spec's defaults."""
-
-    role: str
-    external_id: str
-    language: str
-    sampling_rate: int = 8000
-    encoding: str = "L16"
-    smart_formatting: bool = True
-    detailed_token: bool = False
-    audio_recording_allowed: bool = False
-    redaction_output: str = "redacted"
 
 
 @attrs.frozen
@@ -82,7 +72,10 @@ class Send:
 
 @attrs.frozen
 class Started:
-    params: StartParams
+    """A valid C{startStream}: start the stream's call."""
+
+    sender: Sender
+    transcribe: TranscribeParams
 
 
 @attrs.frozen
@@ -92,7 +85,7 @@ class Audio:
 
 @attrs.frozen
 class Flush:
-    """Flush the recogniser, then call L{DirectSession.flushed}."""
+    """Stop the stream's call (its last words come), then call L{DirectSession.flushed}."""
 
 
 @attrs.frozen
@@ -125,7 +118,6 @@ class DirectSession:
     """
     @param canonical_language: the supported spelling of a language tag, or
         None when it cannot be transcribed.
-    @param now: seconds, for C{streamingSeconds}.
     @param default_language: the language of a C{startStream} that names
         none (the spec's is C{en-US}; the gateway passes C{asr.default_language}).
     @param force_redaction: the gateway always redacts (C{redaction.always}):
@@ -136,7 +128,6 @@ class DirectSession:
         self,
         stream_id: str,
         canonical_language: Callable[[str], str | None],
-        now: Callable[[], float],
         max_message_bytes: int = 65536,
         max_vocabulary: int = 1000,
         max_phrase_chars: int = 100,
@@ -147,13 +138,10 @@ class DirectSession:
         self.force_redaction = force_redaction
         self.default_language = default_language
         self.state = State.AWAITING_START
-        self.params: StartParams | None = None
+        self.sender: Sender | None = None
+        self.transcribe: TranscribeParams | None = None
         self.vocabulary: list[VocabularyPhrase] = []
-        self.audio_bytes = 0
-        self.transcripts = 0
         self._canonical = canonical_language
-        self._now = now
-        self._started_at: float | None = None
         self._max_message_bytes = max_message_bytes
         self._max_vocabulary = max_vocabulary
         self._max_phrase_chars = max_phrase_chars
@@ -190,22 +178,21 @@ class DirectSession:
         self._odd_byte = data[whole:]
         if not whole:
             return []
-        self.audio_bytes += whole
         return [Audio(data[:whole])]
 
     # -- input from the gateway ------------------------------------------
 
-    def utterance(self, utterance: Utterance) -> list:
-        if self.state is State.CLOSED or self.params is None:
+    def transcript(self, event: TranscriptEvent) -> list:
+        """An utterance of the stream's call."""
+        if self.state is State.CLOSED:
             return []
-        self.transcripts += 1
-        return [Send(transcript_message(utterance, self.params.detailed_token))]
+        return [Send(transcript_message(event.utterance, event.detailed_tokens))]
 
-    def flushed(self) -> list:
-        """The recogniser has delivered everything: send the final response."""
+    def flushed(self, summary: StreamSummary) -> list:
+        """The call has delivered everything: send the final response with its summary."""
         if self.state is not State.FLUSHING:
             return []
-        return self._final()
+        return self._final(summary)
 
     def idle_timeout(self) -> list:
         return self._end(4083)
@@ -228,6 +215,8 @@ class DirectSession:
             message = json.loads(text)
         except ValueError:
             raise SessionError(4040, "not JSON") from None
+        except RecursionError:
+            raise SessionError(4040, "JSON nested too deeply") from None
         if not isinstance(message, dict) or not isinstance(message.get("message"), str):
             raise SessionError(4040, "expected a JSON object with a \"message\" field")
         return message
@@ -256,6 +245,7 @@ class DirectSession:
             raise SessionError(4040, "sender.role must be \"customer\" or \"agent\"")
         if not isinstance(external_id, str) or not external_id:
             raise SessionError(4040, "sender.externalId is required")
+        check_id(external_id, "sender.externalId", lambda message: SessionError(4040, message))
         language = message.get("language", self.default_language)
         if not isinstance(language, str):
             raise SessionError(4040, "language must be a string")
@@ -274,21 +264,18 @@ class DirectSession:
         detailed = _bool(message, "detailedToken", False)
         recording = _bool(message, "audioRecordingAllowed", False)
         redaction = message.get("redactionOutput", "redacted")
-        if redaction not in REDACTION_OUTPUTS:
-            raise SessionError(4040, f"redactionOutput must be one of {', '.join(REDACTION_OUTPUTS)}")
-        if redaction != "unredacted" and not smart:
-            raise SessionError(4092)
-        if redaction != "unredacted" and detailed:
-            raise SessionError(4093)
-        if redaction != "redacted" and self.force_redaction:
+        try:
+            transcribe = TranscribeParams(canonical, detailed, recording, redaction, smart)
+        except TranscribeRuleBroken as e:
+            code = TRANSCRIBE_RULE_CODES[e.field]
+            raise SessionError(code, str(e) if code == 4040 else "") from None
+        if self.force_redaction and transcribe.redaction_output != "redacted":
             raise SessionError(4094)
-        self.params = StartParams(
-            role, external_id, canonical, rate, encoding, smart, detailed, recording, redaction
-        )
+        self.transcribe = transcribe
+        self.sender = Sender(role, external_id)
         self.state = State.STREAMING
-        self._started_at = self._now()
         return [
-            Started(self.params),
+            Started(self.sender, self.transcribe),
             Send({"message": "startResponse", "streamID": self.stream_id, "status": status(1000)}),
         ]
 
@@ -327,24 +314,14 @@ class DirectSession:
         if self.state is State.STREAMING:
             self.state = State.FLUSHING
             return [Flush()]
-        return self._final()
+        return self._final(NOTHING_RECEIVED)
 
-    def summary(self) -> dict:
-        started = self._started_at
-        seconds = math.ceil(self._now() - started) if started is not None else 0
-        return {
-            "totalAudioBytes": self.audio_bytes,
-            "audioDurationMs": self.audio_bytes // BYTES_PER_MS,
-            "streamingSeconds": seconds,
-            "transcripts": self.transcripts,
-        }
-
-    def _final(self) -> list:
+    def _final(self, summary: StreamSummary) -> list:
         self.state = State.CLOSED
         final = {
             "message": "finalResponse",
             "streamId": self.stream_id,
             "status": status(self._final_code, self._final_detail),
-            "summary": self.summary(),
+            "summary": summary.to_json(filled=False),
         }
         return [Send(final), Close(self._final_code)]

@@ -1,23 +1,29 @@
 """
 The direct WebSocket API's transport: Autobahn moves frames in and out of a
-L{DirectSession}; a recogniser transcribes the audio; every utterance is sent
-back on the socket and stored under the conversation's C{externalId}.
+L{DirectSession}. Each stream is a one-leg call of the call registry
+(namespace C{direct}, filed under the token's C{externalId}), started by its
+C{startStream} and stopped by its end; the socket is a sink of that call, so
+every utterance is sent back on it as well as going to the namespace's sinks.
+The call's text stages read the session's C{updateVocabulary} phrases at
+every utterance; its participant stream records the audio when
+C{audioRecordingAllowed}.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from datetime import datetime, timedelta, timezone
 from typing import Callable
 
-from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
 
-from mgateway.api.tokens import InvalidToken, TokenSigner
+from mgateway.calls.namespaces import DIRECT
+from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.ingress.direct.session import (
+    NOTHING_RECEIVED,
     Audio,
     Close,
     DirectSession,
@@ -25,12 +31,12 @@ from mgateway.ingress.direct.session import (
     Send,
     Started,
 )
-from mgateway.text.stage import TextStage
-from mgateway.transcript import Sender, TranscriptEvent, Utterance
+from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
+from mgateway.interfaces import ITranscriptSink
+from mgateway.tokens import DIRECT_AUDIENCE, InvalidToken, TokenSigner
+from mgateway.transcript import TranscriptEvent
 
 log = Logger()
-
-TOKEN_AUDIENCE = "direct"
 
 
 def close_code(status_code: int) -> int:
@@ -42,10 +48,15 @@ def close_code(status_code: int) -> int:
     return status_code if 4000 <= status_code <= 4999 else 1000
 
 
-class DirectStreamProtocol(WebSocketServerProtocol):
+@implementer(ITranscriptSink)
+class DirectStreamProtocol(GatewayServerProtocol):
+    """
+    @ivar media: the attachment feeding the stream's call, from
+        C{startStream} until the call is stopped.
+    """
+
     session: DirectSession | None = None
-    _transcriber = None
-    _recording = None
+    media = None
 
     def onConnect(self, request):
         factory = self.factory
@@ -56,7 +67,7 @@ class DirectStreamProtocol(WebSocketServerProtocol):
             raise ConnectionDeny(503, "Service Unavailable: models are loading")
         token = (request.params.get("token") or [""])[0]
         try:
-            claims = factory.tokens.verify(token, TOKEN_AUDIENCE)
+            claims = factory.tokens.verify(token, DIRECT_AUDIENCE)
         except InvalidToken as e:
             log.warn("direct stream refused from {peer}: {reason}", peer=request.peer, reason=str(e))
             raise ConnectionDeny(401, "1008 Invalid or expired access token")
@@ -65,10 +76,9 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         self.session = DirectSession(
             stream_id,
             factory.engine.canonical,
-            factory.clock.seconds,
             max_message_bytes=factory.max_message_bytes,
             default_language=factory.default_language,
-            force_redaction=factory.text.force_redaction,
+            force_redaction=factory.force_redaction,
         )
         self._timers = {}
         return None
@@ -108,13 +118,12 @@ class DirectStreamProtocol(WebSocketServerProtocol):
                 if self.state == self.STATE_OPEN:
                     self.sendMessage(json.dumps(event.message).encode("utf-8"), isBinary=False)
             elif isinstance(event, Audio):
-                self._transcriber.feed(event.pcm)
-                if self._recording is not None:
-                    self._recording.write(event.pcm)
+                if self.media is not None:
+                    self.media.audio(self.session.sender.role, event.pcm)
             elif isinstance(event, Started):
                 self._start(event)
             elif isinstance(event, Flush):
-                self._flush().addBoth(lambda _: self._carry_out(self.session.flushed()))
+                self._flush().addCallback(lambda summary: self._carry_out(self.session.flushed(summary)))
             elif isinstance(event, Close):
                 self._cancel_timers()
                 log.info("direct stream {stream_id} ends with {code}",
@@ -122,38 +131,56 @@ class DirectStreamProtocol(WebSocketServerProtocol):
                 self.sendClose(code=close_code(event.code))
 
     def _start(self, event: Started) -> None:
-        self.params = event.params
-        self.started_wall = self.factory.now()
-        self._transcriber = self.factory.engine.transcriber(event.params.language, self._utterance)
-        recordings = self.factory.recordings
-        if event.params.audio_recording_allowed and recordings is not None:
-            self._recording = recordings.open(self.conversation_id, self.session.stream_id)
+        """Attach the stream as a one-leg call (the leg is named by its role) and start it."""
+        registry, stream_id, role = self.factory.registry, self.session.stream_id, event.sender.role
+        self.media = registry.attach(
+            DIRECT, stream_id, [role], on_failure=self._recogniser_failed,
+            conversation_id=self.conversation_id, stream_ids={role: stream_id}, sinks=[self],
+            phrases=lambda: self.session.vocabulary,
+        )
+        request = StartRequest(
+            namespace=DIRECT, guid=stream_id, customer_id=event.sender.external_id,
+            agent_id=event.sender.external_id, transcribe=event.transcribe,
+        )
+        ensureDeferred(registry.start(request)).addErrback(self._failed, "starting")
+
+    def _recogniser_failed(self, failure) -> None:
+        """The call logged it: the client learns it from a 5000 finalResponse."""
+        self._carry_out(self.session.internal_error("speech recognition failed"))
+
+    def _failed(self, failure, doing: str) -> None:
+        log.failure("direct stream {stream_id}: {doing} its call failed", failure,
+                    stream_id=self.session.stream_id, doing=doing)
+        self._carry_out(self.session.internal_error(f"{doing} transcription failed"))
 
     def _flush(self) -> Deferred:
-        recording, self._recording = self._recording, None
-        if recording is not None:
-            recording.close()
-        transcriber, self._transcriber = self._transcriber, None
-        return transcriber.finish() if transcriber is not None else succeed(None)
+        """
+        Stop the call, so its last words are delivered, and let it go: fires
+        with the stream's summary.
+        """
+        media, self.media = self.media, None
+        if media is None:
+            return succeed(NOTHING_RECEIVED)
+        role = self.session.sender.role
+        stopped = ensureDeferred(self.factory.registry.stop(StopRequest(DIRECT, self.session.stream_id)))
+        stopped.addCallback(lambda streams: streams[role][1])
 
-    def _utterance(self, utterance: Utterance) -> None:
-        text = self.factory.text
-        utterance = text.write(
-            utterance, self.params, text.context("direct", self.conversation_id), self.session.vocabulary,
-            speaker=self.params.role,
-        )
-        event = TranscriptEvent(
-            namespace="direct",
-            conversation_id=self.conversation_id,
-            stream_id=self.session.stream_id,
-            sender=Sender(self.params.role, self.params.external_id),
-            utterance=utterance,
-            created=self.factory.now(),
-            spoken=self.started_wall + timedelta(milliseconds=utterance.end_ms),
-            detailed_tokens=self.params.detailed_token,
-        )
-        self.factory.sink.deliver(event)
-        self._carry_out(self.session.utterance(utterance))
+        def stop_failed(failure):
+            log.failure("direct stream {stream_id}: stopping its call failed", failure,
+                        stream_id=self.session.stream_id)
+            return NOTHING_RECEIVED
+
+        def let_go(summary):
+            hung_up = media.hang_up().addErrback(
+                lambda failure: log.failure("direct stream {stream_id}: ending its call failed",
+                                            failure, stream_id=self.session.stream_id))
+            return hung_up.addCallback(lambda _: summary)
+
+        return stopped.addErrback(stop_failed).addCallback(let_go)
+
+    def deliver(self, event: TranscriptEvent) -> None:
+        """An utterance of this stream's call: sent on the socket."""
+        self._carry_out(self.session.transcript(event))
 
     def _cancel_timers(self) -> None:
         for timer in self._timers.values():
@@ -169,36 +196,39 @@ class DirectStreamProtocol(WebSocketServerProtocol):
         self._flush()
 
 
-class DirectStreamFactory(WebSocketServerFactory):
+class DirectStreamFactory(GatewayServerFactory):
+    """
+    @param registry: the L{mgateway.interfaces.ICallRegistry} the streams are
+        one-leg calls of; its engine says which languages can be transcribed
+        and whether the models are loaded.
+    @param force_redaction: the gateway always redacts (C{redaction.always}):
+        a C{startStream} for other output gets 4094.
+    """
+
     protocol = DirectStreamProtocol
 
     def __init__(
         self,
         *,
         tokens: TokenSigner,
-        engine,
-        sink,
+        registry,
         clock,
         idle_timeout: float,
         max_duration: float,
         max_message_bytes: int,
         default_language: str = "en-US",
-        now: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-        text: TextStage | None = None,
-        recordings=None,
+        force_redaction: bool = False,
     ):
         super().__init__()
-        self.text = text or TextStage()
-        self.recordings = recordings
         self.default_language = default_language
+        self.force_redaction = force_redaction
         self.tokens = tokens
-        self.engine = engine
-        self.sink = sink
+        self.registry = registry
+        self.engine = registry.engine
         self.clock = clock
         self.idle_timeout = idle_timeout
         self.max_duration = max_duration
         self.max_message_bytes = max_message_bytes
-        self.now = now
         self.sessions: set[DirectStreamProtocol] = set()
         # The session enforces max_message_bytes with the spec's 4040; the
         # transport's hard limit is only a backstop against huge frames.

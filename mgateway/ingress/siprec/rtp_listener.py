@@ -6,6 +6,10 @@ call's leg as PCM.
 Every socket gets a large receive buffer: a burst of packets larger than the
 kernel's default buffer (about 200 kB) is lost before the reactor reads it.
 RTCP, which may share the port (RFC 5761) or use the next one, is ignored.
+
+A stream is decoded in any codec its answer allowed: when the sender changes
+payload type, the receiver follows. Packets of a payload type nobody agreed
+to are counted and logged (once per type and stream), never silently lost.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Callable
 from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import DatagramProtocol
 from twisted.internet.task import LoopingCall
+from prometheus_client import Counter
 from twisted.logger import Logger
 
 from mgateway.media.g711 import alaw_decode, ulaw_decode
@@ -29,6 +34,12 @@ log = Logger()
 _G711 = {"PCMU": ulaw_decode, "PCMA": alaw_decode}
 #: Every codec we decode samples at 8 kHz.
 CLOCK_RATE = 8000
+#: RFC 3389 comfort noise: expected between talk spurts, carries no speech.
+COMFORT_NOISE_PT = 13
+UNEXPECTED_PACKETS = Counter(
+    "asapp_mg_rtp_unexpected_payload_packets",
+    "RTP packets of a payload type their stream's SDP answer did not allow, dropped undecoded.",
+)
 
 
 def decodable_codecs() -> dict[str, int]:
@@ -65,6 +76,9 @@ class RtpReceiver(DatagramProtocol):
     @ivar deliver: takes each run of decoded PCM, in timeline order.
     @ivar on_hold: packets are dropped (the offer said nothing is sent now).
     @ivar datagrams: every datagram read from the socket, used or not.
+    @ivar formats: the payload types the answer allowed, with their codecs.
+    @ivar unexpected: packets of a payload type the answer did not allow
+        (nor telephone-event or comfort noise), by payload type.
     """
 
     def __init__(self, clock, quiet_after: float = 0.0):
@@ -76,6 +90,9 @@ class RtpReceiver(DatagramProtocol):
         self.payload_type: int | None = None
         self.jitter: JitterBuffer | None = None
         self.deliver: Callable[[bytes], None] | None = None
+        self.formats: dict[int, str] = {}
+        self.telephone_event_pt: int | None = None
+        self.unexpected: dict[int, int] = {}
         self.on_hold = False
         self.malformed = 0
         self.datagrams = 0
@@ -91,6 +108,8 @@ class RtpReceiver(DatagramProtocol):
             self.malformed += 1
             return
         self.heard = self.clock.seconds()
+        if packet.payload_type != self.payload_type:
+            self._other_payload_type(packet.payload_type)
         pcm = self.jitter.push(packet)
         if pcm:
             self.deliver(pcm)
@@ -118,18 +137,47 @@ class RtpReceiver(DatagramProtocol):
         if pcm:
             self.deliver(pcm)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Deliver what the jitter buffer holds, giving up on any missing packets."""
         pcm = self.jitter.flush() if self.jitter is not None else b""
         if pcm and self.deliver is not None:
             self.deliver(pcm)
 
-    def use(self, codec: str, payload_type: int) -> None:
-        """Decode C{codec} sent as C{payload_type}; on a change (re-INVITE) what is buffered goes out first."""
-        if (codec, payload_type) == (self.codec, self.payload_type):
+    def use(self, formats, telephone_event_pt: int | None = None) -> None:
+        """
+        Decode what the answer allowed: C{formats}, (payload type, codec)
+        pairs, the first expected first. On a change (re-INVITE) of the
+        codec in use, what is buffered goes out first.
+        """
+        self.formats = dict(formats)
+        self.telephone_event_pt = telephone_event_pt
+        if self.formats.get(self.payload_type) == self.codec and self.codec is not None:
             return
-        self._flush()
+        self._switch(*next(iter(formats)))
+
+    def _switch(self, payload_type: int, codec: str) -> None:
+        self.flush()
         self.codec, self.payload_type = codec, payload_type
         self.jitter = jitter_buffer(codec, payload_type)
+
+    def _other_payload_type(self, payload_type: int) -> None:
+        """A packet not of the codec in use: another allowed codec is followed; an unknown one counted."""
+        codec = self.formats.get(payload_type)
+        if codec is not None:
+            log.info("RTP port {port}: the sender switched to {codec} (payload type {pt})",
+                     port=self._port_number(), codec=codec, pt=payload_type)
+            self._switch(payload_type, codec)
+        elif payload_type not in (self.telephone_event_pt, COMFORT_NOISE_PT):
+            count = self.unexpected.get(payload_type, 0) + 1
+            self.unexpected[payload_type] = count
+            UNEXPECTED_PACKETS.inc()
+            if count == 1:
+                log.warn("RTP port {port}: packets of payload type {pt}, which the answer did not allow "
+                         "(allowed: {allowed}), cannot be decoded; counted and dropped",
+                         port=self._port_number(), pt=payload_type, allowed=self.formats)
+
+    def _port_number(self) -> int | None:
+        return self.port.getHost().port if self.port is not None else None
 
     def hold(self, on_hold: bool) -> None:
         """
@@ -138,14 +186,14 @@ class RtpReceiver(DatagramProtocol):
         """
         if on_hold == self.on_hold:
             return
-        self._flush()
+        self.flush()
         self.on_hold = on_hold
         if not on_hold and self.codec is not None:
             self.jitter = jitter_buffer(self.codec, self.payload_type)
 
     def close(self):
         """Release what is buffered, then stop listening; returns what C{stopListening} does."""
-        self._flush()
+        self.flush()
         self.on_hold = True
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None

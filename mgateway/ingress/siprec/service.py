@@ -11,7 +11,6 @@ from twisted.internet.defer import DeferredList, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 
-from mgateway.config import SipConfig
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs, enlarge_receive_buffer
 from mgateway.ingress.siprec.srs import RecordingServer
 from mgateway.ingress.siprec.transport_tcp import SipStreamFactory
@@ -22,11 +21,13 @@ log = Logger()
 
 class SiprecListeners:
     """
+    @param config: the frozen C{[sip]} section (L{mgateway.config.SipConfig}),
+        whose values it reads.
     @ivar udp: the SIP UDP port once listening.
     @ivar streams: the TCP/TLS listening ports.
     """
 
-    def __init__(self, config: SipConfig, registry, reactor):
+    def __init__(self, config, registry, reactor):
         self.config = config
         self.reactor = reactor
         ports = RtpPorts(reactor, config.rtp_interface, config.rtp_port_min, config.rtp_port_max,
@@ -35,17 +36,18 @@ class SiprecListeners:
             reactor, registry, ports,
             media_address=config.rtp_address,
             codecs={name: pt for name, pt in decodable_codecs().items() if name in config.codecs},
-            codec_preference=config.codecs,
             accept_plain=config.accept_plain_invites,
             call_id_sources=config.call_id_sources,
             call_id_header=config.call_id_header,
+            media_timeout=config.media_timeout_seconds,
+            replace_silent_after=config.replace_silent_after_seconds,
         )
         self.udp = None
         self.streams = []
 
     async def listen(self) -> None:
         config = self.config
-        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address)
+        protocol = SipDatagramProtocol(self.server.uas, config.rtp_address, self.reactor)
         self.udp = self.reactor.listenUDP(config.udp_port, protocol, interface=config.udp_interface,
                                           maxPacketSize=config.max_message_bytes)
         # One socket takes the SIP of every call: a burst of INVITEs (an SBC

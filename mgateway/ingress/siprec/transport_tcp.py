@@ -44,18 +44,21 @@ class SipStreamProtocol(Protocol):
     def dataReceived(self, data: bytes) -> None:
         try:
             messages = self.framer.feed(data)
-        except SIPError as error:
-            log.warn("SIP connection from {peer} closed: {error}", peer=self.transport.getPeer(), error=str(error))
-            self.transport.loseConnection()
-            return
+        except SIPError:
+            return  # already failed: the connection is closing
         pongs = self.framer.data_to_send()
         if pongs:
             self.transport.write(pongs)
+        # The requests completed before bytes that cannot be framed still get their responses.
         for message in messages:
             if isinstance(message, Malformed):
                 self.factory.uas.malformed(message.data, message.error, self.channel)
             else:
                 self.factory.uas.receive(message, self.channel)
+        if self.framer.failure is not None:
+            log.warn("SIP connection from {peer} closed: {error}", peer=self.transport.getPeer(),
+                     error=str(self.framer.failure))
+            self.transport.loseConnection()
 
 
 class SipStreamFactory(Factory):

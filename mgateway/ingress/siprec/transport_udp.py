@@ -7,12 +7,20 @@ from when the top Via asks for C{rport}, else at the Via's port.
 from __future__ import annotations
 
 import attrs
+from prometheus_client import Counter
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from mgateway.sip.channel import ISipChannel
 from mgateway.sip.errors import SIPError
-from mgateway.sip.message import Request, Via, parse_message
+from mgateway.sip.intake import Intake, is_urgent
+from mgateway.sip.grammar import Via
+from mgateway.sip.message import Request, parse_message
+
+log = Logger()
+
+DROPPED = Counter("asapp_mg_sip_dropped_messages", "SIP datagrams dropped unread: too many were waiting.")
 
 DEFAULT_SIP_PORT = 5060
 
@@ -65,11 +73,16 @@ class SipDatagramProtocol(DatagramProtocol):
     @param uas: the L{mgateway.sip.uas.UserAgentServer} every message goes to.
     @param advertised_host: our address for Via and Contact when the socket is
         bound to every interface.
+    @param clock: where the handling of what was read is scheduled, between
+        reads (see L{mgateway.sip.intake}).
     """
 
-    def __init__(self, uas, advertised_host: str):
+    def __init__(self, uas, advertised_host: str, clock=None, intake: Intake | None = None):
         self.uas = uas
         self.advertised_host = advertised_host
+        self.clock = clock if clock is not None else uas.clock
+        self.intake = intake if intake is not None else Intake()
+        self._draining = None
 
     def _channel(self, address: tuple[str, int]) -> UdpChannel:
         local = self.transport.getHost()
@@ -79,6 +92,32 @@ class SipDatagramProtocol(DatagramProtocol):
     def datagramReceived(self, data: bytes, addr) -> None:
         if not data.strip(b"\r\n\0 "):
             return  # a keep-alive
+        if is_urgent(data):
+            self._handle(data, addr)
+            return
+        if not self.intake.push(data, addr):
+            DROPPED.inc()
+            if self.intake.dropped % 1000 == 1:
+                log.warn("SIP over UDP: {dropped} messages dropped so far, {waiting} waiting to be handled",
+                         dropped=self.intake.dropped, waiting=len(self.intake))
+            return
+        if self._draining is None:
+            self._draining = self.clock.callLater(0, self._drain)
+
+    def _drain(self) -> None:
+        """Handle one batch of what waits, then let the socket be read again."""
+        self._draining = None
+        for data, addr in self.intake.batch():
+            self._handle(data, addr)
+        if len(self.intake):
+            self._draining = self.clock.callLater(0, self._drain)
+
+    def stopProtocol(self) -> None:
+        if self._draining is not None and self._draining.active():
+            self._draining.cancel()
+        self._draining = None
+
+    def _handle(self, data: bytes, addr) -> None:
         try:
             message = parse_message(data)
             if isinstance(message, Request):

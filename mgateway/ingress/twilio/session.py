@@ -5,6 +5,12 @@ Twilio sends JSON text frames: C{connected}, C{start}, then C{media} (base64
 mu-law, 8 kHz, with a millisecond C{timestamp} per chunk), C{dtmf}, C{mark},
 and C{stop}. Numbers such as C{sequenceNumber}, C{chunk} and C{timestamp} are
 JSON strings. A fork stream is one-way: nothing is ever sent back.
+
+The shape of every ingress core (L{mgateway.ingress.events}): feed frames
+with L{TwilioStream.receive_text} / L{TwilioStream.receive_bytes} and the
+clock with L{TwilioStream.handle_timer}, read L{TwilioStream.events}. A
+stream that cannot go on ends with a L{Terminated} event carrying the
+WebSocket close code; nothing raises.
 """
 
 from __future__ import annotations
@@ -13,9 +19,11 @@ import base64
 import binascii
 import json
 from collections import Counter
+from typing import Callable
 
 import attrs
 
+from mgateway.ingress.events import IngressError, LegAudio, Terminated
 from mgateway.media.g711 import ulaw_decode
 from mgateway.media.timeline import TrackTimeline
 
@@ -28,15 +36,14 @@ TRACKS = ("inbound", "outbound")
 UNSUPPORTED_DATA = 4003
 MALFORMED = 4007
 POLICY = 4008
+#: A newer stream for the same call took this one's tracks over (1001, going away).
+SUPERSEDED = 4001
+#: No media for too long (the direct API's code for an idle connection).
+IDLE = 4083
 
 
-class StreamError(Exception):
+class StreamError(IngressError):
     """The socket cannot continue; C{close_code} is the WebSocket close code."""
-
-    def __init__(self, close_code: int, reason: str):
-        super().__init__(reason)
-        self.close_code = close_code
-        self.reason = reason
 
 
 @attrs.frozen
@@ -45,12 +52,6 @@ class Started:
     stream_sid: str
     tracks: tuple[str, ...]
     custom_parameters: dict
-
-
-@attrs.frozen
-class Audio:
-    track: str
-    pcm: bytes
 
 
 @attrs.frozen
@@ -69,18 +70,69 @@ class TwilioStream:
     """
     @param max_dropped: malformed frames tolerated before the socket is
         closed: a sender that only sends garbage is cut off.
-    @param max_gap_ms: see L{TrackTimeline}.
+    @param max_gap_ms, max_lead_ms: see L{TrackTimeline}.
+    @param clock_now: seconds: holds timestamps to the wall clock and times
+        the media inactivity limit.
+    @param media_timeout: seconds without a C{media} frame (or, before the
+        first, since the socket opened) after which L{handle_timer} gives up
+        on the stream (a stalled or half-open connection); None: never.
     """
 
-    def __init__(self, max_dropped: int = 100, max_gap_ms: int = 60_000):
+    def __init__(self, max_dropped: int = 100, max_gap_ms: int = 60_000,
+                 clock_now: Callable[[], float] | None = None, max_lead_ms: int = 2_000,
+                 media_timeout: float | None = None):
         self._max_dropped = max_dropped
         self._max_gap_ms = max_gap_ms
+        self._now = clock_now
+        self._max_lead_ms = max_lead_ms
+        self._media_timeout = media_timeout if clock_now is not None else None
+        self._last_media_at = clock_now() if clock_now is not None else None
         self.started: Started | None = None
         self.stopped = False
+        self.terminated: Terminated | None = None
         self.timelines: dict[str, TrackTimeline] = {}
         self.counts: Counter = Counter()
+        self._events: list = []
 
-    def receive(self, text: str) -> list:
+    def events(self) -> list:
+        """What the input so far caused, oldest first; each call empties the list."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list:
+        """Nothing, ever: a fork stream is one-way (the shape every core has)."""
+        return []
+
+    def receive_text(self, text: str) -> None:
+        """One text frame (after C{stop} or the end, frames are ignored)."""
+        if self.terminated is None and not self.stopped:
+            try:
+                self._events += self._receive(text)
+            except StreamError as e:
+                self._terminate(e)
+
+    def receive_bytes(self, data: bytes) -> None:
+        """Twilio sends only text: a binary frame ends the stream."""
+        if self.terminated is None and not self.stopped:
+            self._terminate(StreamError(UNSUPPORTED_DATA, "binary frame on a Twilio stream"))
+
+    def _terminate(self, error: StreamError) -> None:
+        self.terminated = Terminated(error.close_code, error.reason)
+        self._events.append(self.terminated)
+
+    def get_timer(self) -> float | None:
+        """When L{handle_timer} is next due (seconds), or None."""
+        if self._media_timeout is None or self.stopped or self.terminated is not None:
+            return None
+        return self._last_media_at + self._media_timeout
+
+    def handle_timer(self, now: float) -> None:
+        """Terminates the stream (L{IDLE}) once no media came for the timeout."""
+        deadline = self.get_timer()
+        if deadline is not None and now >= deadline:
+            self._terminate(StreamError(IDLE, f"no media for {self._media_timeout:g} s"))
+
+    def _receive(self, text: str) -> list:
         """Events for one text frame; raises L{StreamError} when the socket must close."""
         try:
             frame = json.loads(text)
@@ -96,7 +148,7 @@ class TwilioStream:
             if event == "start":
                 return [self._start(frame)]
             if self.started is None:
-                raise StreamError(POLICY, f"{event!r} before \"start\"")
+                raise StreamError(POLICY, f"{json.dumps(event)} before \"start\"")
             if event == "media":
                 return self._media(frame)
             if event == "stop":
@@ -122,15 +174,16 @@ class TwilioStream:
             raise StreamError(POLICY, "\"start\" without callSid")
         tracks = start.get("tracks", ["inbound"])
         if not isinstance(tracks, list) or not tracks or any(t not in TRACKS for t in tracks):
-            raise StreamError(POLICY, f"unsupported tracks {tracks!r}")
+            raise StreamError(POLICY, f"unsupported tracks {json.dumps(tracks)}")
         media_format = start.get("mediaFormat") or {}
         if (media_format.get("encoding", "audio/x-mulaw"), media_format.get("sampleRate", 8000),
                 media_format.get("channels", 1)) != ("audio/x-mulaw", 8000, 1):
-            raise StreamError(POLICY, f"unsupported media format {media_format!r}")
+            raise StreamError(POLICY, f"unsupported media format {json.dumps(media_format)}")
         parameters = start.get("customParameters") or {}
         self.started = Started(call_sid, str(stream_sid), tuple(dict.fromkeys(tracks)),
                                dict(parameters) if isinstance(parameters, dict) else {})
-        self.timelines = {track: TrackTimeline(self._max_gap_ms) for track in self.started.tracks}
+        self.timelines = {track: TrackTimeline(self._max_gap_ms, self._now, self._max_lead_ms)
+                          for track in self.started.tracks}
         return self.started
 
     def _media(self, frame: dict) -> list:
@@ -148,8 +201,11 @@ class TwilioStream:
             raise _Malformed(f"bad timestamp or payload ({e.__class__.__name__})") from None
         if timestamp < 0:
             raise _Malformed("negative timestamp")
-        pcm = timeline.place(timestamp, ulaw_decode(payload))
-        return [Audio(track, pcm)] if pcm else []
+        if self._now is not None:
+            self._last_media_at = self._now()
+        placed = timeline.place(timestamp, ulaw_decode(payload))
+        return ([LegAudio(track, placed.fill, filled=True)] if placed.fill else []) + \
+            ([LegAudio(track, placed.pcm)] if placed.pcm else [])
 
 
 class _Malformed(Exception):

@@ -16,22 +16,37 @@ import jwt
 from twisted.internet.interfaces import IReactorTime
 
 
+#: The audience of a direct API streaming URL's token.
+DIRECT_AUDIENCE = "direct"
+#: The audience of a Twilio Media Streams URL's token.
+TWILIO_AUDIENCE = "twilio"
+
+
 class InvalidToken(Exception):
     """The token is malformed, forged, expired or for another purpose."""
 
 
 class TokenSigner:
     """
-    @param audience: what a token is for (C{"direct"}, C{"twilio"}); a token
-        issued for one is refused by the other.
+    A token is for one audience (L{DIRECT_AUDIENCE}, L{TWILIO_AUDIENCE}): a
+    token issued for one is refused by the other.
+
+    @param key: the signing key, or None until L{use_key} gives it (the
+        gateway reads or creates its key file when it starts, not when it
+        is built); no token is issued or accepted without one.
     """
 
-    def __init__(self, key: bytes, ttl_seconds: float, clock: IReactorTime):
+    def __init__(self, key: bytes | None, ttl_seconds: float, clock: IReactorTime):
         self._key = key
         self._ttl = ttl_seconds
         self._clock = clock
 
+    def use_key(self, key: bytes) -> None:
+        self._key = key
+
     def issue(self, audience: str, subject: str, **claims) -> str:
+        if self._key is None:
+            raise RuntimeError("no token is issued before the signing key is loaded")
         now = int(self._clock.seconds())
         payload = {
             "aud": audience,
@@ -45,6 +60,8 @@ class TokenSigner:
 
     def verify(self, token: str, audience: str) -> dict:
         """The token's claims, or L{InvalidToken} saying why."""
+        if self._key is None:
+            raise InvalidToken("the signing key is not loaded yet")
         try:
             # Expiry is checked against the injected clock, not time.time().
             claims = jwt.decode(

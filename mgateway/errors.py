@@ -1,0 +1,7 @@
+"""
+Errors that more than one layer raises or catches, kept below all of them.
+"""
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; C{str()} is one line naming file and key."""

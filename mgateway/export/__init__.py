@@ -1,0 +1,1 @@
+"""The File Exporter: the daily C{utterances} feed, its files and its schedule."""

@@ -1,0 +1,1 @@
+"""Amazon Connect: the call audio pulled from Kinesis Video Streams."""
