@@ -1,6 +1,6 @@
 """
 The Vosk models of the configured languages: each loaded once, through its
-overlay (L{mgateway.asr.overlay}: endpointing, deterministic features), and
+overlay (L{mgateway.asr.overlay}: endpointing), and
 shared by every recogniser of that language.
 """
 

@@ -18,9 +18,10 @@ from mgateway.transcript import Utterance, Word
 #: endpoint once per call and, when one fires, returns everything decoded so
 #: far as one result: a slice holding the end of one sentence and the start of
 #: the next would merge them. A fixed size also makes the results independent
-#: of how the caller chunks its audio (decoding is deterministic through the
-#: model overlay, which turns dithering off). Vosk decodes in batches of about
-#: 80 ms anyway, so holding back less than one slice adds little latency.
+#: of how the caller chunks its audio, and Vosk hears the audio exactly as a
+#: client feeding it 100 ms chunks (vosk-server's clients) does. Vosk decodes
+#: in batches of about 80 ms anyway, so holding back less than one slice adds
+#: little latency.
 SLICE_MS = 100
 
 
