@@ -91,6 +91,7 @@ class Gateway(MultiService):
             threadpool=self.pool.threadpool,
             reactor=reactor,
             spares=config.asr.warm_recognizers,
+            vad_threshold=config.asr.endpointer_threshold,
         )
         self.engine = SpeechEngine(self.models, self.pool.threadpool, reactor)
 
