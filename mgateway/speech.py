@@ -10,6 +10,7 @@ from typing import Callable
 from twisted.internet.defer import Deferred
 
 from mgateway.asr.models import ModelRegistry
+from mgateway.asr.scheduler import DecodeScheduler
 from mgateway.asr.transcriber import StreamTranscriber
 from mgateway.transcript import Utterance
 
@@ -25,6 +26,8 @@ class SpeechEngine:
         self.models = models
         self._threadpool = threadpool
         self._reactor = reactor
+        # Every stream's jobs, oldest audio first, on as many slots as threads.
+        self._scheduler = DecodeScheduler(threadpool.max, reactor)
 
     def ready(self) -> Deferred:
         """Fires once every configured model finished loading (or failed to)."""
@@ -39,12 +42,18 @@ class SpeechEngine:
         return self.models.canonical(language)
 
     def transcriber(
-        self, language: str, on_utterance: Callable[[Utterance], None], offset_ms: int = 0
+        self, language: str, on_utterance: Callable[[Utterance], None], offset_ms: int = 0, name: str = ""
     ) -> StreamTranscriber:
+        """
+        A stream's transcriber. C{name} (optional) names the stream in the
+        lag metrics and log: its stream id.
+        """
         return StreamTranscriber(
             self.models.recognizer_factory(language),
             self._threadpool,
             self._reactor,
             on_utterance,
             offset_ms=offset_ms,
+            scheduler=self._scheduler,
+            name=name,
         )
