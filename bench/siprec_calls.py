@@ -336,9 +336,9 @@ def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float) -> list[f
     return latencies
 
 
-def streams_for(calls: int, level_seed: int, options) -> list[tuple["StreamAudio", "StreamAudio"]]:
+def streams_for(calls: int, level_seed: int, seconds: int, pause: str) -> list[tuple["StreamAudio", "StreamAudio"]]:
     """Audio no stream of the run carried before: each stream's own order of the fixtures."""
-    return [tuple(StreamAudio(level_seed * 1000 + 2 * call + leg, options.seconds, options.pause) for leg in (0, 1))
+    return [tuple(StreamAudio(level_seed * 1000 + 2 * call + leg, seconds, pause) for leg in (0, 1))
             for call in range(calls)]
 
 
@@ -350,21 +350,23 @@ async def run(reactor, options) -> None:
     threads = config.asr.threads
     vosk.SetLogLevel(-1)
     model = vosk.Model(str(tuned_model(config)))
-    raw_audio = [stream.pcm for pair in streams_for(threads * 3, 999, options) for stream in pair]
+    raw_seconds = options.raw_seconds or options.seconds
+    raw_audio = [stream.pcm for pair in streams_for(threads * 3, 999, raw_seconds, options.pause) for stream in pair]
     raw_rate = raw_vosk_rate(model, raw_audio, threads)
     print(f"machine: {os.cpu_count()} cores; raw Vosk, {threads} threads, fresh recognisers: "
-          f"{raw_rate:.1f} real-time streams ({len(raw_audio)} streams of {options.seconds} s); "
+          f"{raw_rate:.1f} real-time streams ({len(raw_audio)} streams of {raw_seconds} s); "
           f"pauses: {options.pause}", flush=True)
 
     # One receiver for the whole run: the gateway keeps its connections to it open.
     webhook = Webhook()
     reactor.listenTCP(options.webhook_port, Site(webhook), interface="127.0.0.1")
     seed = 0
-    for start, stagger_ms in (("burst", 0), ("spread", options.stagger_ms)):
+    for start in options.starts:
+        stagger_ms = 0 if start == "burst" else options.stagger_ms
         sustained = previous = 0
         for calls_wanted in options.calls:
             seed += 1
-            audio = streams_for(calls_wanted, seed, options)
+            audio = streams_for(calls_wanted, seed, options.seconds, options.pause)
             calls, late, total, cpu = await load_level(reactor, options, calls_wanted, options.seconds, audio, auth,
                                                        stagger_ms)
             ended_at = max(max(c.sent_at["customer"]) for c in calls)
@@ -400,8 +402,12 @@ def main() -> None:
     parser.add_argument("--api-id", default="", help="default: the first app of the configuration")
     parser.add_argument("--api-secret", default="demo-secret",
                         help="the app's secret (the configuration keeps only its digest)")
+    parser.add_argument("--raw-seconds", type=int, default=0,
+                        help="audio per stream of the raw Vosk baseline (default: --seconds)")
     parser.add_argument("--pause", choices=PAUSES, default="line",
                         help="what the pauses between sentences hold (missing: no packets are sent)")
+    parser.add_argument("--starts", nargs="+", choices=("burst", "spread"), default=["burst", "spread"],
+                        help="how the calls of a level start: all at once, or --stagger-ms apart")
     parser.add_argument("--stagger-ms", type=int, default=1000,
                         help="between the first packets of two calls, in the spread-out round")
     parser.add_argument("--gateway-pid", type=int, default=0,
