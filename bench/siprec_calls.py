@@ -1,26 +1,37 @@
 """
 SIPREC load against a running gateway: at each load level, N concurrent
 recording sessions, each with two G.711 streams of speech paced in real time,
-transcription started through the REST API. For each level it prints whether
-the gateway kept up and the latency from the RTP packet that completes an
-utterance's endpoint (the packet whose audio made Vosk, fed the same audio
-alone, return that final result) to the webhook POST carrying it
-(p50/p95/p99). Before the load it decodes the
-same audio with Vosk directly, on as many threads as the gateway's ASR pool,
-so the gateway's sustained streams are quoted against raw Vosk on the same
-machine in the same run.
+transcription started through the REST API.
+
+Every stream carries audio of its own: the speech fixtures shuffled and
+concatenated in an order drawn for that stream, so no recogniser decodes the
+same audio twice in a row and levels do not get warmer as the run goes on.
+The pauses between sentences are of one kind per run (``--pause``): the
+fixtures' line noise, comfort noise, digital silence (0xFF mu-law), or
+packets missing (not sent). Each level runs with calls starting in a burst
+(all on the same packet) and spread out (``--stagger-ms`` apart).
+
+For each level it prints whether the gateway kept up and the latency from
+the end of speech (the packet carrying the last word's end, as the webhook's
+``end`` gives it) to the webhook POST carrying the utterance (p50/p95/p99),
+and, with ``--gateway-pid``, the gateway's CPU per stream, minute by minute.
+Before the load it decodes the same streams with Vosk alone (fresh
+recognisers, 100 ms chunks) on as many threads as the gateway's ASR pool, so
+the sustained streams are quoted against raw Vosk in the same run.
 
 Start the gateway with ``bench/siprec-gateway.toml`` (its webhook points at
 this script's receiver), then::
 
-    python bench/siprec_calls.py --config bench/siprec-gateway.toml --calls 3 4 5 6 --seconds 30
+    python bench/siprec_calls.py --config bench/siprec-gateway.toml --calls 3 4 5 6 --seconds 30 --pause zeros
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import sys
 import tempfile
 import time
 import uuid
@@ -43,7 +54,15 @@ from mgateway.media.rtp import build_rtp
 from mgateway.sip.message import Response, parse_message
 from mgateway.sip.sdp import parse_sdp
 
-SPEECH = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "speech"
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for tests.support.speech: where the speech is in a fixture
+
+from mgateway.media.noise import comfort_noise  # noqa: E402
+from tests.support.speech import speech_spans  # noqa: E402
+
+SPEECH = ROOT / "tests" / "fixtures" / "speech"
+FIXTURES = ("customer.wav", "agent.wav", "single.wav")
+PAUSES = ("line", "comfort", "zeros", "missing")
 PACKET_MS = 20
 PACKET_SAMPLES = 160
 #: How much audio Vosk gets per call in the raw baseline: the gateway's own slice.
@@ -55,36 +74,48 @@ def read_pcm(name: str) -> bytes:
         return w.readframes(w.getnframes())
 
 
-def looped(pcm: bytes, seconds: int) -> bytes:
-    """C{pcm} repeated to C{seconds} of audio: what each benchmark stream carries."""
-    wanted = seconds * 8000 * 2
-    return (pcm * (wanted // len(pcm) + 1))[:wanted]
+class StreamAudio:
+    """
+    One benchmark stream: the fixtures in an order drawn from C{seed}, each
+    repeated only after all were used, cut to C{seconds}; its pauses made of
+    C{pause}. C{silent[i]}: packet C{i} lies in a pause (speech at -40 dBFS
+    and above, joined across gaps under a second, is not a pause).
+    """
+
+    def __init__(self, seed: int, seconds: int, pause: str):
+        rng = random.Random(seed)
+        wanted = seconds * 8000 * 2
+        pieces, length = [], 0
+        while length < wanted:
+            order = list(FIXTURES)
+            rng.shuffle(order)
+            for name in order:
+                pieces.append(read_pcm(name))
+                length += len(pieces[-1])
+        pcm = bytearray(b"".join(pieces)[:wanted])
+        samples = len(pcm) // 2
+        speech = np.zeros(samples, dtype=bool)
+        for start_ms, end_ms in speech_spans(bytes(pcm)):
+            speech[start_ms * 8 : end_ms * 8] = True
+        self.sentences = len(speech_spans(bytes(pcm)))
+        if pause in ("comfort", "zeros", "missing"):
+            filler = np.frombuffer(comfort_noise(samples) if pause == "comfort" else bytes(2 * samples), "<i2")
+            audio = np.frombuffer(bytes(pcm), "<i2").copy()
+            audio[~speech] = filler[~speech]
+            pcm = bytearray(audio.tobytes())
+        self.mu_law = ulaw_encode(bytes(pcm))
+        self.packets = [self.mu_law[i : i + PACKET_SAMPLES] for i in range(0, len(self.mu_law), PACKET_SAMPLES)]
+        per_packet = speech[: len(self.packets) * PACKET_SAMPLES].reshape(-1, PACKET_SAMPLES).any(axis=1)
+        self.silent = [pause == "missing" and not s for s in per_packet]
+        #: What the gateway decodes: the audio as it comes out of G.711.
+        self.pcm = ulaw_decode(self.mu_law)
 
 
 # -- raw Vosk, the baseline ---------------------------------------------------------
 
 
-def endpoints(model: vosk.Model, pcm: bytes) -> dict[int, int]:
-    """
-    Decode C{pcm} with Vosk alone, fed as the gateway feeds it: for each
-    final result that endpointed, the end of its last word -> the audio
-    position (ms) at which Vosk returned it. Decoding is deterministic, so
-    this is where the gateway's recogniser of the same audio finalises too.
-    """
-    recognizer = vosk.KaldiRecognizer(model, 8000)
-    recognizer.SetWords(True)
-    found = {}
-    for start in range(0, len(pcm), RAW_CHUNK_BYTES):
-        if recognizer.AcceptWaveform(pcm[start : start + RAW_CHUNK_BYTES]):
-            words = json.loads(recognizer.Result()).get("result")
-            if words:
-                found[round(1000 * words[-1]["end"])] = (start + RAW_CHUNK_BYTES) // 16
-    recognizer.FinalResult()
-    return found
-
-
 def decode(recognizer: vosk.KaldiRecognizer, pcm: bytes) -> vosk.KaldiRecognizer:
-    """All of C{pcm} through C{recognizer}, fed as the gateway feeds it, to a final result."""
+    """All of C{pcm} through C{recognizer} in 100 ms chunks, to a final result."""
     for start in range(0, len(pcm), RAW_CHUNK_BYTES):
         recognizer.AcceptWaveform(pcm[start : start + RAW_CHUNK_BYTES])
     recognizer.FinalResult()
@@ -94,20 +125,18 @@ def decode(recognizer: vosk.KaldiRecognizer, pcm: bytes) -> vosk.KaldiRecognizer
 def raw_vosk_rate(model: vosk.Model, streams: list[bytes], threads: int) -> float:
     """
     Decode C{streams} with Vosk alone, C{threads} at a time, as fast as it
-    goes: the real-time streams that rate amounts to. Each recogniser has
-    decoded its stream's audio once before, untimed: Vosk's steady state, as
-    the gateway's recycled recognisers are in (L{mgateway.asr.warm}).
+    goes, each on a fresh recogniser (as vosk-server does): the real-time
+    streams that rate amounts to.
     """
 
-    def warm(pcm: bytes) -> vosk.KaldiRecognizer:
+    def fresh(pcm: bytes) -> vosk.KaldiRecognizer:
         recognizer = vosk.KaldiRecognizer(model, 8000)
         recognizer.SetWords(True)
         return decode(recognizer, pcm)
 
     with ThreadPoolExecutor(threads) as pool:
-        recognizers = list(pool.map(warm, streams))
         began = time.monotonic()
-        list(pool.map(decode, recognizers, streams))
+        list(pool.map(fresh, streams))
         wall = time.monotonic() - began
     return sum(len(pcm) for pcm in streams) / 16000 / wall
 
@@ -193,18 +222,31 @@ class Call(DatagramProtocol):
         elif message.cseq.method == "BYE" and not self.ended.called:
             self.ended.callback(None)
 
-    def send_packet(self, role: str, leg: int, payload: bytes, packet: int) -> None:
-        datagram = build_rtp(0, (self.sequence[leg] + packet) & 0xFFFF, packet * PACKET_SAMPLES & 0xFFFFFFFF,
-                             leg + 1, payload)
-        self.transport.write(datagram, (self.sip[0], self.ports[leg]))
+    def send_packet(self, role: str, leg: int, payload: bytes, packet: int, missing: bool = False) -> None:
+        """Send (unless C{missing}: the sender is silent) packet C{packet}; its time is kept either way."""
+        if not missing:
+            datagram = build_rtp(0, (self.sequence[leg] + packet) & 0xFFFF, packet * PACKET_SAMPLES & 0xFFFFFFFF,
+                                 leg + 1, payload)
+            self.transport.write(datagram, (self.sip[0], self.ports[leg]))
         self.sent_at[role].append(time.monotonic())
 
     def bye(self) -> None:
         self.transport.write(self._request("BYE", 2), self.sip)
 
 
-async def load_level(reactor, options, calls_wanted: int, seconds: int, packets: dict[str, list[bytes]], auth):
-    """One load level: (calls, 20 ms ticks missed, ticks in all)."""
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process C{pid} so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def load_level(reactor, options, calls_wanted: int, seconds: int, audio: list[tuple], auth,
+                     stagger_ms: int):
+    """
+    One load level, C{audio[i]} the (customer, agent) L{StreamAudio} of call
+    C{i}: (calls, 20 ms ticks missed, ticks in all, CPU share of a core per
+    stream for each minute).
+    """
     sip = (options.sip_host, options.sip_port)
     calls, sockets = [], []
     for _ in range(calls_wanted):
@@ -221,14 +263,20 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, packets:
         if response.code != 200:
             raise SystemExit(f"start-streaming failed: {response.code} {await response.text()}")
 
-    # Calls begin one after another, as they do in a contact centre: a
-    # recogniser's first seconds decode slowest (Vosk builds its graph
-    # caches), and calls that all begin on the same packet would queue behind
-    # each other's warm-up.
+    # Calls begin on the same packet (a burst: every recogniser's slow first
+    # seconds at once) or one after another, as they do in a contact centre.
     total = seconds * 1000 // PACKET_MS
-    offsets = [i * options.stagger_ms // PACKET_MS for i in range(len(calls))]
+    offsets = [i * stagger_ms // PACKET_MS for i in range(len(calls))]
     ticks = late = 0
     done = defer.Deferred()
+    cpu_per_minute: list[float] = []
+    sample = (time.monotonic(), cpu_seconds(options.gateway_pid)) if options.gateway_pid else None
+
+    def sample_cpu() -> None:
+        nonlocal sample
+        now, used = time.monotonic(), cpu_seconds(options.gateway_pid)
+        cpu_per_minute.append((used - sample[1]) / (now - sample[0]) / (2 * len(calls)))
+        sample = (now, used)
 
     def tick(count: int) -> None:
         """Every 20 ms; C{count} > 1 when the reactor fell behind: those packets go late."""
@@ -238,9 +286,11 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, packets:
             for call, offset in zip(calls, offsets):
                 packet = ticks - offset
                 if 0 <= packet < total:
-                    call.send_packet("customer", 0, packets["customer"][packet], packet)
-                    call.send_packet("agent", 1, packets["agent"][packet], packet)
+                    for leg, (role, stream) in enumerate(zip(("customer", "agent"), audio[calls.index(call)])):
+                        call.send_packet(role, leg, stream.packets[packet], packet, stream.silent[packet])
             ticks += 1
+            if sample is not None and ticks % (60_000 // PACKET_MS) == 0:
+                sample_cpu()
         if ticks >= total + offsets[-1] and not done.called:
             done.callback(None)
 
@@ -249,6 +299,8 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, packets:
     ticker.start(PACKET_MS / 1000, now=True)
     await done
     ticker.stop()
+    if sample is not None and ticks % (60_000 // PACKET_MS):
+        sample_cpu()
 
     for call in calls:
         call.bye()
@@ -262,26 +314,32 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, packets:
     await task.deferLater(reactor, 1, lambda: None)
     for socket in sockets:
         await socket.stopListening()
-    return calls, late, ticks
+    return calls, late, ticks, cpu_per_minute
 
 
-def latencies_ms(calls: list[Call], webhook: Webhook, finalised: dict[str, dict[int, int]]) -> list[float]:
+def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float) -> list[float]:
     """
-    For each transcript that endpointed: its arrival less the send time of
-    the packet that completed its endpoint (C{finalised}: role -> last word's
-    end -> audio position, from L{endpoints}). Transcripts of the final flush
-    at BYE have no such packet and are left out.
+    End of speech to webhook, for each transcript that came while its call's
+    audio was still being sent (not from the flush at BYE): its arrival less
+    the send time of the packet carrying its last word's end.
     """
     by_call = {call.call_id: call for call in calls}
     latencies = []
     for guid, role, end_ms, arrived in webhook.arrivals:
         call = by_call.get(guid)
-        position = finalised[role].get(end_ms)
-        if call is None or position is None:
+        if call is None or arrived > ended_at:
             continue
         sent = call.sent_at[role]
-        latencies.append(1000 * (arrived - sent[min(position // PACKET_MS, len(sent)) - 1]))
+        packet = end_ms // PACKET_MS
+        if packet < len(sent):
+            latencies.append(1000 * (arrived - sent[packet]))
     return latencies
+
+
+def streams_for(calls: int, level_seed: int, seconds: int, pause: str) -> list[tuple["StreamAudio", "StreamAudio"]]:
+    """Audio no stream of the run carried before: each stream's own order of the fixtures."""
+    return [tuple(StreamAudio(level_seed * 1000 + 2 * call + leg, seconds, pause) for leg in (0, 1))
+            for call in range(calls)]
 
 
 async def run(reactor, options) -> None:
@@ -289,58 +347,50 @@ async def run(reactor, options) -> None:
     options.sip_host, options.sip_port = config.sip.udp_interface, config.sip.udp_port
     app = config.auth.apps[0]
     auth = {"asapp-api-id": options.api_id or app.api_id, "asapp-api-secret": options.api_secret}
-    mu_law = {role: ulaw_encode(looped(read_pcm(f"{role}.wav"), options.seconds)) for role in ("customer", "agent")}
-    packets = {role: [audio[i : i + PACKET_SAMPLES] for i in range(0, len(audio), PACKET_SAMPLES)]
-               for role, audio in mu_law.items()}
-    # What the gateway decodes: the audio as it comes out of G.711.
-    pcm = {role: ulaw_decode(audio) for role, audio in mu_law.items()}
-
     threads = config.asr.threads
     vosk.SetLogLevel(-1)
     model = vosk.Model(str(tuned_model(config)))
-    finalised = {role: endpoints(model, audio) for role, audio in pcm.items()}
-    expected = sum(len(found) for found in finalised.values()) / len(finalised)
-    raw_streams = [pcm["customer"], pcm["agent"]] * threads * 3
-    raw_rate = raw_vosk_rate(model, raw_streams, threads)
-    lag = [position - end for found in finalised.values() for end, position in found.items()]
-    print(f"raw Vosk, {threads} threads: {raw_rate:.1f} real-time streams "
-          f"({len(raw_streams)} streams of {options.seconds} s, {expected:.1f} endpointed utterances a stream, "
-          f"endpoint {np.median(lag):.0f} ms of audio after the last word, median)", flush=True)
+    raw_seconds = options.raw_seconds or options.seconds
+    raw_audio = [stream.pcm for pair in streams_for(threads * 3, 999, raw_seconds, options.pause) for stream in pair]
+    raw_rate = raw_vosk_rate(model, raw_audio, threads)
+    print(f"machine: {os.cpu_count()} cores; raw Vosk, {threads} threads, fresh recognisers: "
+          f"{raw_rate:.1f} real-time streams ({len(raw_audio)} streams of {raw_seconds} s); "
+          f"pauses: {options.pause}", flush=True)
 
     # One receiver for the whole run: the gateway keeps its connections to it open.
     webhook = Webhook()
     reactor.listenTCP(options.webhook_port, Site(webhook), interface="127.0.0.1")
-    if options.warm_up_seconds:
-        # A gateway that has just started decodes its first calls' speech
-        # slower: each recogniser's graph cache fills as it decodes. A round
-        # of the largest level first, not reported, leaves the gateway's
-        # recycled recognisers (warm_recognizers) as they are in service.
-        await load_level(reactor, options, max(options.calls), options.warm_up_seconds, packets, auth)
-        print(f"warm-up: {max(options.calls)} calls for {options.warm_up_seconds} s, not reported", flush=True)
-    sustained = previous = 0
-    for calls_wanted in options.calls:
-        calls, late, total = await load_level(reactor, options, calls_wanted, options.seconds, packets, auth)
-        streams = 2 * calls_wanted
-        latencies = latencies_ms(calls, webhook, finalised)
-        per_stream = len(latencies) / streams
-        if latencies:
-            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-            figures = f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
-        else:
-            p95, figures = float("inf"), "no transcripts arrived: is the webhook pointed at this script?"
-        # Kept up: the audio went out on time, every stream was transcribed as
-        # fully as raw Vosk transcribes it, and recognition was not falling behind.
-        kept_up = late <= total // 100 and per_stream >= 0.9 * expected and p95 <= options.max_latency_ms
-        # Sustained: the largest level up to which every level kept up.
-        if kept_up and sustained == 2 * previous:
-            sustained = streams
-        previous = calls_wanted
-        print(f"{calls_wanted} calls, {streams} streams of {options.seconds} s: "
-              f"{'kept up' if kept_up else 'did NOT keep up'}; ticks late {late} of {total}; "
-              f"transcripts {len(latencies)} ({per_stream:.1f} a stream, raw Vosk {expected:.1f}); "
-              f"endpoint to webhook {figures}", flush=True)
-    print(f"real-time streams sustained: {sustained}; raw Vosk: {raw_rate:.1f}; "
-          f"ratio {sustained / raw_rate:.2f}", flush=True)
+    seed = 0
+    for start in options.starts:
+        stagger_ms = 0 if start == "burst" else options.stagger_ms
+        sustained = previous = 0
+        for calls_wanted in options.calls:
+            seed += 1
+            audio = streams_for(calls_wanted, seed, options.seconds, options.pause)
+            calls, late, total, cpu = await load_level(reactor, options, calls_wanted, options.seconds, audio, auth,
+                                                       stagger_ms)
+            ended_at = max(max(c.sent_at["customer"]) for c in calls)
+            streams = 2 * calls_wanted
+            latencies = latencies_ms(calls, webhook, ended_at)
+            expected = sum(stream.sentences for pair in audio for stream in pair)
+            if latencies:
+                p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+                figures = f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+            else:
+                p95, figures = float("inf"), "no transcripts arrived: is the webhook pointed at this script?"
+            # Kept up: the audio went out on time, nearly every sentence was
+            # delivered while the call went on, and recognition was not falling behind.
+            kept_up = late <= total // 100 and len(latencies) >= 0.8 * expected and p95 <= options.max_latency_ms
+            if kept_up and sustained == 2 * previous:
+                sustained = streams
+            previous = calls_wanted
+            cpu_text = (", CPU per stream by minute " + " ".join(f"{100 * c:.0f}%" for c in cpu)) if cpu else ""
+            print(f"{start}: {calls_wanted} calls, {streams} streams of {options.seconds} s: "
+                  f"{'kept up' if kept_up else 'did NOT keep up'}; ticks late {late} of {total}; "
+                  f"transcripts during the calls {len(latencies)} of {expected} sentences; "
+                  f"end of speech to webhook {figures}{cpu_text}", flush=True)
+        print(f"{start}: real-time streams sustained: {sustained}; raw Vosk: {raw_rate:.1f}; "
+              f"ratio {sustained / raw_rate:.2f}", flush=True)
 
 
 def main() -> None:
@@ -352,12 +402,19 @@ def main() -> None:
     parser.add_argument("--api-id", default="", help="default: the first app of the configuration")
     parser.add_argument("--api-secret", default="demo-secret",
                         help="the app's secret (the configuration keeps only its digest)")
-    parser.add_argument("--warm-up-seconds", type=int, default=20,
-                        help="a round of the largest level first, not reported (0: none)")
-    parser.add_argument("--stagger-ms", type=int, default=1000, help="between the first packets of two calls")
+    parser.add_argument("--raw-seconds", type=int, default=0,
+                        help="audio per stream of the raw Vosk baseline (default: --seconds)")
+    parser.add_argument("--pause", choices=PAUSES, default="line",
+                        help="what the pauses between sentences hold (missing: no packets are sent)")
+    parser.add_argument("--starts", nargs="+", choices=("burst", "spread"), default=["burst", "spread"],
+                        help="how the calls of a level start: all at once, or --stagger-ms apart")
+    parser.add_argument("--stagger-ms", type=int, default=1000,
+                        help="between the first packets of two calls, in the spread-out round")
+    parser.add_argument("--gateway-pid", type=int, default=0,
+                        help="the gateway's process id: its CPU per stream is printed minute by minute")
     parser.add_argument("--webhook-port", type=int, default=8099)
     parser.add_argument("--max-latency-ms", type=int, default=1500,
-                        help="the p95 latency above which recognition is deemed not to keep up")
+                        help="the p95 end of speech to webhook latency above which the level did not keep up")
     options = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, options)))
 

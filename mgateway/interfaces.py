@@ -184,9 +184,11 @@ class ISpeechEngine(Interface):
         @type language: L{str}
         """
 
-    def transcriber(language, on_utterance, offset_ms=0, on_failure=None):
+    def transcriber(language, on_utterance, offset_ms=0, on_failure=None, name=""):
         """
         A new L{ITranscriber} for one stream.
+
+        @param name: names the stream (its stream id) in the lag metrics and log.
 
         @param on_utterance: called with each L{mgateway.transcript.Utterance},
             its times shifted by C{offset_ms}.

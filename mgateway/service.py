@@ -87,6 +87,7 @@ def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> Model
         threadpool=pool.threadpool,
         reactor=reactor,
         spares=asr.warm_recognizers,
+        vad_threshold=asr.endpointer_threshold,
     )
 
 

@@ -12,6 +12,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from mgateway.asr.models import ModelRegistry
+from mgateway.asr.scheduler import DecodeScheduler
 from mgateway.asr.transcriber import StreamTranscriber
 from mgateway.interfaces import ISpeechEngine
 from mgateway.transcript import Utterance
@@ -29,6 +30,8 @@ class SpeechEngine:
         self.models = models
         self._threadpool = threadpool
         self._reactor = reactor
+        # Every stream's jobs, oldest audio first, on as many slots as threads.
+        self._scheduler = DecodeScheduler(threadpool.max, reactor)
 
     def ready(self) -> Deferred:
         """Fires once every configured model finished loading (or failed to)."""
@@ -48,7 +51,12 @@ class SpeechEngine:
         on_utterance: Callable[[Utterance], None],
         offset_ms: int = 0,
         on_failure: Callable[[Failure], None] | None = None,
+        name: str = "",
     ) -> StreamTranscriber:
+        """
+        A stream's transcriber. C{name} (optional) names the stream in the
+        lag metrics and log: its stream id.
+        """
         return StreamTranscriber(
             self.models.recognizer_factory(language),
             self._threadpool,
@@ -56,4 +64,6 @@ class SpeechEngine:
             on_utterance,
             offset_ms=offset_ms,
             on_failure=on_failure,
+            scheduler=self._scheduler,
+            name=name,
         )

@@ -101,7 +101,7 @@ class ScriptedSpeechEngine:
     def canonical(self, language: str) -> str | None:
         return self._languages.get(language.lower())
 
-    def transcriber(self, language, on_utterance, offset_ms=0, on_failure=None) -> ScriptedTranscriber:
+    def transcriber(self, language, on_utterance, offset_ms=0, on_failure=None, name="") -> ScriptedTranscriber:
         transcriber = ScriptedTranscriber(language, on_utterance, offset_ms, on_failure,
                                           self.flush_at_once)
         self.transcribers.append(transcriber)

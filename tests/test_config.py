@@ -924,3 +924,23 @@ def test_exporter_settings_are_read(tmp_path):
                                     'formats = ["csv"]\nurl_ttl_seconds = 30\n').exporter
     assert (exporter.enabled, exporter.directory, exporter.build_hour, exporter.formats,
             exporter.url_ttl_seconds) == (True, Path("/srv/feed"), 0, ("csv",), 30)
+
+
+def test_the_voice_activity_detector_is_on_by_default_and_can_be_turned_off(tmp_path):
+    default = load(tmp_path, APP).asr
+    assert (default.vad, default.vad_threshold, default.endpointer_threshold) == ("silero", 0.5, 0.5)
+    tuned = load(tmp_path, APP + '[asr]\nvad_threshold = 0.7\n').asr
+    assert tuned.endpointer_threshold == 0.7
+    assert load(tmp_path, APP + '[asr]\nvad = "off"\n').asr.endpointer_threshold is None
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[asr]\nvad = "webrtc"\n', 'asr.vad: expected one of "silero", "off", got a string "webrtc"'),
+        ("[asr]\nvad_threshold = 0\n", "asr.vad_threshold: expected a number > 0, got an integer 0"),
+        ("[asr]\nvad_threshold = 1\n", "asr.vad_threshold: expected a number > 0 and < 1, got 1.0"),
+    ],
+)
+def test_a_bad_voice_activity_setting_is_refused_naming_the_key(tmp_path, text, message):
+    assert refusal(tmp_path, APP + text).endswith(message)

@@ -1,6 +1,6 @@
 """
 The Vosk models of the configured languages: each loaded once, through its
-overlay (L{mgateway.asr.overlay}: endpointing, deterministic features), and
+overlay (L{mgateway.asr.overlay}: endpointing), and
 shared by every recogniser of that language.
 """
 
@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
+from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.asr.warm import WarmRecognizers
@@ -59,6 +60,10 @@ class ModelRegistry:
     @param spares: warm recognisers kept ready per language (see
         L{mgateway.asr.warm}); 0: every stream builds its own.
     @param kaldi_log_level: see L{KALDI_LOG_LEVEL}.
+    @param vad_threshold: Silero's speech probability from which a window is
+        speech, for each stream's L{SpeechEndpointer} (ending utterances
+        after C{endpoint_silence_ms} of non-speech); None: no detector,
+        Kaldi's rules alone end utterances.
     """
 
     def __init__(
@@ -71,6 +76,7 @@ class ModelRegistry:
         reactor,
         spares: int = 0,
         kaldi_log_level: int = KALDI_LOG_LEVEL,
+        vad_threshold: float | None = None,
     ):
         self._languages = tuple(languages)
         self._overlay_root = overlay_root
@@ -80,6 +86,7 @@ class ModelRegistry:
         self._reactor = reactor
         self._kaldi_log_level = kaldi_log_level
         self._spares = spares
+        self._vad_threshold = vad_threshold
         self._models: dict[str, vosk.Model] = {}
         self._warm: dict[str, WarmRecognizers] = {}
         self._started = False
@@ -114,7 +121,8 @@ class ModelRegistry:
                 )
             self._models[tag] = model
             if self._spares:
-                self._warm[tag] = WarmRecognizers(model, self._threadpool, self._spares)
+                self._warm[tag] = WarmRecognizers(model, self._threadpool, self._spares,
+                                                  endpointer=self._endpointer_factory())
                 self._warm[tag].fill()
             log.info("language {language} loaded from {model}", language=tag, model=str(path))
 
@@ -125,6 +133,15 @@ class ModelRegistry:
             return self._unavailable(tag, required, f"its model at {path} failed to load")
 
         return loading.addCallbacks(loaded, failed)
+
+    def _endpointer_factory(self) -> Callable[[], SpeechEndpointer] | None:
+        if self._vad_threshold is None:
+            return None
+        return functools.partial(SpeechEndpointer, self._endpoint_silence_ms, self._vad_threshold)
+
+    def _new_recognizer(self, model: vosk.Model, sample_rate: int) -> VoskRecognizer:
+        endpointer = self._endpointer_factory()
+        return VoskRecognizer(model, sample_rate, endpointer=endpointer() if endpointer is not None else None)
 
     def _unavailable(self, tag: str, required: bool, reason: str) -> Deferred:
         error = LanguageUnavailable(tag, reason)
@@ -182,6 +199,11 @@ class ModelRegistry:
         """The languages whose model is loaded."""
         return frozenset(self._models)
 
+    def spares_ready(self, tag: str) -> int:
+        """Warm recognisers ready now for new streams of the loaded language C{tag}."""
+        warm = self._warm.get(tag)
+        return warm.ready if warm is not None else 0
+
     def recognizer_factory(self, tag: str, sample_rate: int = 8000) -> Callable[[], IRecognizer]:
         """
         A callable that builds a recogniser of C{tag} on the shared model.
@@ -195,7 +217,7 @@ class ModelRegistry:
         warm = self._warm.get(canonical)
         if warm is not None and warm.sample_rate == sample_rate:
             return warm.recognizer
-        return functools.partial(VoskRecognizer, self._models[canonical], sample_rate)
+        return functools.partial(self._new_recognizer, self._models[canonical], sample_rate)
 
     def _why_unavailable(self, tag: str) -> str:
         configured = next((entry for entry in self._languages if entry[0].casefold() == tag.casefold()), None)

@@ -4,8 +4,8 @@ Decoding settings for a Vosk model, without touching the installed model.
 PyPI's vosk 0.3.45 has no endpointer setters (C{SetEndpointerDelays} arrived
 in v0.3.50): Kaldi's options are read once, from the model's C{conf/} files,
 when the model is loaded. So the gateway loads each model through an overlay
-directory: symlinks to every file of the model, except rewritten copies of
-C{conf/model.conf} and C{conf/mfcc.conf}.
+directory: symlinks to every file of the model, except a rewritten copy of
+C{conf/model.conf}.
 
 C{model.conf} gets the endpoint rules (Kaldi C{OnlineEndpointConfig}, in
 seconds of audio):
@@ -20,13 +20,16 @@ seconds of audio):
 
 Rule 1 (five seconds of silence with nothing decoded) stays as the model has it.
 
-C{mfcc.conf} gets C{--dither=0}. Kaldi dithers the waveform with its global
-random generator, so by default the same audio decodes differently depending
-on what else the process decoded before: words, and whether a marginal pause
-ends an utterance, change between runs (vosk-api issues #868, #895). Dither
-is a training-time guard against digital silence; call audio has a noise
-floor, and a gateway whose transcripts can be reproduced is easier to trust
-and to debug.
+The model's feature options (C{conf/mfcc.conf}) are left as the model ships
+them, Kaldi's dither included. An earlier overlay set C{--dither=0} for
+reproducible decodes, and that changed what the model hears: Vosk upsamples
+8 kHz call audio for a 16 kHz model, so the band above 4 kHz is empty but
+for the dither, and without it the upper mel bins fall to Kaldi's energy
+floor, far from anything the model was trained on. The words then differed
+from plain Vosk's on the same audio from the first utterance on. Kaldi
+draws its dither from the C library's C{rand()}, so a decode depends a
+little on what the process decoded before; tests that compare decodes
+exactly seed that generator (C{srand}) first.
 """
 
 from __future__ import annotations
@@ -40,9 +43,6 @@ from pathlib import Path
 #: Milliseconds added to the configured trailing silence for Kaldi rules 3 and 4.
 RULE3_EXTRA_MS = 500
 RULE4_EXTRA_MS = 1500
-
-#: Feature extraction options set in C{conf/mfcc.conf}.
-FEATURE_OPTIONS = {"dither": "0"}
 
 _MODEL_CONF = Path("conf") / "model.conf"
 _MARK = "# set by asapp-mg (see mgateway/asr/overlay.py)"
@@ -111,10 +111,7 @@ def endpoint_overlay(
     conf_dir = model_dir / "conf"
     if not (model_dir / _MODEL_CONF).is_file():
         raise UntunableModel(model_dir)
-    options = {
-        "model.conf": endpoint_options(endpoint_silence_ms, max_utterance_ms),
-        "mfcc.conf": FEATURE_OPTIONS,
-    }
+    options = {"model.conf": endpoint_options(endpoint_silence_ms, max_utterance_ms)}
     originals = {name: (conf_dir / name).read_text() for name in options if (conf_dir / name).is_file()}
     entries = sorted(p.name for p in model_dir.iterdir())
     conf_entries = sorted(p.name for p in conf_dir.iterdir())

@@ -14,6 +14,7 @@ from twisted.python.threadpool import ThreadPool
 
 from zope.interface import implementer
 
+from mgateway.asr.scheduler import DecodeScheduler
 from mgateway.interfaces import IRecognizer, ITranscriber
 from mgateway.transcript import Utterance
 
@@ -27,8 +28,10 @@ class StreamTranscriber:
     order, one job at a time per stream, never on the reactor thread.
     Utterances are delivered on the reactor thread, shifted by C{offset_ms}.
 
-    Each job takes all the audio that arrived while the previous one ran, so
-    a busy pool means fewer, larger jobs rather than a growing queue of
+    Jobs wait for a thread in the C{scheduler} (L{DecodeScheduler}: the
+    stream with the oldest undecoded audio goes first, across every stream
+    sharing it); each job takes all the audio that arrived until it started,
+    so a busy pool means fewer, larger jobs rather than a growing queue of
     20 ms ones. The recogniser is created by the first job and released by
     the last (or after L{abort}), on the pool: both take tens of
     milliseconds.
@@ -38,6 +41,9 @@ class StreamTranscriber:
     with the failure, so the owner of the stream can say so; L{finish} still
     fires normally, so the call around it ends as usual.
 
+    @param scheduler: shared by the streams of one ASR pool; None: this
+        stream schedules on its own (as many threads as the pool has).
+    @param name: the stream's name in the lag metrics and log ("": unnamed).
     @ivar fed_bytes: PCM bytes accepted by L{feed}.
     """
 
@@ -50,6 +56,8 @@ class StreamTranscriber:
         offset_ms: int = 0,
         sample_rate: int = 8000,
         on_failure: Callable[[Failure], None] | None = None,
+        scheduler: DecodeScheduler | None = None,
+        name: str = "",
     ):
         self._factory = recognizer_factory
         self._threadpool = threadpool
@@ -60,6 +68,9 @@ class StreamTranscriber:
         self._bytes_per_second = sample_rate * 2
         self.fed_bytes = 0
         self._pending = bytearray()
+        self._scheduler = scheduler or DecodeScheduler(threadpool.max, reactor)
+        self._name = name
+        self._pending_since = 0.0
         # Set and cleared on the pool only, by one job (or the release) at a
         # time; the reactor thread only looks at it while no job runs.
         self._recognizer: IRecognizer | None = None
@@ -77,6 +88,8 @@ class StreamTranscriber:
         """Queue 16-bit mono PCM. Ignored once L{finish} or L{abort} was called."""
         if self._finishing:
             return
+        if not self._pending:
+            self._pending_since = self._scheduler.now()
         self._pending += pcm
         self.fed_bytes += len(pcm)
         if not self._busy:
@@ -112,12 +125,22 @@ class StreamTranscriber:
         self._complete()
 
     def _next_job(self) -> None:
+        """Wait for a thread (the pending audio and the flush are taken when it starts)."""
+        self._busy = True
+        since = self._pending_since if self._pending else self._scheduler.now()
+        self._scheduler.submit(since, self._start_job, self._name)
+
+    def _start_job(self) -> Deferred | None:
+        if self._done:  # aborted while waiting
+            self._busy = False
+            self._drop_recognizer()
+            return None
         audio = bytes(self._pending)
         self._pending.clear()
         flush = self._finishing
-        self._busy = True
         job = deferToThreadPool(self._reactor, self._threadpool, self._decode, audio, flush)
         job.addCallbacks(self._job_done, self._job_failed, callbackArgs=(flush,))
+        return job
 
     def _decode(self, audio: bytes, flush: bool) -> list[Utterance]:
         """Runs on a worker thread."""
@@ -185,6 +208,7 @@ class StreamTranscriber:
 
     def _complete(self) -> None:
         self._done = True
+        self._scheduler.forget(self._name)
         waiters, self._waiters = self._waiters, []
         for waiter in waiters:
             waiter.callback(None)

@@ -1,6 +1,8 @@
 """
 L{IRecognizer} on a Vosk C{KaldiRecognizer}: PCM in, final results out as
-L{Utterance}s with word timings.
+L{Utterance}s with word timings, utterances ended by the stream's own
+voice-activity detector (L{mgateway.asr.endpointer}) or by Kaldi's rules,
+whichever comes first.
 """
 
 from __future__ import annotations
@@ -9,8 +11,11 @@ import json
 from typing import Callable
 
 import vosk
+from prometheus_client import Counter
+from twisted.logger import Logger
 from zope.interface import implementer
 
+from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.interfaces import IRecognizer
 from mgateway.transcript import Utterance, Word
 
@@ -18,10 +23,24 @@ from mgateway.transcript import Utterance, Word
 #: endpoint once per call and, when one fires, returns everything decoded so
 #: far as one result: a slice holding the end of one sentence and the start of
 #: the next would merge them. A fixed size also makes the results independent
-#: of how the caller chunks its audio (decoding is deterministic through the
-#: model overlay, which turns dithering off). Vosk decodes in batches of about
-#: 80 ms anyway, so holding back less than one slice adds little latency.
+#: of how the caller chunks its audio, and Vosk hears the audio exactly as a
+#: client feeding it 100 ms chunks (vosk-server's clients) does. Vosk decodes
+#: in batches of about 80 ms anyway, so holding back less than one slice adds
+#: little latency.
 SLICE_MS = 100
+
+log = Logger()
+
+DROPPED = Counter(
+    "asapp_mg_recognized_dropped",
+    "Vosk results dropped before becoming utterances, by reason (no_speech: the voice-activity detector "
+    "heard no speech in the audio the result covers).",
+    ["reason"],
+)
+
+#: What L{VoskRecognizer} gives back once its stream is done with it:
+#: C{(kaldi, samples it decoded in all, endpointer or None)}.
+Recycle = Callable[[vosk.KaldiRecognizer, int, "SpeechEndpointer | None"], None]
 
 
 @implementer(IRecognizer)
@@ -34,17 +53,32 @@ class VoskRecognizer:
     word times count across endpoints from the first sample its recogniser
     ever decoded, less C{samples_before} for a recycled one.
 
+    With an C{endpointer}, each 100 ms slice goes to it as well as to Vosk;
+    once it has heard speech followed by its silence, the utterance is
+    finalised at the end of that slice with C{Result()}, as Vosk's own
+    endpoint would be (the feature pipeline and its adaptation to the speaker
+    go on; C{FinalResult()} would restart them). Kaldi's rules stay as the
+    backstop (rule 5 cuts an utterance at C{max_utterance_ms}). A result
+    whose audio held no speech by the detector (Kaldi guessing a word in a
+    long silence, the flush of a silent tail) is dropped, logged and counted:
+    silence alone never makes an utterance.
+
     @ivar model: the shared C{vosk.Model}.
     @param kaldi: a C{KaldiRecognizer} on C{model} with words on whose last
         call was C{FinalResult()} (a spare, L{mgateway.asr.warm}); None: a new one.
     @param samples_before: samples C{kaldi} decoded before: Vosk's times go
         on counting from its first sample ever.
-    @param recycle: given C{(kaldi, samples decoded in all)} once L{finish}
-        is done with it, so that another stream can use it.
+    @param recycle: given C{(kaldi, samples decoded in all, endpointer)}
+        once L{finish} is done with them, so that another stream can use them.
+    @param endpointer: this stream's voice-activity detector, fresh or
+        L{SpeechEndpointer.reset}; None: Kaldi's rules alone end utterances.
+    @ivar endpoints_ms: where the endpointer finalised an utterance, in
+        milliseconds of this stream's audio.
     """
 
     def __init__(self, model: vosk.Model, sample_rate: int = 8000, kaldi: vosk.KaldiRecognizer | None = None,
-                 samples_before: int = 0, recycle: Callable[[vosk.KaldiRecognizer, int], None] | None = None):
+                 samples_before: int = 0, recycle: Recycle | None = None,
+                 endpointer: SpeechEndpointer | None = None):
         self.model = model
         if kaldi is None:
             kaldi = vosk.KaldiRecognizer(model, sample_rate)
@@ -58,6 +92,8 @@ class VoskRecognizer:
         self._held = bytearray()
         self._fed_bytes = 0
         self._segment_start_ms = 0
+        self._endpointer = endpointer
+        self.endpoints_ms: list[int] = []
 
     def accept(self, pcm: bytes) -> list[Utterance]:
         self._held += pcm
@@ -74,18 +110,36 @@ class VoskRecognizer:
         utterances += self._parse(self._recognizer.FinalResult())
         if self._recycle is not None:
             kaldi, self._recognizer = self._recognizer, None
-            self._recycle(kaldi, self._samples_before + self._fed_bytes // 2)
+            endpointer, self._endpointer = self._endpointer, None
+            if endpointer is not None:
+                endpointer.reset()
+            self._recycle(kaldi, self._samples_before + self._fed_bytes // 2, endpointer)
         return utterances
 
     def _feed(self, pcm: bytes) -> list[Utterance]:
+        if self._endpointer is not None:
+            self._endpointer.accept(pcm)
         endpoint = self._recognizer.AcceptWaveform(pcm)
         self._fed_bytes += len(pcm)
+        if not endpoint and self._endpointer is not None and self._endpointer.speech_ended:
+            self.endpoints_ms.append(self._position_ms())
+            endpoint = True
         return self._parse(self._recognizer.Result()) if endpoint else []
 
     def _parse(self, result_json: str) -> list[Utterance]:
         segment_start_ms, self._segment_start_ms = self._segment_start_ms, self._position_ms()
         utterance = utterance_from_result(json.loads(result_json), segment_start_ms, self._segment_start_ms,
                                           self._time_offset)
+        if self._endpointer is not None:
+            heard = self._endpointer.heard_speech
+            self._endpointer.close()
+            if utterance is not None and not heard:
+                DROPPED.labels("no_speech").inc()
+                log.info(
+                    "dropped Vosk's {text!r} ({start_ms}-{end_ms} ms): no speech in its audio",
+                    text=utterance.text, start_ms=utterance.start_ms, end_ms=utterance.end_ms,
+                )
+                return []
         return [utterance] if utterance is not None else []
 
     def _position_ms(self) -> int:

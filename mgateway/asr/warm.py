@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 
 import vosk
 from prometheus_client import Counter
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 
+from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.media.noise import comfort_noise
 
@@ -47,16 +49,24 @@ RECOGNIZERS = Counter(
 class WarmRecognizers:
     """
     Up to C{spares} idle Kaldi recognisers on one model, each with the
-    samples it has decoded so far. Thread-safe: streams take and give back
-    on the ASR threads.
+    samples it has decoded so far and its stream's voice-activity detector
+    (built with it, reset between streams: loading Silero's model takes about
+    90 ms). Thread-safe: streams take and give back on the ASR threads.
+
+    @param endpointer: builds a stream's L{SpeechEndpointer}; None: Kaldi's
+        rules alone end utterances.
     """
 
-    def __init__(self, model: vosk.Model, threadpool: ThreadPool, spares: int, sample_rate: int = 8000):
+    def __init__(self, model: vosk.Model, threadpool: ThreadPool, spares: int, sample_rate: int = 8000,
+                 endpointer: Callable[[], SpeechEndpointer] | None = None):
         self.model = model
         self.sample_rate = sample_rate
         self._threadpool = threadpool
         self._spares = spares
-        self._ready: collections.deque[tuple[vosk.KaldiRecognizer, int]] = collections.deque()
+        self._endpointer = endpointer
+        self._ready: collections.deque[tuple[vosk.KaldiRecognizer, int, SpeechEndpointer | None]] = (
+            collections.deque()
+        )
         self._lock = threading.Lock()
         self._building = False
 
@@ -82,6 +92,7 @@ class WarmRecognizers:
             # A final result (not Reset(), which keeps the feature pipeline and
             # its adaptation to the noise): the next audio starts a new pipeline.
             recognizer.FinalResult()
+            endpointer = self._new_endpointer()
         except Exception:
             log.failure("building a spare recogniser failed; streams get new ones meanwhile")
             with self._lock:
@@ -89,13 +100,16 @@ class WarmRecognizers:
             return
         with self._lock:
             self._building = False
-        self._give_back(recognizer, len(noise) // 2)
+        self._give_back(recognizer, len(noise) // 2, endpointer)
         self.fill()
 
-    def _give_back(self, recognizer: vosk.KaldiRecognizer, samples: int) -> None:
+    def _new_endpointer(self) -> SpeechEndpointer | None:
+        return self._endpointer() if self._endpointer is not None else None
+
+    def _give_back(self, recognizer: vosk.KaldiRecognizer, samples: int, endpointer: SpeechEndpointer | None) -> None:
         with self._lock:
             if len(self._ready) < self._spares:
-                self._ready.append((recognizer, samples))
+                self._ready.append((recognizer, samples, endpointer))
 
     def recognizer(self) -> VoskRecognizer:
         """A recogniser for a new stream: a spare when one is ready, else a new one (cold)."""
@@ -103,8 +117,9 @@ class WarmRecognizers:
             spare = self._ready.popleft() if self._ready else None
         if spare is None:
             RECOGNIZERS.labels("cold").inc()
-            return VoskRecognizer(self.model, self.sample_rate, recycle=self._give_back)
+            return VoskRecognizer(self.model, self.sample_rate, recycle=self._give_back,
+                                  endpointer=self._new_endpointer())
         RECOGNIZERS.labels("warm").inc()
-        kaldi, samples = spare
+        kaldi, samples, endpointer = spare
         return VoskRecognizer(self.model, self.sample_rate, kaldi=kaldi, samples_before=samples,
-                              recycle=self._give_back)
+                              recycle=self._give_back, endpointer=endpointer)

