@@ -37,6 +37,7 @@ from mgateway.ingress.twilio.websocket import TwilioStreamFactory
 from mgateway.interfaces import IWebhookFailureLog
 from mgateway.lifecycle import InOrder, Listener, Step
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
+from mgateway.sip.callid import decode_metadata_ucid
 from mgateway.speech import SpeechEngine
 from mgateway.store.backends import open_store
 from mgateway.store.retention import RetentionService
@@ -174,6 +175,7 @@ class Gateway(InOrder):
                 DIRECT: sender_roles,
             },
             media_sources={AMAZON_CONNECT: self.amazonconnect},
+            guid_forms={SIPREC: decode_metadata_ucid},
             text=self.text,
             recordings=self.recordings,
         )

@@ -1,7 +1,6 @@
 """The Start/Stop state machine of calls, with scripted transcribers."""
 
 import pytest
-import pytest_twisted
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
 
@@ -9,6 +8,7 @@ from mgateway.calls.errors import ApiError, LegBusy
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.requests import StartRequest, StopRequest, TranscribeParams, parse_start
 from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
+from mgateway.sip.callid import decode_metadata_ucid
 from mgateway.transcript import Utterance
 from tests.support.scripted_engine import ScriptedEngine
 
@@ -64,6 +64,19 @@ def test_start_for_unknown_guid_is_400_203():
     registry, *_ = make()
     assert code_of(registry.start(start_body())) == "400-203"
     assert code_of(registry.stop(STOP)) == "400-203"
+
+
+def test_a_siprec_call_filed_under_a_decimal_ucid_is_found_by_its_hex_form_too():
+    """Oracle's bare hex UCID and the guide's decimal form name one call."""
+    engine = ScriptedEngine()
+    mappers = {"siprec": media_line_roles()}
+    registry = CallRegistry(engine, {"siprec": [Collect()]}, Clock(), mappers,
+                            guid_forms={"siprec": decode_metadata_ucid})
+    registry.attach("siprec", "00057060001633546133", ["0", "1"])
+    streams = run(registry.start(start_body(guid="00391770615DEF95")))
+    assert set(streams) == {"customer", "agent"}
+    assert run(registry.stop(StopRequest("siprec", "00391770615def95")))
+    assert code_of(registry.start(start_body(guid="00391770615DEF96"))) == "400-203"
 
 
 def test_audio_before_start_is_neither_transcribed_nor_counted():

@@ -294,6 +294,9 @@ class CallRegistry:
     @param mappers: per namespace, how legs map to participants.
     @param media_sources: per namespace, an L{mgateway.interfaces.IMediaSource}
         that start-streaming asks to open the call (nothing pushes its media).
+    @param guid_forms: per namespace, the form calls are filed under of a
+        guid a request may give in another (SIPREC: a UCID in hex, filed in
+        decimal), or None when it has no other form.
     @param text: the text stages every utterance passes through.
     @param recordings: the L{mgateway.egress.recordings.Recordings} of
         streams whose start-streaming allowed it.
@@ -306,7 +309,8 @@ class CallRegistry:
         clock,
         mappers: Mapping[str, RoleMapper],
         now: Callable[[], datetime] = utc_now,
-        media_sources: Mapping[str, object] = {},
+        media_sources: Mapping[str, object] | None = None,
+        guid_forms: Mapping[str, Callable[[str], str | None]] | None = None,
         text: TextStage | None = None,
         recordings=None,
     ):
@@ -321,7 +325,8 @@ class CallRegistry:
         self.now = now
         self._mappers = dict(mappers)
         self._calls: dict[tuple[str, str], Call] = {}
-        self._media_sources = dict(media_sources)
+        self._media_sources = dict(media_sources or {})
+        self._guid_forms = dict(guid_forms or {})
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -376,6 +381,9 @@ class CallRegistry:
 
     def _call(self, namespace: str, guid: str) -> Call:
         call = self.find(namespace, guid)
+        filed_as = self._guid_forms.get(namespace, lambda _: None)(guid)
+        if call is None and filed_as is not None:
+            call = self.find(namespace, filed_as)
         if call is None:
             raise errors.no_such_call(namespace, guid)
         return call
