@@ -15,7 +15,7 @@ from zope.interface.verify import verifyObject
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.requests import StartRequest, TranscribeParams
 from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
-from mgateway.ingress.direct.session import DirectSession, Send, VocabularyPhrase
+from mgateway.ingress.direct.session import DirectSession, VocabularyPhrase
 from mgateway.interfaces import IRecognizer
 from mgateway.service import configured_entities
 from mgateway.text.stage import TextStage
@@ -86,8 +86,8 @@ def test_start_streaming_with_unredacted_output_is_400_202_when_redaction_is_for
     ("redacted", "1000"), ("unredacted", "4094"), ("redacted_and_unredacted", "4094")])
 def test_direct_start_with_unredacted_output_is_4094_when_redaction_is_forced(output, code):
     session = DirectSession("s", lambda tag: "en-US", force_redaction=True)
-    events = session.receive_text(json.dumps({**START, "redactionOutput": output}))
-    (message,) = [e.message for e in events if isinstance(e, Send)]
+    session.receive_text(json.dumps({**START, "redactionOutput": output}))
+    (message,) = [json.loads(frame) for frame in session.data_to_send()]
     assert message["status"]["code"] == code, message
 
 

@@ -2,9 +2,10 @@
 The direct WebSocket API's session, as a sans-I/O state machine: the wire
 protocol only.
 
-Feed it what the client sent and what the call produced; it answers with
-events for the transport to carry out: messages to send, audio for the call,
-a flush to perform, the close code to use. The stream itself (its recogniser,
+Feed it what the client sent, what the call produced and the clock (its idle
+timeout and duration limit are its own timers); read back the events for the
+transport to carry out (start the call, its audio, a flush to perform, the
+close code to use) and the frames to send. The stream itself (its recogniser,
 its utterances, its summary) is a one-leg call of the call registry. See the
 spec's "AI Transcribe via Direct Websocket" for the message sequence and
 status codes.
@@ -20,6 +21,7 @@ import attrs
 
 from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken, check_id
 from mgateway.calls.stream import StreamSummary
+from mgateway.ingress.events import IngressError, LegAudio, Terminated
 from mgateway.transcript import ROLES, Sender, TranscriptEvent
 from mgateway.wire import transcript_message
 
@@ -48,11 +50,21 @@ TRANSCRIBE_RULE_CODES = {"redactionOutput": 4040, "smartFormatting": 4092, "deta
 NOTHING_RECEIVED = StreamSummary(0, 0, 0, 0)
 
 
-class SessionError(Exception):
-    """A client error carrying the spec's application status code."""
+def close_code(status_code: int) -> int:
+    """
+    The WebSocket close code of a stream ending with C{status_code}: codes
+    4000-4999 are the application's own, so the spec's 4xxx status codes are
+    used as they are. Others (1000, 5000, 5001) close normally (1000); the
+    finalResponse sent just before says why.
+    """
+    return status_code if 4000 <= status_code <= 4999 else 1000
+
+
+class SessionError(IngressError):
+    """A client error carrying the spec's application status code (C{code})."""
 
     def __init__(self, code: int, detail: str = ""):
-        super().__init__(f"{code} {detail}")
+        super().__init__(close_code(code), detail)
         self.code = code
         self.detail = detail
 
@@ -64,12 +76,8 @@ class VocabularyPhrase:
     category: str | None = None
 
 
-# Events for the transport.
-@attrs.frozen
-class Send:
-    message: dict
-
-
+# Events for the transport, besides the shared LegAudio (named by the
+# sender's role) and Terminated (after the finalResponse: close the socket).
 @attrs.frozen
 class Started:
     """A valid C{startStream}: start the stream's call."""
@@ -79,20 +87,8 @@ class Started:
 
 
 @attrs.frozen
-class Audio:
-    pcm: bytes
-
-
-@attrs.frozen
 class Flush:
     """Stop the stream's call (its last words come), then call L{DirectSession.flushed}."""
-
-
-@attrs.frozen
-class Close:
-    """Close the socket; C{code} is the application status code."""
-
-    code: int
 
 
 class State(enum.Enum):
@@ -116,12 +112,26 @@ def _bool(message: dict, key: str, default: bool) -> bool:
 
 class DirectSession:
     """
+    The shape of every ingress core (L{mgateway.ingress.events}): feed the
+    client's frames with L{receive_text} / L{receive_bytes}, the call's
+    output with L{transcript} / L{flushed}, the clock with L{handle_timer};
+    read L{events} (L{Started}, the sender's audio as L{LegAudio}, L{Flush},
+    and last L{Terminated}) and L{data_to_send} (the JSON frames to send, in
+    order). Nothing raises on what the client sends: every ending is one
+    C{finalResponse}, the last frame, followed by a L{Terminated} event with
+    the WebSocket close code.
+
     @param canonical_language: the supported spelling of a language tag, or
         None when it cannot be transcribed.
     @param default_language: the language of a C{startStream} that names
         none (the spec's is C{en-US}; the gateway passes C{asr.default_language}).
     @param force_redaction: the gateway always redacts (C{redaction.always}):
         other C{redactionOutput}s get 4094.
+    @param clock_now: seconds; when None the session has no timers.
+    @param idle_timeout: seconds without a message from the client after
+        which L{handle_timer} ends the stream with 4083.
+    @param max_duration: seconds from the session's creation after which
+        L{handle_timer} ends the stream with 4090.
     """
 
     def __init__(
@@ -133,6 +143,9 @@ class DirectSession:
         max_phrase_chars: int = 100,
         default_language: str = "en-US",
         force_redaction: bool = False,
+        clock_now: Callable[[], float] | None = None,
+        idle_timeout: float | None = None,
+        max_duration: float | None = None,
     ):
         self.stream_id = stream_id
         self.force_redaction = force_redaction
@@ -148,65 +161,110 @@ class DirectSession:
         self._odd_byte = b""
         self._final_code = 1000
         self._final_detail = ""
+        self._events: list = []
+        self._data: list[str] = []
+        self._now = clock_now
+        self._idle_timeout = idle_timeout if clock_now is not None else None
+        self._max_duration = max_duration if clock_now is not None else None
+        self._opened_at = self._last_received_at = clock_now() if clock_now is not None else None
+
+    def events(self) -> list:
+        """What the input so far caused, oldest first; each call empties the list."""
+        events, self._events = self._events, []
+        return events
+
+    def data_to_send(self) -> list[str]:
+        """The JSON text frames to send, oldest first; each call empties the list."""
+        data, self._data = self._data, []
+        return data
 
     # -- input from the client -------------------------------------------
 
-    def receive_text(self, text: str) -> list:
+    def receive_text(self, text: str) -> None:
+        """One text frame (a frame that is not UTF-8 comes as C{""})."""
+        self._received()
         if self.state is State.CLOSED:
-            return []
+            return
         if self.state is State.FLUSHING:
             # Anything but audio after finishStream: dropped, and the final
             # response reports the wrong order.
             self._final_code, self._final_detail = 4056, "message after finishStream"
-            return []
+            return
         try:
-            return self._dispatch(self._parse(text))
+            self._dispatch(self._parse(text))
         except SessionError as e:
-            return self._end(e.code, e.detail)
+            self._end(e.code, e.detail)
 
-    def receive_bytes(self, data: bytes) -> list:
+    def receive_bytes(self, data: bytes) -> None:
+        """One binary frame: 16-bit little-endian PCM, split anywhere."""
+        self._received()
         if self.state is State.AWAITING_START:
-            return self._end(4056, "audio before startStream")
+            self._end(4056, "audio before startStream")
+            return
         if self.state is not State.STREAMING:
-            return []  # audio after finishStream is dropped
+            return  # audio after finishStream is dropped
         if len(data) > self._max_message_bytes:
-            return self._end(
-                4040, f"audio message of {len(data)} bytes exceeds {self._max_message_bytes}"
-            )
+            self._end(4040, f"audio message of {len(data)} bytes exceeds {self._max_message_bytes}")
+            return
         data = self._odd_byte + data
         whole = len(data) - len(data) % 2
         self._odd_byte = data[whole:]
-        if not whole:
-            return []
-        return [Audio(data[:whole])]
+        if whole:
+            self._events.append(LegAudio(self.sender.role, data[:whole]))
+
+    def _received(self) -> None:
+        if self._now is not None:
+            self._last_received_at = self._now()
+
+    # -- timers -------------------------------------------------------------
+
+    def get_timer(self) -> float | None:
+        """When L{handle_timer} is next due (seconds on the session's clock), or None."""
+        return min(self._deadlines().values(), default=None)
+
+    def handle_timer(self, now: float) -> None:
+        """Ends the stream with 4083 (idle) or 4090 (duration), whichever fell due first."""
+        due = [(deadline, code) for code, deadline in self._deadlines().items() if now >= deadline]
+        if due:
+            self._end(min(due)[1])
+
+    def _deadlines(self) -> dict[int, float]:
+        """The status code each running limit ends the stream with, and when."""
+        if self.state not in (State.AWAITING_START, State.STREAMING):
+            return {}
+        deadlines = {}
+        if self._idle_timeout is not None:
+            deadlines[4083] = self._last_received_at + self._idle_timeout
+        if self._max_duration is not None:
+            deadlines[4090] = self._opened_at + self._max_duration
+        return deadlines
 
     # -- input from the gateway ------------------------------------------
 
-    def transcript(self, event: TranscriptEvent) -> list:
+    def transcript(self, event: TranscriptEvent) -> None:
         """An utterance of the stream's call."""
-        if self.state is State.CLOSED:
-            return []
-        return [Send(transcript_message(event.utterance, event.detailed_tokens))]
+        if self.state is not State.CLOSED:
+            self._send(transcript_message(event.utterance, event.detailed_tokens))
 
-    def flushed(self, summary: StreamSummary) -> list:
+    def flushed(self, summary: StreamSummary) -> None:
         """The call has delivered everything: send the final response with its summary."""
-        if self.state is not State.FLUSHING:
-            return []
-        return self._final(summary)
+        if self.state is State.FLUSHING:
+            self._final(summary)
 
-    def idle_timeout(self) -> list:
-        return self._end(4083)
+    def connection_lost(self) -> None:
+        """The socket is gone: nothing more is sent and no timer runs."""
+        self.state = State.CLOSED
 
-    def duration_exceeded(self) -> list:
-        return self._end(4090)
+    def shutting_down(self) -> None:
+        self._end(5001)
 
-    def shutting_down(self) -> list:
-        return self._end(5001)
-
-    def internal_error(self, detail: str = "") -> list:
-        return self._end(5000, detail)
+    def internal_error(self, detail: str = "") -> None:
+        self._end(5000, detail)
 
     # -- internals --------------------------------------------------------
+
+    def _send(self, message: dict) -> None:
+        self._data.append(json.dumps(message))
 
     def _parse(self, text: str) -> dict:
         if len(text.encode("utf-8")) > self._max_message_bytes:
@@ -221,22 +279,23 @@ class DirectSession:
             raise SessionError(4040, "expected a JSON object with a \"message\" field")
         return message
 
-    def _dispatch(self, message: dict) -> list:
+    def _dispatch(self, message: dict) -> None:
         kind = message["message"]
         if kind == "startStream":
             if self.state is not State.AWAITING_START:
                 raise SessionError(4056, "startStream sent twice")
-            return self._start(message)
-        if kind == "updateVocabulary":
-            return self._update_vocabulary(message)
-        if kind == "finishStream":
+            self._start(message)
+        elif kind == "updateVocabulary":
+            self._update_vocabulary(message)
+        elif kind == "finishStream":
             if self.state is not State.STREAMING:
                 raise SessionError(4056, "finishStream before startStream")
             self.state = State.FLUSHING
-            return [Flush()]
-        raise SessionError(4040, f"unknown message {kind!r}")
+            self._events.append(Flush())
+        else:
+            raise SessionError(4040, f"unknown message {kind!r}")
 
-    def _start(self, message: dict) -> list:
+    def _start(self, message: dict) -> None:
         sender = message.get("sender")
         if not isinstance(sender, dict):
             raise SessionError(4040, "sender is required")
@@ -274,24 +333,24 @@ class DirectSession:
         self.transcribe = transcribe
         self.sender = Sender(role, external_id)
         self.state = State.STREAMING
-        return [
-            Started(self.sender, self.transcribe),
-            Send({"message": "startResponse", "streamID": self.stream_id, "status": status(1000)}),
-        ]
+        self._events.append(Started(self.sender, self.transcribe))
+        self._send({"message": "startResponse", "streamID": self.stream_id, "status": status(1000)})
 
-    def _update_vocabulary(self, message: dict) -> list:
-        phrases = message.get("phrases")
+    def _update_vocabulary(self, message: dict) -> None:
+        """Answered with a vocabularyResponse, whatever its status: the stream goes on."""
+        self._send({"message": "vocabularyResponse", "status": self._add_vocabulary(message.get("phrases"))})
+
+    def _add_vocabulary(self, phrases) -> dict:
         try:
             parsed = [self._phrase(p) for p in phrases] if isinstance(phrases, list) and phrases else None
         except SessionError as e:
-            return [Send({"message": "vocabularyResponse", "status": status(e.code, e.detail)})]
+            return status(e.code, e.detail)
         if parsed is None:
-            return [Send({"message": "vocabularyResponse", "status": status(4091, "phrases must be a non-empty list")})]
+            return status(4091, "phrases must be a non-empty list")
         if len(self.vocabulary) + len(parsed) > self._max_vocabulary:
-            return [Send({"message": "vocabularyResponse",
-                          "status": status(4084, f"at most {self._max_vocabulary} phrases per session")})]
+            return status(4084, f"at most {self._max_vocabulary} phrases per session")
         self.vocabulary.extend(parsed)
-        return [Send({"message": "vocabularyResponse", "status": status(1000)})]
+        return status(1000)
 
     def _phrase(self, item) -> VocabularyPhrase:
         if not isinstance(item, dict) or not isinstance(item.get("phrase"), str) or not item["phrase"].strip():
@@ -307,21 +366,25 @@ class DirectSession:
                 raise SessionError(4084, f"phrase longer than {self._max_phrase_chars} characters")
         return VocabularyPhrase(item["phrase"], tuple(sounds_like), category)
 
-    def _end(self, code: int, detail: str = "") -> list:
+    def _end(self, code: int, detail: str = "") -> None:
+        """The stream ends with C{code}: at once before startStream, after the call's flush once started."""
         if self.state in (State.CLOSED, State.FLUSHING):
-            return []
+            return
         self._final_code, self._final_detail = code, detail
         if self.state is State.STREAMING:
             self.state = State.FLUSHING
-            return [Flush()]
-        return self._final(NOTHING_RECEIVED)
+            self._events.append(Flush())
+        else:
+            self._final(NOTHING_RECEIVED)
 
-    def _final(self, summary: StreamSummary) -> list:
+    def _final(self, summary: StreamSummary) -> None:
         self.state = State.CLOSED
-        final = {
+        final_status = status(self._final_code, self._final_detail)
+        self._send({
             "message": "finalResponse",
             "streamId": self.stream_id,
-            "status": status(self._final_code, self._final_detail),
+            "status": final_status,
             "summary": summary.to_json(filled=False),
-        }
-        return [Send(final), Close(self._final_code)]
+        })
+        self._events.append(Terminated(close_code(self._final_code),
+                                       f"{self._final_code} {final_status['description']}"))

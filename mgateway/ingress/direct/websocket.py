@@ -1,6 +1,7 @@
 """
 The direct WebSocket API's transport: Autobahn moves frames in and out of a
-L{DirectSession}. Each stream is a one-leg call of the call registry
+L{DirectSession}, and the session's one timer (its idle timeout and duration
+limit) runs on the factory's clock. Each stream is a one-leg call of the call registry
 (namespace C{direct}, filed under the token's C{externalId}), started by its
 C{startStream} and stopped by its end; the socket is a sink of that call, so
 every utterance is sent back on it as well as going to the namespace's sinks.
@@ -11,9 +12,7 @@ C{audioRecordingAllowed}.
 
 from __future__ import annotations
 
-import json
 import uuid
-from typing import Callable
 
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
@@ -22,30 +21,14 @@ from zope.interface import implementer
 
 from mgateway.calls.namespaces import DIRECT
 from mgateway.calls.requests import StartRequest, StopRequest
-from mgateway.ingress.direct.session import (
-    NOTHING_RECEIVED,
-    Audio,
-    Close,
-    DirectSession,
-    Flush,
-    Send,
-    Started,
-)
+from mgateway.ingress.direct.session import NOTHING_RECEIVED, DirectSession, Flush, Started
+from mgateway.ingress.events import LegAudio, Terminated
 from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
 from mgateway.interfaces import ITranscriptSink
 from mgateway.tokens import DIRECT_AUDIENCE, InvalidToken, TokenSigner
 from mgateway.transcript import TranscriptEvent
 
 log = Logger()
-
-
-def close_code(status_code: int) -> int:
-    """
-    WebSocket close codes 4000-4999 are the application's own: the spec's 4xxx
-    status codes are used as they are. Others (1000, 5000, 5001) close
-    normally (1000); the finalResponse sent just before says why.
-    """
-    return status_code if 4000 <= status_code <= 4999 else 1000
 
 
 @implementer(ITranscriptSink)
@@ -57,6 +40,7 @@ class DirectStreamProtocol(GatewayServerProtocol):
 
     session: DirectSession | None = None
     media = None
+    _timer = None
 
     def onConnect(self, request):
         factory = self.factory
@@ -79,56 +63,69 @@ class DirectStreamProtocol(GatewayServerProtocol):
             max_message_bytes=factory.max_message_bytes,
             default_language=factory.default_language,
             force_redaction=factory.force_redaction,
+            clock_now=factory.clock.seconds,
+            idle_timeout=factory.idle_timeout,
+            max_duration=factory.max_duration,
         )
-        self._timers = {}
         return None
 
     def onOpen(self):
-        factory = self.factory
-        factory.sessions.add(self)
-        self._timers["idle"] = factory.clock.callLater(
-            factory.idle_timeout, self._run_later, self.session.idle_timeout
-        )
-        self._timers["duration"] = factory.clock.callLater(
-            factory.max_duration, self._run_later, self.session.duration_exceeded
-        )
+        self.factory.sessions.add(self)
+        self._pump()
         log.info("direct stream {stream_id} opened for {conversation}",
                  stream_id=self.session.stream_id, conversation=self.conversation_id)
 
     def onMessage(self, payload: bytes, isBinary: bool):
-        idle = self._timers.get("idle")
-        if idle is not None and idle.active():
-            idle.reset(self.factory.idle_timeout)
         if isBinary:
-            events = self.session.receive_bytes(payload)
+            self.session.receive_bytes(payload)
         else:
             try:
                 text = payload.decode("utf-8")
             except UnicodeDecodeError:
                 text = ""
-            events = self.session.receive_text(text)
-        self._carry_out(events)
+            self.session.receive_text(text)
+        self._pump()
 
-    def _run_later(self, step: Callable[[], list]) -> None:
-        self._carry_out(step())
-
-    def _carry_out(self, events: list) -> None:
-        for event in events:
-            if isinstance(event, Send):
-                if self.state == self.STATE_OPEN:
-                    self.sendMessage(json.dumps(event.message).encode("utf-8"), isBinary=False)
-            elif isinstance(event, Audio):
+    def _pump(self) -> None:
+        """Carry out what the session asks, write its frames, then arm its timer or close."""
+        terminated = None
+        for event in self.session.events():
+            if isinstance(event, LegAudio):
                 if self.media is not None:
-                    self.media.audio(self.session.sender.role, event.pcm)
+                    self.media.audio(event.leg, event.pcm)
             elif isinstance(event, Started):
                 self._start(event)
             elif isinstance(event, Flush):
-                self._flush().addCallback(lambda summary: self._carry_out(self.session.flushed(summary)))
-            elif isinstance(event, Close):
-                self._cancel_timers()
-                log.info("direct stream {stream_id} ends with {code}",
-                         stream_id=self.session.stream_id, code=event.code)
-                self.sendClose(code=close_code(event.code))
+                self._flush().addCallback(self._flushed)
+            elif isinstance(event, Terminated):
+                terminated = event
+        for frame in self.session.data_to_send():
+            if self.state == self.STATE_OPEN:
+                self.sendMessage(frame.encode("utf-8"), isBinary=False)
+        self._arm_timer()
+        if terminated is not None:
+            log.info("direct stream {stream_id} ends with {reason}",
+                     stream_id=self.session.stream_id, reason=terminated.reason)
+            self.sendClose(code=terminated.close_code)
+
+    def _flushed(self, summary) -> None:
+        """The call delivered everything: the session sends its finalResponse and ends."""
+        self.session.flushed(summary)
+        self._pump()
+
+    def _arm_timer(self) -> None:
+        """One timer on the factory's clock, due when the session's next is."""
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        deadline, clock = self.session.get_timer(), self.factory.clock
+        if deadline is not None:
+            self._timer = clock.callLater(max(0.0, deadline - clock.seconds()), self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.session.handle_timer(self.factory.clock.seconds())
+        self._pump()
 
     def _start(self, event: Started) -> None:
         """Attach the stream as a one-leg call (the leg is named by its role) and start it."""
@@ -146,12 +143,14 @@ class DirectStreamProtocol(GatewayServerProtocol):
 
     def _recogniser_failed(self, failure) -> None:
         """The call logged it: the client learns it from a 5000 finalResponse."""
-        self._carry_out(self.session.internal_error("speech recognition failed"))
+        self.session.internal_error("speech recognition failed")
+        self._pump()
 
     def _failed(self, failure, doing: str) -> None:
         log.failure("direct stream {stream_id}: {doing} its call failed", failure,
                     stream_id=self.session.stream_id, doing=doing)
-        self._carry_out(self.session.internal_error(f"{doing} transcription failed"))
+        self.session.internal_error(f"{doing} transcription failed")
+        self._pump()
 
     def _flush(self) -> Deferred:
         """
@@ -180,17 +179,14 @@ class DirectStreamProtocol(GatewayServerProtocol):
 
     def deliver(self, event: TranscriptEvent) -> None:
         """An utterance of this stream's call: sent on the socket."""
-        self._carry_out(self.session.transcript(event))
-
-    def _cancel_timers(self) -> None:
-        for timer in self._timers.values():
-            if timer.active():
-                timer.cancel()
+        self.session.transcript(event)
+        self._pump()
 
     def onClose(self, wasClean, code, reason):
         if self.session is None:
             return
-        self._cancel_timers()
+        self.session.connection_lost()
+        self._arm_timer()  # cancels it: a session whose socket is gone has none
         self.factory.sessions.discard(self)
         # A client that vanishes mid-stream still gets its last words stored.
         self._flush()
@@ -243,5 +239,6 @@ class DirectStreamFactory(GatewayServerFactory):
         closing = []
         for protocol in list(self.sessions):
             closing.append(protocol.is_closed)
-            protocol._carry_out(protocol.session.shutting_down())
+            protocol.session.shutting_down()
+            protocol._pump()
         return DeferredList(closing, consumeErrors=True)
