@@ -291,7 +291,10 @@ tokens = st.text(alphabet=string.ascii_letters + string.digits + "-.!%*_+`'~", m
 values = st.text(
     alphabet=st.characters(codec="utf-8", exclude_characters="\r\n\0", exclude_categories=("Cs",)), max_size=30
 ).map(str.strip)
-extra_names = tokens.filter(lambda n: header_key(n) not in {"via", "from", "to", "call-id", "cseq", "content-length"})
+#: Headers a message may carry several times: not the ones it needs exactly
+#: once (RFC 3261 §7.3.1: a second Call-ID or Content-Type is a 400).
+extra_names = tokens.filter(lambda n: header_key(n) not in {
+    "via", "from", "to", "call-id", "cseq", "content-length", "max-forwards", "content-type"})
 
 
 @st.composite
