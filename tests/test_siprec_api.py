@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from mgateway.ingress.siprec.srs import NAMESPACE
 from tests.support.audio import read_pcm, until
 from tests.support.pcap import write_rtp_pcap
-from tests.support.siprec_peer import RtpSender, free_udp_port, go_on, new_ucid, run_sipp, send_streams
+from tests.support.siprec_peer import RtpSender, free_sip_port, go_on, new_ucid, run_sipp, send_streams
 
 
 def sip_target(gateway) -> str:
@@ -51,7 +51,7 @@ async def sipp_recording(gateway, workdir, customer: bytes) -> SippRecording:
     """
     uui, guid = new_ucid()
     call_id = f"siprec-{uuid.uuid4().hex}"
-    sipp_port = free_udp_port()
+    sipp_port = free_sip_port()
     write_rtp_pcap(workdir / "customer.pcap", RtpSender().packets(customer))
     sipp = run_sipp(reactor, "siprec_call.xml", sip_target(gateway), "-set", "uui", uui,
                     port=sipp_port, call_id=call_id, workdir=workdir)
@@ -149,7 +149,7 @@ async def test_cucm_recordings_with_delayed_offers_form_one_call_one_participant
     runs = []
     try:
         for leg in ("near", "far"):
-            port, call_id = free_udp_port(), f"cucm-{leg}-{uuid.uuid4().hex}"
+            port, call_id = free_sip_port(), f"cucm-{leg}-{uuid.uuid4().hex}"
             runs.append((run_sipp(reactor, "cucm_delayed_offer.xml", sip_target(gateway), "-set", "guid", guid,
                                   port=port, call_id=call_id, workdir=tmp_path), port, call_id))
             await until(reactor, lambda: any(d.call_id == call_id for d in server.uas.dialogs.values())

@@ -27,10 +27,22 @@ SCENARIOS = Path(__file__).resolve().parent.parent / "fixtures" / "sipp"
 SIPP = shutil.which("sipp") or "/usr/bin/sipp"
 
 
-def free_udp_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_sip_port() -> int:
+    """
+    A loopback port free for UDP and TCP alike: sipp binds its main socket
+    on it with whichever transport the test runs (one free for UDP only may
+    hold a TCP connection, and sipp then fails with 'Address already in use').
+    """
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
 
 
 def new_ucid() -> tuple[str, str]:
@@ -64,7 +76,7 @@ def run_sipp(reactor, scenario: str, target: str, *args: str, transport: str = "
     """
     protocol = Sipp()
     argv = [SIPP, "-sf", str(SCENARIOS / scenario), "-m", "1", "-t", transport, "-i", "127.0.0.1",
-            "-p", str(port or free_udp_port()), "-timeout", "60", "-timeout_error", "-nostdin",
+            "-p", str(port or free_sip_port()), "-timeout", "60", "-timeout_error", "-nostdin",
             "-trace_err"]
     if call_id:
         argv += ["-cid_str", call_id]
