@@ -253,3 +253,17 @@ def test_garbage_signature_headers_only_ever_raise_signature_error(signature_inp
     headers = {**signed(), "Signature-Input": signature_input, "Signature": signature}
     with pytest.raises(SignatureError):
         verify(headers)
+
+
+def test_signature_without_base64_padding_verifies():
+    # RFC 9651 4.2.7: a parser should not fail on a byte sequence missing its padding.
+    headers = {**DOCUMENTED_HEADERS, "Signature": DOCUMENTED_HEADERS["Signature"].replace("Jh4=:", "Jh4:")}
+    assert verify(headers).signed
+
+
+def test_repeated_signature_parameter_is_malformed():
+    # Parsing keeps one of the two, so the signed @signature-params could not be rebuilt.
+    headers = signed()
+    headers["Signature-Input"] += ';alg="hmac-sha256"'
+    error = rejection(headers)
+    assert (error.reason, error.detail) == ("malformed-signature", "parameter 'alg' repeated")

@@ -15,8 +15,11 @@ per covered component, then C{"@signature-params": <the inner list above,
 re-serialised>}, joined with LF. Signing and verifying build it with the same
 function, L{upgrade_signature_base}.
 
-Only the small part of RFC 8941 structured fields these two headers use is
-parsed here: dictionaries of items and inner lists with parameters.
+Both headers are RFC 8941 structured-field dictionaries, parsed and
+serialised with C{http_sf}. The C{@signature-params} line re-serialises the
+parsed inner list, which gives back the client's bytes for any input that
+serialisation is canonical for (as Genesys's is); a byte sequence without its
+C{=} padding is accepted, as RFC 9651 4.2.7 asks.
 
 Pure code: the caller supplies the request, the keys, the time and the nonce
 cache. Failures raise L{SignatureError}; the caller answers 401, or accepts
@@ -32,10 +35,10 @@ import hashlib
 import heapq
 import hmac
 import re
-from decimal import Decimal
 from typing import Mapping, Sequence
 
 import attrs
+import http_sf
 
 from mgateway.ingress.audiohook.messages import is_uuid
 
@@ -230,10 +233,10 @@ def sign_upgrade(
     """
     parameters = [("keyid", api_key), ("nonce", nonce), ("alg", ALGORITHM), ("created", created),
                   ("expires", created + 30 if expires is None else expires)]
-    signature_input = f"{_key(label)}={_serialize_inner_list(list(components), parameters)}"
+    signature_input = _serialize({label: (list(components), dict(parameters))})
     base = upgrade_signature_base(method, path_with_query, authority, _lower_keys(headers), signature_input)
     signature = _hmac(_decode_secret(client_secret_b64), base)
-    return {"Signature-Input": signature_input, "Signature": f"{_key(label)}={_serialize_bare(signature)}"}
+    return {"Signature-Input": signature_input, "Signature": _serialize({label: signature})}
 
 
 def upgrade_signature_base(
@@ -265,7 +268,7 @@ def upgrade_signature_base(
             if value is None:
                 raise SignatureError("missing-header", f"{name} (covered by the signature)")
             value = _canonical_value(value)
-        lines.append(f"{_serialize_bare(name)}: {value}")
+        lines.append(f"{_serialize(name)}: {value}")
     lines.append(f'"@signature-params": {_serialize_inner_list(components, parameters)}')
     return "\n".join(lines)
 
@@ -314,17 +317,18 @@ def _signature_input(fields: Mapping[str, str]) -> tuple[str, list[str], dict]:
         raise SignatureError("malformed-signature", "Signature without Signature-Input")
     label, components, raw = _first_signature_input(fields["signature-input"])
     parameters = {}
-    for name, value in raw:
+    for name, value in raw.items():
         if name not in _SIGNATURE_PARAMETERS:
             raise SignatureError("malformed-signature", f"unknown signature parameter {name!r}")
         integer = name in ("created", "expires")
-        if (type(value) is not int or value < 0) if integer else not isinstance(value, str):
+        if (type(value) is not int or value < 0) if integer else not isinstance(value, (str, http_sf.Token)):
             raise SignatureError("malformed-signature", f"bad value for {name!r}: {value!r}")
-        parameters[name] = value
+        # A token (alg=hmac-sha256 unquoted) is taken as its text.
+        parameters[name] = str(value) if isinstance(value, http_sf.Token) else value
     return label, components, parameters
 
 
-def _first_signature_input(signature_input: str) -> tuple[str, list[str], list]:
+def _first_signature_input(signature_input: str) -> tuple[str, list[str], dict]:
     members = _parse_dictionary(signature_input, "Signature-Input")
     if not members:
         raise SignatureError("malformed-signature", "empty Signature-Input")
@@ -333,7 +337,7 @@ def _first_signature_input(signature_input: str) -> tuple[str, list[str], list]:
         raise SignatureError("malformed-signature", f"Signature-Input {label!r} is not an inner list")
     components = []
     for name, component_parameters in value:
-        if not isinstance(name, str) or isinstance(name, _Token):
+        if not isinstance(name, str):
             raise SignatureError("malformed-signature", f"component {name!r} is not a string")
         if component_parameters:
             raise SignatureError("unsupported-component", f"{name!r} with parameters")
@@ -352,155 +356,30 @@ def _signature_value(fields: Mapping[str, str], label: str) -> bytes:
     return member[0]
 
 
-# --- RFC 8941 structured fields: the subset used above. ---------------------
-
-
-class _Token(str):
-    """A bare token, kept apart from a string so it serialises back unquoted."""
-
-
-_KEY = re.compile(r"[a-z*][a-z0-9_\-.*]*")
-_TOKEN = re.compile(r"[A-Za-z*][!#$%&'*+\-.^_`|~0-9A-Za-z:/]*")
-_NUMBER = re.compile(r"-?[0-9]{1,15}(?:\.[0-9]{1,3})?")
-_BYTES = re.compile(r":([A-Za-z0-9+/=]*):")
-
-
-class _Parser:
-    def __init__(self, text: str, field: str):
-        self.text = text.strip(" ")
-        self.field = field
-        self.at = 0
-
-    def fail(self, what: str):
-        raise SignatureError("malformed-signature", f"{self.field}: {what} at offset {self.at}")
-
-    def peek(self) -> str:
-        return self.text[self.at : self.at + 1]
-
-    def skip(self, chars: str) -> None:
-        while self.peek() and self.peek() in chars:
-            self.at += 1
-
-    def match(self, pattern: re.Pattern) -> re.Match:
-        found = pattern.match(self.text, self.at)
-        if found is None:
-            self.fail(f"expected {pattern.pattern}")
-        self.at = found.end()
-        return found
-
-    def dictionary(self) -> dict:
-        members: dict = {}
-        while self.at < len(self.text):
-            key = self.match(_KEY).group()
-            if self.peek() == "=":
-                self.at += 1
-                members[key] = self.member()
-            else:
-                members[key] = (True, self.parameters())
-            self.skip(" \t")
-            if self.at == len(self.text):
-                break
-            if self.peek() != ",":
-                self.fail("expected ','")
-            self.at += 1
-            self.skip(" \t")
-            if self.at == len(self.text):
-                self.fail("trailing ','")
-        return members
-
-    def member(self) -> tuple:
-        if self.peek() != "(":
-            return self.bare(), self.parameters()
-        self.at += 1
-        items = []
-        while True:
-            self.skip(" ")
-            if self.peek() == ")":
-                self.at += 1
-                return items, self.parameters()
-            items.append((self.bare(), self.parameters()))
-            if self.peek() not in (" ", ")"):
-                self.fail("expected ' ' or ')' in inner list")
-
-    def parameters(self) -> list:
-        parameters = []
-        while self.peek() == ";":
-            self.at += 1
-            self.skip(" ")
-            key = self.match(_KEY).group()
-            value: object = True
-            if self.peek() == "=":
-                self.at += 1
-                value = self.bare()
-            parameters.append((key, value))
-        return parameters
-
-    def bare(self):
-        first = self.peek()
-        if first == '"':
-            return self.string()
-        if first == ":":
-            try:
-                return base64.b64decode(self.match(_BYTES).group(1), validate=True)
-            except binascii.Error:
-                self.fail("bad base64")
-        if first == "?":
-            return self.match(re.compile(r"\?([01])")).group(1) == "1"
-        if first == "-" or first.isdigit():
-            number = self.match(_NUMBER).group()
-            return Decimal(number) if "." in number else int(number)
-        return _Token(self.match(_TOKEN).group())
-
-    def string(self) -> str:
-        self.at += 1
-        out = []
-        while self.at < len(self.text):
-            char = self.text[self.at]
-            self.at += 1
-            if char == "\\":
-                escaped = self.peek()
-                if escaped not in ('"', "\\"):
-                    self.fail("bad escape in string")
-                out.append(escaped)
-                self.at += 1
-            elif char == '"':
-                return "".join(out)
-            elif not " " <= char <= "~":
-                self.fail("non-printable character in string")
-            else:
-                out.append(char)
-        self.fail("unterminated string")
-
-
 def _parse_dictionary(text: str, field: str) -> dict:
-    return _Parser(text, field).dictionary()
+    """
+    An RFC 8941 dictionary, parsed by C{http_sf}. A parameter given twice is
+    refused: only one of the two would survive parsing, so the signature base
+    could not be rebuilt as the client signed it.
+    """
+    try:
+        return http_sf.parse(text.encode("utf-8"), tltype="dictionary", on_duplicate_key=_refuse_duplicate_parameter)
+    except ValueError as why:  # http_sf.StructuredFieldError is a ValueError
+        raise SignatureError("malformed-signature", f"{field}: {why}") from None
 
 
-def _key(key: str) -> str:
-    if _KEY.fullmatch(key) is None:
-        raise SignatureError("malformed-signature", f"{key!r} is not a structured-field key")
-    return key
+def _refuse_duplicate_parameter(key: str, where: str) -> None:
+    if where != "dictionary":
+        raise SignatureError("malformed-signature", f"parameter {key!r} repeated")
 
 
-def _serialize_bare(value) -> str:
-    if isinstance(value, bool):
-        return "?1" if value else "?0"
-    if isinstance(value, _Token):
-        return str(value)
-    if isinstance(value, str):
-        if any(not " " <= c <= "~" for c in value):
-            raise SignatureError("malformed-signature", f"{value!r} is not printable ASCII")
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, bytes):
-        return ":" + base64.b64encode(value).decode("ascii") + ":"
-    if type(value) is int:
-        return str(value)
-    raise SignatureError("malformed-signature", f"cannot serialise {value!r} here")
+def _serialize(structure) -> str:
+    try:
+        return http_sf.ser(structure)
+    except (TypeError, ValueError) as why:
+        raise SignatureError("malformed-signature", f"cannot serialise {structure!r}: {why}") from None
 
 
-def _serialize_parameters(parameters: list) -> str:
-    return "".join(f";{_key(k)}" if v is True else f";{_key(k)}={_serialize_bare(v)}" for k, v in parameters)
-
-
-def _serialize_inner_list(items: list, parameters: list) -> str:
-    return "(" + " ".join(_serialize_bare(item) for item in items) + ")" + _serialize_parameters(parameters)
+def _serialize_inner_list(items: list, parameters: dict) -> str:
+    """An inner list with its parameters: the only member of a one-member list."""
+    return _serialize([(list(items), dict(parameters))])
