@@ -19,7 +19,7 @@ from twisted.logger import capturedLogs
 
 from mgateway.egress.recordings import Recordings, file_name
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
-from tests.support.audio import read_pcm
+from tests.support.audio import read_pcm, until
 from tests.test_text_end_to_end import AUDIO, START, scripted, stream, twilio_call
 
 
@@ -69,6 +69,9 @@ async def test_twilio_call_with_consent_has_one_recording_per_participant(gatewa
     params = {"language": "en-US", "audioRecordingAllowed": True}
     sid, ids = await twilio_call(gateway, params, AUDIO, agent_audio)
     await webhook.posts_of_call(sid, 2, ids, {"customer": "C1", "agent": "A1"})
+    # The last utterance can be posted before the call's flush has closed
+    # its recordings: wait for the call to be gone.
+    await until(reactor, lambda: gateway.service.registry.find("twilio", sid) is None)
     folder = (await written(gateway)) / sid
     recorded = {path.name: wav_frames(path) for path in folder.iterdir()}
     assert set(recorded) == {f"{ids['customer']}.wav", f"{ids['agent']}.wav"}

@@ -19,10 +19,9 @@ from pathlib import Path
 from urllib.parse import quote
 
 from prometheus_client import Counter
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
@@ -88,7 +87,7 @@ class Recording:
                   path=str(self.path), conversation=self._conversation_id, error=str(error))
 
 
-class Recordings(Service):
+class Recordings(TimerService):
     """
     @param directory: where recordings go (None: recording is switched off
         in the config, and consent records nothing).
@@ -97,14 +96,12 @@ class Recordings(Service):
 
     def __init__(self, directory: Path | None, reactor, clock: IReactorTime,
                  retention_seconds: float, purge_interval_seconds: float):
+        super().__init__(purge_interval_seconds, self._purge_logged)
+        self.clock = clock
         self.directory = directory
         self._reactor = reactor
-        self._clock = clock
         self._retention = retention_seconds
-        self._interval = purge_interval_seconds
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="recordings")
-        self._loop: LoopingCall | None = None
-        self._stopped: Deferred | None = None
 
     def open(self, conversation_id: str, stream_id: str) -> Recording | None:
         """A new recording of one stream (None when recording is off)."""
@@ -152,12 +149,6 @@ class Recordings(Service):
                 os.rmdir(folder)
         return deleted
 
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(self._purge_logged)
-        self._loop.clock = self._clock
-        self._stopped = self._loop.start(self._interval, now=True)
-
     def _purge_logged(self) -> Deferred:
         return self.purge().addCallbacks(
             lambda count: count and log.info("deleted {count} old recordings", count=count),
@@ -165,9 +156,7 @@ class Recordings(Service):
         )
 
     def stopService(self) -> Deferred:
-        super().stopService()
-        self._loop.stop()
-        return self._stopped.addCallback(lambda _: self.close())
+        return super().stopService().addCallback(lambda _: self.close())
 
     def close(self) -> Deferred:
         """Every recording begun is written out, then the thread stops."""

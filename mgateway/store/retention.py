@@ -5,10 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mgateway.interfaces import ITranscriptStore
@@ -20,7 +19,7 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-class RetentionService(Service):
+class RetentionService(TimerService):
     """
     Purges the store when started, then every C{interval_seconds}.
 
@@ -37,24 +36,11 @@ class RetentionService(Service):
         interval_seconds: float,
         now: Callable[[], datetime] = utc_now,
     ):
+        super().__init__(interval_seconds, self._purge)
+        self.clock = clock
         self._store = store
-        self._clock = clock
         self._retention = retention
-        self._interval = interval_seconds
         self._now = now
-        self._loop: LoopingCall | None = None
-        self._stopped: Deferred | None = None
-
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(self._purge)
-        self._loop.clock = self._clock
-        self._stopped = self._loop.start(self._interval, now=True)
-
-    def stopService(self) -> Deferred:
-        super().stopService()
-        self._loop.stop()
-        return self._stopped.addCallback(lambda _: None)
 
     def _purge(self) -> Deferred:
         older_than = self._now() - self._retention

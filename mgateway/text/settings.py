@@ -8,10 +8,9 @@ API applies here at once.
 
 from __future__ import annotations
 
-from twisted.application.service import Service
+from twisted.application.internet import TimerService
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from mgateway.interfaces import IConfigurationStore
@@ -25,21 +24,19 @@ POLICY_KEYS = ("customerImmediate", "customerDelayed", "agentImmediate", "autoTr
 TRANSCRIPT_POLICIES = ("autoTranscribe", "voice")
 
 
-class TextSettings(Service):
+class TextSettings(TimerService):
     """
     @param configured: the entities the config file switches on (defaults included).
     """
 
     def __init__(self, store: IConfigurationStore, clock: IReactorTime,
                  configured: frozenset[str], refresh_seconds: float):
+        super().__init__(refresh_seconds, self.refresh)
+        self.clock = clock
         self._store = store
-        self._clock = clock
         self._configured = configured
-        self._refresh_seconds = refresh_seconds
         self._phrases: tuple[Phrase, ...] = ()
         self._stored_policies: dict[str, dict] = {}
-        self._loop: LoopingCall | None = None
-        self._stopped: Deferred | None = None
 
     # -- what the text stage reads, at every utterance -----------------------
 
@@ -79,13 +76,3 @@ class TextSettings(Service):
 
         return d.addCallbacks(loaded, failed)
 
-    def startService(self) -> None:
-        super().startService()
-        self._loop = LoopingCall(self.refresh)
-        self._loop.clock = self._clock
-        self._stopped = self._loop.start(self._refresh_seconds, now=True)
-
-    def stopService(self) -> Deferred:
-        super().stopService()
-        self._loop.stop()
-        return self._stopped.addCallback(lambda _: None)
