@@ -15,7 +15,7 @@ behaviour checks on it and on the real implementation, so they cannot drift.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Callable, Iterable, Mapping, Sequence
 
 import attrs
@@ -26,9 +26,11 @@ from zope.interface import implementer
 from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.stream import StreamSummary
+from mgateway.export.ledger import BUILDING, DONE
 from mgateway.interfaces import (
     ICallRegistry,
     IConfigurationStore,
+    IExportLedger,
     IMediaFeed,
     ISpeechEngine,
     ITranscriber,
@@ -367,3 +369,37 @@ class MemoryTranscriptStore:
             return refused
         self._closed = True
         return succeed(None)
+
+
+@implementer(IExportLedger)
+class MemoryExportLedger:
+    """The claims and messages of one process; answers at once."""
+
+    def __init__(self, messages: list[StoredMessage] = ()):
+        self.messages = list(messages)
+        self.claims: dict[tuple[str, date], tuple[str, str, datetime]] = {}
+
+    def messages_created(self, start: datetime, end: datetime) -> Deferred:
+        chosen = [m for m in self.messages if start <= m.created < end]
+        return succeed(sorted(chosen, key=lambda m: (m.created, m.message_id)))
+
+    def claim(self, feed, day, node, now, stale_before) -> Deferred:
+        found = self.claims.get((feed, day))
+        if found is None or (found[0] == BUILDING and found[2] < stale_before):
+            self.claims[(feed, day)] = (BUILDING, node, now)
+            return succeed(True)
+        return succeed(False)
+
+    def finish(self, feed, day, node, now) -> Deferred:
+        if self.claims.get((feed, day), (None, None))[1] == node:
+            self.claims[(feed, day)] = (DONE, node, now)
+        return succeed(None)
+
+    def release(self, feed, day, node) -> Deferred:
+        if self.claims.get((feed, day), (None, None))[:2] == (BUILDING, node):
+            del self.claims[(feed, day)]
+        return succeed(None)
+
+    def state(self, feed, day) -> Deferred:
+        found = self.claims.get((feed, day))
+        return succeed(None if found is None else found[:2])

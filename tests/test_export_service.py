@@ -22,10 +22,10 @@ from zope.interface.verify import verifyObject
 
 from mgateway.export import feed
 from mgateway.export.build import FeedExporter
-from mgateway.export.interfaces import IExportLedger
+from mgateway.interfaces import IExportLedger
 from mgateway.export.ledger import StoreExportLedger
 from mgateway.export.service import DailyExportService, due_day, next_build
-from mgateway.export.testing import MemoryExportLedger
+from mgateway.testing import MemoryExportLedger
 from mgateway.store.schema import MIGRATIONS
 from mgateway.store.sqlite import SQLiteTranscriptStore
 from tests.test_store import logged, message, postgres_backend, sqlite_backend  # noqa: F401 (fixture)

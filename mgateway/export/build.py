@@ -11,7 +11,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from mgateway.export import feed
-from mgateway.export.interfaces import IExportLedger
+from mgateway.interfaces import IExportLedger
 
 log = Logger()
 

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
-from mgateway.export.interfaces import IExportLedger
+from mgateway.interfaces import IExportLedger
 from mgateway.store.schema import COLUMNS, PooledTranscriptStore, from_row, micros
 
 BUILDING = "building"

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 
 from mgateway.export import feed
 from mgateway.export.build import FeedExporter
-from mgateway.export.interfaces import IExportLedger
+from mgateway.interfaces import IExportLedger
 from mgateway.export.ledger import StoreExportLedger
 from mgateway.store.backends import open_store
 
