@@ -127,3 +127,31 @@ class Listener(StreamServerEndpointService):
     def _listens(self, port) -> None:
         self.port = port
         log.info("listening on {description}", description=self.name)
+
+
+def within(work: Deferred, seconds: float, clock, what: str) -> Deferred:
+    """
+    A Deferred that fires with L{None} once C{work} is done or C{seconds}
+    have passed on C{clock}, whichever comes first; running out of time is
+    logged (C{what} did not finish), and C{work} goes on unwaited for.
+    Twisted waits for a service's stop without limit: this bounds it.
+    """
+    done = Deferred()
+
+    def out_of_time() -> None:
+        log.warn("{what}: the grace of {seconds} s ran out; not waiting for the rest", what=what,
+                 seconds=seconds)
+        done.callback(None)
+
+    deadline = clock.callLater(seconds, out_of_time)
+
+    def finished(result):
+        if deadline.active():
+            deadline.cancel()
+            done.callback(None)
+        if isinstance(result, Failure):
+            log.failure("{what} failed", result, what=what)
+        return None
+
+    work.addBoth(finished)
+    return done

@@ -149,6 +149,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "recordings": {
         "directory": "recordings",
     },
+    "limits": {
+        "max_streams": 0,
+        "retry_after_seconds": 10,
+    },
+    "logging": {
+        "json_file": "",
+    },
 }
 
 #: One [amazonconnect.apps."API_ID"] table.

