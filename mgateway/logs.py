@@ -14,6 +14,7 @@ of the gateway wrote them.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 
 from twisted.application.service import Service
@@ -24,21 +25,44 @@ _CALL_FIELDS = ("guid", "conversation", "conversation_id")
 _STREAM_FIELDS = ("stream_id", "name")
 
 
-def call_identity(event: dict, calls) -> dict:
-    """The fields naming the call of C{event} among C{calls}, or nothing."""
-    guids = {event[f] for f in _CALL_FIELDS if isinstance(event.get(f), str)}
-    streams = {event[f] for f in _STREAM_FIELDS if isinstance(event.get(f), str)}
-    if not guids and not streams:
+def _identity(call) -> dict:
+    return {"callId": call.guid, "namespace": call.namespace, "conversationId": call.conversation_id,
+            "streamIds": {role: stream.stream_id for role, stream in call.streams.items()}}
+
+
+class CallIdentities:
+    """
+    The identity of the call an event names, among the calls the registry
+    holds and the last L{REMEMBERED} it held (a call's last lines, "ended"
+    and its flush, come once the registry let it go).
+    """
+
+    REMEMBERED = 1000
+
+    def __init__(self, registry):
+        self._registry = registry
+        self._known: OrderedDict[str, dict] = OrderedDict()
+
+    def of(self, event: dict) -> dict:
+        names = {event[f] for f in _CALL_FIELDS + _STREAM_FIELDS if isinstance(event.get(f), str)}
+        if not names:
+            return {}
+        for call in self._registry.calls():
+            identity = _identity(call)
+            if names & {call.guid, call.conversation_id, *identity["streamIds"].values()}:
+                self._remember(identity)
+                return identity
+        for name in names:
+            if name in self._known:
+                return self._known[name]
         return {}
-    namespace = event.get("namespace")
-    for call in calls:
-        if namespace is not None and call.namespace != namespace:
-            continue
-        stream_ids = {role: stream.stream_id for role, stream in call.streams.items()}
-        if guids & {call.guid, call.conversation_id} or streams & set(stream_ids.values()):
-            return {"callId": call.guid, "namespace": call.namespace,
-                    "conversationId": call.conversation_id, "streamIds": stream_ids}
-    return {}
+
+    def _remember(self, identity: dict) -> None:
+        for name in {identity["callId"], identity["conversationId"], *identity["streamIds"].values()}:
+            self._known[name] = identity
+            self._known.move_to_end(name)
+        while len(self._known) > self.REMEMBERED:
+            self._known.popitem(last=False)
 
 
 class _WithCall:
@@ -46,10 +70,10 @@ class _WithCall:
 
     def __init__(self, observer, registry):
         self._observer = observer
-        self._registry = registry
+        self._identities = CallIdentities(registry)
 
     def __call__(self, event: dict) -> None:
-        identity = call_identity(event, self._registry.calls())
+        identity = self._identities.of(event)
         self._observer({**event, **identity} if identity else event)
 
 

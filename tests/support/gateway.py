@@ -77,6 +77,19 @@ max_streams = 1000
     return path
 
 
+def webhook_section(url: str, tls_files) -> str:
+    """The C{[webhook]} of the test HTTPS receiver at C{url}, trusted through the test CA."""
+    return f"""
+[webhook]
+url = "{url}/hook"
+auth = "secret"
+secret_name = "X-Test-Secret"
+secret = "s3cret"
+ca_file = "{tls_files.ca_cert}"
+timeout_seconds = 5
+"""
+
+
 @attrs.define
 class RunningGateway:
     service: object
