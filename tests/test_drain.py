@@ -15,6 +15,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import eventsFromJSONLogFile
 
 from mgateway.api.health import Health
@@ -174,17 +175,19 @@ async def decodes_started(child) -> float:
     return 0.0
 
 
-@pytest_twisted.ensureDeferred
-async def test_sigterm_mid_utterance_delivers_and_stores_it_then_exits(tmp_path, webhook_target, tls_files):
-    receiver, url = webhook_target
+async def child_node(tmp_path, extra: str, grace: int):
+    """A twistd child on a free port, its models loaded: (process, gateway)."""
     port = free_port()
-    config = write_config(tmp_path, webhook_section(url, tls_files))
+    config = write_config(tmp_path, extra)
     config.write_text(config.read_text().replace("tcp:0:", f"tcp:{port}:", 1)
-                      .replace("shutdown_grace_seconds = 2", "shutdown_grace_seconds = 20"))
+                      .replace("shutdown_grace_seconds = 2", f"shutdown_grace_seconds = {grace}"))
     twistd = run_twistd("-n", "--pidfile=", "asapp-mg", "--config", str(config), cwd=tmp_path)
     await twistd.wait_for("languages available: ko-KR")
-    child = RunningGateway(None, port)
+    return twistd, RunningGateway(None, port), config
 
+
+async def transcribed_twilio_call(child, pcm: bytes) -> str:
+    """A Twilio call on C{child}, transcription started, C{pcm} sent and reaching the recogniser."""
     sid = call_sid()
     peer = TwilioPeer(sid, tracks=("inbound",))
     client, factory = await open_twilio(child)
@@ -198,14 +201,21 @@ async def test_sigterm_mid_utterance_delivers_and_stores_it_then_exits(tmp_path,
         if code == 200:
             break
     assert code == 200, started
-    # The first 2.5 s of customer.wav: inside its first sentence, so no
-    # utterance can have ended before the signal; only the flush ends it.
-    frames = peer.media_frames({"inbound": read_pcm("customer.wav")[:2 * 8000 * 5 // 2]})
-    await pace(reactor, frames, client.send_text)
+    await pace(reactor, peer.media_frames({"inbound": pcm}), client.send_text)
     for _ in range(500):
         if await decodes_started(child) > 0:
             break
     assert await decodes_started(child) > 0, "the speech reached the recogniser"
+    return sid
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_mid_utterance_delivers_and_stores_it_then_exits(tmp_path, webhook_target, tls_files):
+    receiver, url = webhook_target
+    twistd, child, config = await child_node(tmp_path, webhook_section(url, tls_files), grace=20)
+    # The first 2.5 s of customer.wav: inside its first sentence, so no
+    # utterance can have ended before the signal; only the flush ends it.
+    sid = await transcribed_twilio_call(child, read_pcm("customer.wav")[:2 * 8000 * 5 // 2])
     assert [r for r in receiver.received if r.body["externalConversationId"] == sid] == []
 
     os.kill(twistd.transport.pid, signal.SIGTERM)
@@ -219,3 +229,24 @@ async def test_sigterm_mid_utterance_delivers_and_stores_it_then_exits(tmp_path,
     with sqlite3.connect(database) as db:
         (stored,) = db.execute("SELECT count(*) FROM messages WHERE conversation_id = ?", (sid,)).fetchone()
     assert stored == len(posts), "every utterance delivered is also stored"
+
+
+class _Unanswering(Protocol):
+    """A webhook receiver that reads requests and never answers."""
+
+    def dataReceived(self, data):
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_stop_that_cannot_finish_in_its_grace_exits_all_the_same_and_says_so(tmp_path):
+    silent = reactor.listenTCP(0, Factory.forProtocol(_Unanswering), interface="127.0.0.1")
+    try:
+        extra = f'[webhook]\nurl = "http://127.0.0.1:{silent.getHost().port}/hook"\ntimeout_seconds = 60\n'
+        twistd, child, _ = await child_node(tmp_path, extra, grace=1)
+        await transcribed_twilio_call(child, read_pcm("customer.wav"))
+        os.kill(twistd.transport.pid, signal.SIGTERM)
+        assert await twistd.ended == "killed by signal 15", twistd.output
+        assert "the grace of 1.0 s ran out" in twistd.output, twistd.output
+    finally:
+        await silent.stopListening()

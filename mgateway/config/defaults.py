@@ -20,7 +20,7 @@ _REQUIRED = object()
 _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "gateway": {
         "data_dir": "var",
-        "shutdown_grace_seconds": 5,
+        "shutdown_grace_seconds": 30,
     },
     "http": {
         "listen": ["tcp:8080:interface=127.0.0.1"],
