@@ -142,8 +142,12 @@ class Gateway(InOrder):
         to every recording, each call flushed;
     11. the model loader, last, so that a recording client or a Genesys
         probe is answered at once however long the models take: start
-        requests wait for them, and a direct stream is refused with 503
+        requests wait for them, and new calls are refused (L{Admission})
         until they are loaded.
+
+    Its stop drains first: from then on new calls are refused. The JSON
+    log (C{logging.json_file}), when configured, is the first child and the
+    last to stop.
 
     @ivar listening: fires with the HTTP ports once all of it is ready.
     """
