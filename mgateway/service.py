@@ -298,7 +298,7 @@ class Gateway(InOrder):
         """
         self.admission.drain()
         return within(super().stopService(), self.config.gateway.shutdown_grace_seconds, self.reactor,
-                      "stopping asapp-mg")
+                      "stopping asapp-mg", lambda: self.stopping)
 
     def _use_signing_key(self, key: bytes) -> None:
         """Streaming URLs and File Exporter downloads are signed with one key."""

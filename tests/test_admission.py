@@ -8,8 +8,10 @@ protocol's terms (SIP 503 with Retry-After and a Warning; the direct API's
 import json
 
 import pytest
+from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from zope.interface.verify import verifyObject
 
 from mgateway.admission import DRAINING, FULL, NOT_READY, Admission, Capacity
@@ -18,7 +20,7 @@ from mgateway.ingress.direct.session import DirectSession
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs
 from mgateway.ingress.siprec.srs import RecordingServer
 from mgateway.interfaces import IAdmission
-from mgateway.lifecycle import within
+from mgateway.lifecycle import InOrder, Step, within
 from mgateway.sip.message import parse_message
 from mgateway.testing import RecordingCallRegistry, SettableAdmission
 from tests.support.siprec_samples import invite_around
@@ -75,8 +77,6 @@ def test_max_streams_zero_means_four_per_asr_thread_and_retry_after_is_configure
 
 @pytest.fixture
 def refusing_server():
-    from twisted.internet import reactor
-
     node = SettableAdmission(retry_after=12)
     ports = RtpPorts(reactor, "127.0.0.1", 44000, 44999, 1 << 20)
     srs = RecordingServer(reactor, RecordingCallRegistry(), ports, media_address="127.0.0.1",
@@ -153,13 +153,11 @@ def test_a_stop_is_waited_for_until_it_is_done():
 
 
 def test_a_stop_that_outlasts_its_grace_is_given_up_on_with_a_log_line():
-    from twisted.logger import globalLogPublisher
-
     events = []
     globalLogPublisher.addObserver(events.append)
     try:
         clock, work = Clock(), Deferred()
-        done = within(work, 30, clock, "stopping")
+        done = within(work, 30, clock, "stopping", lambda: "calls")
         clock.advance(29.9)
         assert not done.called
         clock.advance(0.1)
@@ -167,4 +165,16 @@ def test_a_stop_that_outlasts_its_grace_is_given_up_on_with_a_log_line():
         work.callback(None)  # finishing late changes nothing
     finally:
         globalLogPublisher.removeObserver(events.append)
-    assert any("ran out" in e.get("log_format", "") and e.get("what") == "stopping" for e in events)
+    assert any("ran out" in e.get("log_format", "") and (e.get("what"), e.get("step")) == ("stopping", "calls")
+               for e in events), events
+
+
+def test_a_tree_being_stopped_names_the_step_it_waits_for():
+    tree, stuck = InOrder(), Deferred()
+    Step("store").setServiceParent(tree)
+    Step("calls", stop=lambda: stuck).setServiceParent(tree)
+    tree.startService()
+    stopped = tree.stopService()
+    assert (tree.stopping, stopped.called) == ("calls", False)
+    stuck.callback(None)
+    assert (tree.stopping, stopped.called) == (None, True)

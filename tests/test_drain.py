@@ -247,6 +247,6 @@ async def test_a_stop_that_cannot_finish_in_its_grace_exits_all_the_same_and_say
         await transcribed_twilio_call(child, read_pcm("customer.wav"))
         os.kill(twistd.transport.pid, signal.SIGTERM)
         assert await twistd.ended == "killed by signal 15", twistd.output
-        assert "the grace of 1.0 s ran out" in twistd.output, twistd.output
+        assert "the grace of 1.0 s ran out while at " in twistd.output, twistd.output
     finally:
         await silent.stopListening()
