@@ -15,13 +15,12 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.protocol import DatagramProtocol, Factory, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import eventsFromJSONLogFile
 
 from mgateway.api.health import Health
 from mgateway.config import load_config
 from mgateway.service import make_service
-from mgateway.sip.message import parse_message
 from mgateway.testing import MemoryTranscriptStore, SettableAdmission
 from tests.conftest import wait
 from tests.support.audio import pace, read_pcm, until
@@ -30,6 +29,7 @@ from tests.support.gateway import RunningGateway, webhook_section, write_config
 from tests.support.twilio_peer import TwilioPeer
 from tests.support.wsclient import connect, refusal
 from tests.test_direct_api import START, open_stream
+from tests.test_sip_transports import Collector
 from tests.test_siprec_server import OFFER
 from tests.test_twilio_api import call_sid, open_twilio, signed_headers, stream_url
 from tests.test_twistd_plugin import run_twistd
@@ -105,20 +105,10 @@ async def test_a_full_node_refuses_new_calls_and_serves_the_ones_it_holds(node):
         await held.hang_up()
 
 
-class _SipClient(DatagramProtocol):
-    """Sends one SIP request over UDP and keeps the responses."""
-
-    def __init__(self):
-        self.responses = []
-
-    def datagramReceived(self, data, address):
-        self.responses.append(parse_message(data))
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_full_node_answers_a_new_siprec_invite_over_udp_with_503_and_retry_after(node):
     held = node.service.registry.attach("siprec", "full-node-sip-call", ["0", "1"])
-    client = _SipClient()
+    client = Collector()
     port = reactor.listenUDP(0, client, interface="127.0.0.1")
     try:
         sip_port = node.service.siprec.udp.getHost().port
@@ -126,11 +116,11 @@ async def test_a_full_node_answers_a_new_siprec_invite_over_udp_with_503_and_ret
         invite = invite_around(OFFER, "application/sdp").replace(
             b"Via: SIP/2.0/UDP 192.0.2.20:5060", f"Via: SIP/2.0/UDP 127.0.0.1:{port.getHost().port}".encode())
         port.write(invite, ("127.0.0.1", sip_port))
-        await until(reactor, lambda: any(r.status >= 200 for r in client.responses))
+        await until(reactor, lambda: any(r.status >= 200 for r in client.received))
     finally:
         await port.stopListening()
         await held.hang_up()
-    final = client.responses[-1]
+    final = client.received[-1]
     assert (final.status, final.reason) == (503, "Service Unavailable")
     assert final.headers.get("Retry-After") == "10"
     assert "carries all the streams it can" in final.headers.get("Warning")
