@@ -1,7 +1,7 @@
 """
 A node that is full, draining or not ready, as its peers see it: /health for
-the balancers, 503 with Retry-After at the WebSocket upgrades, the direct
-API's 5001 and 5002, start-streaming still served for calls the node holds;
+the balancers, SIP 503 and HTTP 503 at the WebSocket upgrades with
+Retry-After, the direct API's 5001 and 5002, start-streaming still served for calls the node holds;
 JSON log lines carrying the call; and SIGTERM on a real twistd mid-utterance.
 """
 
@@ -24,8 +24,8 @@ from mgateway.service import make_service
 from mgateway.testing import MemoryTranscriptStore, SettableAdmission
 from tests.conftest import wait
 from tests.support.audio import pace, read_pcm, until
-from tests.support.siprec_samples import invite_around
 from tests.support.gateway import RunningGateway, webhook_section, write_config
+from tests.support.siprec_samples import invite_around
 from tests.support.twilio_peer import TwilioPeer
 from tests.support.wsclient import connect, refusal
 from tests.test_direct_api import START, open_stream
