@@ -15,8 +15,8 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
-from mgateway.api.configuration import ConfigurationApi
 from mgateway.admission import Admission
+from mgateway.api.configuration import ConfigurationApi
 from mgateway.api.fileexporter import make_file_exporter_api
 from mgateway.api.health import Health
 from mgateway.api.rest import RestApi
@@ -36,8 +36,8 @@ from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.kvs.source import make_amazon_connect
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
-from mgateway.interfaces import IWebhookFailureLog
 from mgateway.ingress.wsserver import Admitted
+from mgateway.interfaces import IWebhookFailureLog
 from mgateway.lifecycle import InOrder, Listener, Step, within
 from mgateway.logs import JsonLog
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
