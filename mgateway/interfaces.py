@@ -88,6 +88,15 @@ class ITranscriptStore(Interface):
         @rtype: L{twisted.internet.defer.Deferred}
         """
 
+    def ping():
+        """
+        One cheap round trip to the database, to tell whether it is
+        reachable (the readiness of C{/health}).
+
+        @rtype: L{twisted.internet.defer.Deferred} firing with L{None}, or
+            failing when the database cannot be reached
+        """
+
 
 class IConfigurationStore(Interface):
     """The Configuration API's custom vocabulary and redaction policies, shared by every node."""
@@ -358,3 +367,27 @@ class IExportLedger(Interface):
         @rtype: L{twisted.internet.defer.Deferred} firing with C{(state, node)}
             or C{None}
         """
+
+
+class IAdmission(Interface):
+    """Whether this node takes a new call (L{mgateway.admission})."""
+
+    draining = Attribute("L{bool}: the node was told to stop and refuses every new call")
+
+    def refusal(streams):
+        """
+        Why a new call of C{streams} participant streams is refused now, or
+        L{None} when the node takes it.
+
+        @rtype: L{mgateway.admission.Refusal} or L{None}
+        """
+
+    def capacity():
+        """
+        The streams the node can carry and those it carries now.
+
+        @rtype: L{mgateway.admission.Capacity}
+        """
+
+    def drain():
+        """From now on, refuse every new call."""

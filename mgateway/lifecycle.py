@@ -35,6 +35,8 @@ class InOrder(MultiService):
     """
 
     ready: Deferred | None = None
+    #: The name of the child being stopped now, while the stop is under way.
+    stopping: str | None = None
 
     def privilegedStartService(self) -> None:
         # Nothing listens before the children before it are ready, so no
@@ -59,10 +61,12 @@ class InOrder(MultiService):
         for child in reversed(list(self)):
             if not child.running:
                 continue
+            self.stopping = child.name
             try:
                 await maybeDeferred(child.stopService)
             except Exception:
                 log.failure("stopping {name} failed", name=child.name)
+        self.stopping = None
 
 
 class Step(Service):
@@ -127,3 +131,33 @@ class Listener(StreamServerEndpointService):
     def _listens(self, port) -> None:
         self.port = port
         log.info("listening on {description}", description=self.name)
+
+
+def within(work: Deferred, seconds: float, clock, what: str,
+           busy_with: Callable[[], str | None] = lambda: None) -> Deferred:
+    """
+    A Deferred that fires with L{None} once C{work} is done or C{seconds}
+    have passed on C{clock}, whichever comes first; running out of time is
+    logged (C{what} did not finish, and C{busy_with()}: the step it was at),
+    and C{work} goes on unwaited for. Twisted waits for a service's stop
+    without limit: this bounds it.
+    """
+    done = Deferred()
+
+    def out_of_time() -> None:
+        log.warn("{what}: the grace of {seconds} s ran out while at {step}; not waiting for the rest",
+                 what=what, seconds=seconds, step=busy_with() or "the end")
+        done.callback(None)
+
+    deadline = clock.callLater(seconds, out_of_time)
+
+    def finished(result):
+        if deadline.active():
+            deadline.cancel()
+            done.callback(None)
+        if isinstance(result, Failure):
+            log.failure("{what} failed", result, what=what)
+        return None
+
+    work.addBoth(finished)
+    return done

@@ -15,8 +15,10 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
 
+from mgateway.admission import Admission
 from mgateway.api.configuration import ConfigurationApi
 from mgateway.api.fileexporter import make_file_exporter_api
+from mgateway.api.health import Health
 from mgateway.api.rest import RestApi
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
@@ -34,8 +36,10 @@ from mgateway.ingress.direct.websocket import DirectStreamFactory
 from mgateway.ingress.kvs.source import make_amazon_connect
 from mgateway.ingress.siprec.service import SiprecListeners
 from mgateway.ingress.twilio.websocket import TwilioStreamFactory
+from mgateway.ingress.wsserver import Admitted
 from mgateway.interfaces import IWebhookFailureLog
-from mgateway.lifecycle import InOrder, Listener, Step
+from mgateway.lifecycle import InOrder, Listener, Step, within
+from mgateway.logs import JsonLog
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.sip.callid import decode_metadata_ucid
 from mgateway.speech import SpeechEngine
@@ -138,8 +142,12 @@ class Gateway(InOrder):
         to every recording, each call flushed;
     11. the model loader, last, so that a recording client or a Genesys
         probe is answered at once however long the models take: start
-        requests wait for them, and a direct stream is refused with 503
+        requests wait for them, and new calls are refused (L{Admission})
         until they are loaded.
+
+    Its stop drains first: from then on new calls are refused. The JSON
+    log (C{logging.json_file}), when configured, is the first child and the
+    last to stop.
 
     @ivar listening: fires with the HTTP ports once all of it is ready.
     """
@@ -179,6 +187,7 @@ class Gateway(InOrder):
             text=self.text,
             recordings=self.recordings,
         )
+        self.admission = make_admission(config, self.registry)
         self.tokens = TokenSigner(None, config.auth.token_ttl_seconds, reactor)
         self.file_exporter = make_file_exporter_api(config, reactor)
         self.direct = DirectStreamFactory(
@@ -190,6 +199,7 @@ class Gateway(InOrder):
             max_message_bytes=config.direct.max_message_bytes,
             default_language=config.asr.default_language,
             force_redaction=self.text.force_redaction,
+            admission=self.admission,
         )
         self.twilio = TwilioStreamFactory(
             tokens=self.tokens,
@@ -225,16 +235,21 @@ class Gateway(InOrder):
             max_body_bytes=config.http.max_body_bytes,
             websockets={
                 DIRECT_STREAM_PATH: WebSocketResource(self.direct),
-                TWILIO_STREAM_PATH: WebSocketResource(self.twilio),
+                TWILIO_STREAM_PATH: Admitted(WebSocketResource(self.twilio), self.admission, 2, "Twilio"),
             },
-            configured_websockets={config.audiohook.path: WebSocketResource(self.audiohook)},
+            configured_websockets={config.audiohook.path: Admitted(
+                WebSocketResource(self.audiohook), self.admission, 2, "AudioHook")},
             file_exporter=self.file_exporter,
             configuration=ConfigurationApi(settings=self.text_settings, store=self.store,
                                            auth=config.auth, max_body_bytes=config.http.max_body_bytes),
+            health=Health(registry=self.registry, store=self.store, admission=self.admission, clock=reactor),
         )
-        self.siprec = SiprecListeners(config.sip, self.registry, reactor) if config.sip.enabled else None
+        self.siprec = (SiprecListeners(config.sip, self.registry, reactor, self.admission)
+                       if config.sip.enabled else None)
 
         # The tree, in start order.
+        if config.logging.json_file is not None:
+            JsonLog(config.logging.json_file, self.registry).setServiceParent(self)
         pool.setName("asr threads")
         pool.setServiceParent(self)
         Step("store", start=self.store.start, stop=self.store.close).setServiceParent(self)
@@ -274,6 +289,17 @@ class Gateway(InOrder):
         self.listening = self.ready.addCallback(lambda _: self.ports)
         self.listening.addErrback(self._fatal)
 
+    def stopService(self):
+        """
+        New calls are refused from the first moment (SIP 503, WebSocket
+        upgrades 503, direct streams 5001); the tree then stops in reverse
+        order, and the stop is done within C{gateway.shutdown_grace_seconds}
+        whatever is still unfinished (logged).
+        """
+        self.admission.drain()
+        return within(super().stopService(), self.config.gateway.shutdown_grace_seconds, self.reactor,
+                      "stopping asapp-mg", lambda: self.stopping)
+
     def _use_signing_key(self, key: bytes) -> None:
         """Streaming URLs and File Exporter downloads are signed with one key."""
         self.tokens.use_key(key)
@@ -299,6 +325,16 @@ class Gateway(InOrder):
         log.failure("asapp-mg cannot start", failure)
         if self.reactor.running:
             self.reactor.stop()
+
+
+def make_admission(config: Config, registry: CallRegistry) -> Admission:
+    """Whether the node takes new calls: the C{[limits]} section against the streams the registry holds."""
+    return Admission(
+        max_streams=config.limits.streams(config.asr.threads),
+        in_use=registry.streams_in_use,
+        loaded=lambda: registry.engine.loaded,
+        retry_after=config.limits.retry_after_seconds,
+    )
 
 
 def make_service(config: Config, reactor=None) -> Gateway:

@@ -23,11 +23,13 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from mgateway.admission import DRAINING, Capacity, Refusal
 from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.stream import StreamSummary
 from mgateway.export.ledger import BUILDING, DONE
 from mgateway.interfaces import (
+    IAdmission,
     ICallRegistry,
     IConfigurationStore,
     IExportLedger,
@@ -295,6 +297,9 @@ class MemoryTranscriptStore:
     def start(self) -> Deferred:
         return self._refuse() or succeed(None)
 
+    def ping(self) -> Deferred:
+        return self._refuse() or succeed(None)
+
     def add(self, message: StoredMessage) -> Deferred:
         refused = self._refuse()
         if refused is not None:
@@ -403,3 +408,32 @@ class MemoryExportLedger:
     def state(self, feed, day) -> Deferred:
         found = self.claims.get((feed, day))
         return succeed(None if found is None else found[:2])
+
+
+@implementer(IAdmission)
+class SettableAdmission:
+    """
+    An admission whose answer the test sets: C{refused} (a reason of
+    L{mgateway.admission}, or None to admit), and the capacity it reports.
+    Records the stream counts it was asked about in C{asked}.
+    """
+
+    def __init__(self, refused: str | None = None, streams: int = 8, in_use: int = 0,
+                 retry_after: int = 10):
+        self.refused = refused
+        self.streams = streams
+        self.in_use = in_use
+        self.retry_after = retry_after
+        self.draining = False
+        self.asked: list[int] = []
+
+    def refusal(self, streams: int):
+        self.asked.append(streams)
+        reason = DRAINING if self.draining else self.refused
+        return Refusal(reason, self.retry_after) if reason is not None else None
+
+    def capacity(self):
+        return Capacity(self.streams, self.in_use)
+
+    def drain(self) -> None:
+        self.draining = True

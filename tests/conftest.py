@@ -5,7 +5,7 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.defer import ensureDeferred
 
-from tests.support.gateway import start_gateway
+from tests.support.gateway import start_gateway, webhook_section
 from tests.support.tlsfiles import make_tls_files
 from tests.support.webhook_receiver import start_https_receiver
 
@@ -44,14 +44,6 @@ def gateway(tmp_path_factory, webhook_target, tls_files):
     and the webhook pointed at a real HTTPS receiver trusted through a custom CA.
     """
     _, url = webhook_target
-    running = wait(start_gateway(reactor, tmp_path_factory.mktemp("gateway"), f"""
-[webhook]
-url = "{url}/hook"
-auth = "secret"
-secret_name = "X-Test-Secret"
-secret = "s3cret"
-ca_file = "{tls_files.ca_cert}"
-timeout_seconds = 5
-"""))
+    running = wait(start_gateway(reactor, tmp_path_factory.mktemp("gateway"), webhook_section(url, tls_files)))
     yield running
     wait(running.service.stopService())

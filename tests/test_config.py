@@ -110,7 +110,9 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path):
     config = load(tmp_path, APP)
 
     assert config.gateway.data_dir == tmp_path / "var"
-    assert config.gateway.shutdown_grace_seconds == 5
+    assert config.gateway.shutdown_grace_seconds == 30
+    assert (config.limits.max_streams, config.limits.retry_after_seconds) == (0, 10)
+    assert config.logging.json_file is None
     assert config.http.listen == ("tcp:8080:interface=127.0.0.1",)
     assert config.http.public_url == ""
     assert config.auth.token_ttl_seconds == 300

@@ -381,3 +381,13 @@ def test_stopping_retention_waits_for_the_purge_in_progress(logged):
     in_progress.callback(4)
     assert stopped.called
     assert purged_counts(logged) == [4]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_ping_answers_while_the_store_is_open_and_fails_once_closed(backend):
+    opened = backend.open()
+    await opened.start()
+    assert await opened.ping() is None
+    await opened.close()
+    with pytest.raises(StoreError):
+        await opened.ping()

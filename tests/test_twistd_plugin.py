@@ -87,11 +87,15 @@ async def test_gateway_starts_serves_and_stops_on_sigterm(tmp_path):
     twistd = run_twistd("-n", "--pidfile=", "asapp-mg", "--config", str(config), cwd=tmp_path)
     await twistd.wait_for(f"listening on tcp:{port}")
     response = await treq.get(f"http://127.0.0.1:{port}/health")
-    assert response.code == 200
-    assert (await response.json())["status"] == "ok"
+    early = await response.json()
+    # Answered at once, ready or not: ready once the models are loaded.
+    assert (response.code, early["status"]) in ((503, "not ready"), (200, "ok")), early
+    assert early["ready"] is early["modelsLoaded"], early
     await twistd.wait_for("languages available: ko-KR")
-    health = await (await treq.get(f"http://127.0.0.1:{port}/health")).json()
-    assert health["modelsLoaded"] is True, health
+    response = await treq.get(f"http://127.0.0.1:{port}/health")
+    health = await response.json()
+    assert response.code == 200, health
+    assert (health["status"], health["ready"], health["modelsLoaded"]) == ("ok", True, True), health
     unauthorised = await treq.post(f"http://127.0.0.1:{port}/mg-autotranscribe/v1/start-streaming")
     assert unauthorised.code == 401
     os.kill(twistd.transport.pid, signal.SIGTERM)

@@ -84,13 +84,15 @@ class RestApi:
         from the configuration (AudioHook).
     @param file_exporter: the L{mgateway.api.fileexporter.FileExporterApi}.
     @param configuration: the L{mgateway.api.configuration.ConfigurationApi}.
+    @param health: the L{mgateway.api.health.Health} of C{/health}.
     """
 
     app = Klein()
 
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
-                 configured_websockets: dict | None = None, file_exporter, configuration):
+                 configured_websockets: dict | None = None, file_exporter, configuration,
+                 health):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -102,6 +104,7 @@ class RestApi:
         self._configured_websockets = configured_websockets or {}
         self._file_exporter = file_exporter
         self._configuration = configuration
+        self._health = health
 
     def resource(self):
         return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
@@ -284,9 +287,10 @@ class RestApi:
         return self._configuration.resource()
 
     @app.route("/health", methods=["GET"])
-    def health(self, request):
-        return json_body(request, 200, {"status": "ok", "calls": len(self._registry),
-                                        "modelsLoaded": self._registry.engine.loaded})
+    async def health(self, request):
+        """Readiness for balancers (L{mgateway.api.health}); no credentials."""
+        report = await self._health.report()
+        return json_body(request, report.code, report.to_json())
 
     @app.route("/metrics", methods=["GET"])
     def metrics(self, request):

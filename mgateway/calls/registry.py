@@ -331,6 +331,14 @@ class CallRegistry:
     def __len__(self) -> int:
         return len(self._calls)
 
+    def calls(self) -> list[Call]:
+        """Every call held now."""
+        return list(self._calls.values())
+
+    def streams_in_use(self) -> int:
+        """The participant streams (legs) of every call held now, transcribed or not."""
+        return sum(len(call.legs) for call in self._calls.values())
+
     def find(self, namespace: str, guid: str) -> Call | None:
         return self._calls.get((namespace, guid))
 

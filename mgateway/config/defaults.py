@@ -20,7 +20,7 @@ _REQUIRED = object()
 _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "gateway": {
         "data_dir": "var",
-        "shutdown_grace_seconds": 5,
+        "shutdown_grace_seconds": 30,
     },
     "http": {
         "listen": ["tcp:8080:interface=127.0.0.1"],
@@ -148,6 +148,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     },
     "recordings": {
         "directory": "recordings",
+    },
+    "limits": {
+        "max_streams": 0,
+        "retry_after_seconds": 10,
+    },
+    "logging": {
+        "json_file": "",
     },
 }
 

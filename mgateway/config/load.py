@@ -11,6 +11,7 @@ from pathlib import Path
 
 from mgateway.config.defaults import _DEFAULTS
 from mgateway.config.ingress import _amazonconnect, _audiohook, _direct, _sip, _twilio
+from mgateway.config.operation import _limits, _logging
 from mgateway.config.sections import (
     _asr,
     _auth,
@@ -70,4 +71,6 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         amazonconnect=_amazonconnect(document.table("amazonconnect")),
         redaction=_redaction(document.table("redaction")),
         recordings=_recordings(document.table("recordings"), gateway.data_dir),
+        limits=_limits(document.table("limits")),
+        logging=_logging(document.table("logging"), base_dir),
     )

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import attrs
 
+from mgateway.config.operation import LimitsConfig, LoggingConfig
+
 
 @attrs.frozen
 class GatewayConfig:
@@ -325,6 +327,8 @@ class Config:
     amazonconnect: AmazonConnectConfig
     redaction: RedactionConfig = RedactionConfig()
     recordings: RecordingsConfig = RecordingsConfig()
+    limits: LimitsConfig = LimitsConfig()
+    logging: LoggingConfig = LoggingConfig()
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.web.resource import Resource
 
 log = Logger()
 
@@ -97,3 +98,35 @@ class GatewayServerFactory(WebSocketServerFactory):
         # Autobahn reads its timer from this attribute (see the module docstring).
         self._batched_timer = self.timer
         self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+
+
+class Admitted(Resource):
+    """
+    A WebSocket resource whose upgrades are answered HTTP 503, with
+    C{Retry-After}, when the node takes no new call (Twilio and Genesys retry
+    or fail over on it). The direct API answers in its own terms instead
+    (a C{finalResponse} with 5001 or 5002, see L{mgateway.ingress.direct}).
+
+    @param streams: the participant streams a call of this ingress brings.
+    @param what: the ingress, in log lines.
+    """
+
+    isLeaf = True
+
+    def __init__(self, resource: Resource, admission, streams: int, what: str):
+        super().__init__()
+        self._resource = resource
+        self._admission = admission
+        self._streams = streams
+        self._what = what
+
+    def render(self, request):
+        refusal = self._admission.refusal(self._streams)
+        if refusal is None:
+            return self._resource.render(request)
+        log.info("{what} stream refused from {peer}: {reason}", what=self._what,
+                 peer=request.getClientAddress(), reason=refusal.reason)
+        request.setResponseCode(503)
+        request.setHeader("Retry-After", str(refusal.retry_after))
+        request.setHeader("Content-Type", "text/plain; charset=utf-8")
+        return f"Service Unavailable: {refusal.description}\n".encode("utf-8")

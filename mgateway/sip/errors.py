@@ -56,3 +56,15 @@ class NotAcceptableHere(SIPError):
 
     def __init__(self, detail: str):
         super().__init__(488, "Not Acceptable Here", detail)
+
+
+class ServiceUnavailable(SIPError):
+    """
+    The node takes no new call now (draining, full, not ready): 503, whose
+    C{Retry-After} tells the peer when to try again (RFC 3261 §21.5.4) and
+    whose Warning says why; an SBC or Kamailio's dispatcher tries another node.
+    """
+
+    def __init__(self, detail: str, retry_after: int):
+        super().__init__(503, "Service Unavailable", detail)
+        self.retry_after = retry_after

@@ -21,7 +21,7 @@ from twisted.logger import Logger
 from zope.interface import Interface
 
 from mgateway.sip.dialog import Dialog, contact_uri, dialog_id, new_tag
-from mgateway.sip.errors import ParseError, SIPError
+from mgateway.sip.errors import ParseError, ServiceUnavailable, SIPError
 from mgateway.sip.message import (
     Headers,
     Request,
@@ -393,6 +393,8 @@ class UserAgentServer:
         extra = [("Accept", ACCEPT)] if error.status == 415 else []
         if isinstance(error, IntervalTooSmall):
             extra.append(("Min-SE", str(error.minimum)))
+        if isinstance(error, ServiceUnavailable):
+            extra.append(("Retry-After", str(error.retry_after)))
         extra.append(("Warning", _warning(error)))
         self._respond(request, error.status, error.reason, extra, to_tag=to_tag)
 

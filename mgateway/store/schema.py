@@ -286,6 +286,16 @@ class PooledTranscriptStore(ConfigurationTables):
 
         return self._run(connect)
 
+    def ping(self) -> Deferred:
+        """One round trip to the database (C{SELECT 1}); fires with L{None}, or fails."""
+
+        def select_one() -> None:
+            cursor = self._connection().cursor()
+            cursor.execute("SELECT 1")
+            cursor.fetchall()
+
+        return self._run(select_one)
+
     def add(self, message: StoredMessage) -> Deferred:
         def insert() -> None:
             self._execute(self._dialect.insert(), to_row(message))

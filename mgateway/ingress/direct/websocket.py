@@ -66,6 +66,7 @@ class DirectStreamProtocol(GatewayServerProtocol):
             clock_now=factory.clock.seconds,
             idle_timeout=factory.idle_timeout,
             max_duration=factory.max_duration,
+            refusal=factory.refusal,
         )
         return None
 
@@ -199,6 +200,8 @@ class DirectStreamFactory(GatewayServerFactory):
         and whether the models are loaded.
     @param force_redaction: the gateway always redacts (C{redaction.always}):
         a C{startStream} for other output gets 4094.
+    @param admission: the L{mgateway.interfaces.IAdmission} a C{startStream}
+        asks; None: every stream is taken.
     """
 
     protocol = DirectStreamProtocol
@@ -214,8 +217,10 @@ class DirectStreamFactory(GatewayServerFactory):
         max_message_bytes: int,
         default_language: str = "en-US",
         force_redaction: bool = False,
+        admission=None,
     ):
         super().__init__()
+        self.admission = admission
         self.default_language = default_language
         self.force_redaction = force_redaction
         self.tokens = tokens
@@ -233,6 +238,10 @@ class DirectStreamFactory(GatewayServerFactory):
             maxFramePayloadSize=4 * max_message_bytes,
             failByDrop=False,
         )
+
+    def refusal(self):
+        """Why the node takes no new stream now (one participant stream), or None."""
+        return self.admission.refusal(1) if self.admission is not None else None
 
     def shut_down(self) -> Deferred:
         """Tell every open session the service is going away (5001)."""

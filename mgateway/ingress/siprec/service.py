@@ -27,7 +27,7 @@ class SiprecListeners:
     @ivar streams: the TCP/TLS listening ports.
     """
 
-    def __init__(self, config, registry, reactor):
+    def __init__(self, config, registry, reactor, admission=None):
         self.config = config
         self.reactor = reactor
         ports = RtpPorts(reactor, config.rtp_interface, config.rtp_port_min, config.rtp_port_max,
@@ -41,6 +41,7 @@ class SiprecListeners:
             call_id_header=config.call_id_header,
             media_timeout=config.media_timeout_seconds,
             replace_silent_after=config.replace_silent_after_seconds,
+            admission=admission,
         )
         self.udp = None
         self.streams = []

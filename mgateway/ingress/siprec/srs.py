@@ -34,7 +34,7 @@ from mgateway.calls.namespaces import SIPREC as NAMESPACE
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, RtpReceiver
 from mgateway.sip.callid import DEFAULT_ORDER, extract_call_id
 from mgateway.sip.dialog import Dialog
-from mgateway.sip.errors import NotAcceptableHere, SIPError
+from mgateway.sip.errors import NotAcceptableHere, ServiceUnavailable, SIPError
 from mgateway.sip.grammar import parse_contact
 from mgateway.sip.message import Request
 from mgateway.sip.metadata import RecordingMetadata, merge, parse_metadata
@@ -129,13 +129,17 @@ class RecordingServer:
         which a recording is ended; 0: never.
     @param replace_silent_after: seconds without RTP after which a recording
         gives way to a new INVITE for its guid.
+    @param admission: the L{mgateway.interfaces.IAdmission} a new dialog's
+        INVITE asks (re-INVITEs, UPDATEs and BYEs of a dialog never do);
+        None: every INVITE is taken.
     """
 
     def __init__(self, clock, registry, ports: RtpPorts, *, media_address: str, codecs: dict[str, int],
                  accept_plain: bool = False, call_id_sources: Sequence[str] = DEFAULT_ORDER,
                  call_id_header: str | None = None, media_timeout: float = 60,
-                 replace_silent_after: float = 10):
+                 replace_silent_after: float = 10, admission=None):
         self.registry = registry
+        self.admission = admission
         self.ports = ports
         self.media_address = media_address
         self.codecs = dict(codecs)
@@ -157,6 +161,7 @@ class RecordingServer:
         if not (self.accept_plain or is_recording_session(request)):
             raise NotAcceptableHere("not a recording session (no Require: siprec, no +sip.src)")
         sdp, metadata = self._bodies(request, None)
+        self._admit(request, sdp)
         call_id = extract_call_id(request, metadata, self.call_id_sources, self.call_id_header)
         session = RecordingSession(call_id.value, sdp, metadata, started=self.clock.seconds())
         try:
@@ -177,6 +182,16 @@ class RecordingServer:
         log.info("recording {sip_call_id} is call {guid} (from {source}), streams {streams}",
                  sip_call_id=request.call_id, guid=session.guid, source=call_id.source,
                  streams={i: r.codec for i, r in session.receivers.items()})
+
+    def _admit(self, request: Request, sdp: SessionDescription | None) -> None:
+        """A new recording only when the node takes it: else 503 with Retry-After."""
+        if self.admission is None:
+            return
+        refusal = self.admission.refusal(len(sdp.media) if sdp is not None else 2)
+        if refusal is not None:
+            log.info("recording {sip_call_id} refused: {reason}", sip_call_id=request.call_id,
+                     reason=refusal.reason)
+            raise ServiceUnavailable(refusal.description, refusal.retry_after)
 
     def acknowledged(self, dialog: Dialog, ack: Request) -> None:
         """The answer to our offer (delayed offer): it says which codec comes."""
