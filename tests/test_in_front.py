@@ -77,7 +77,7 @@ def tap(monkeypatch, node) -> dict[str, list[str]]:
 
 
 def recordings(seen: dict[str, list[str]]) -> dict[str, list[str]]:
-    """The dialogs among what a node saw, without Kamailio's OPTIONS pings."""
+    """The dialogs among what a node saw, without OPTIONS (Kamailio's pings, the SBC's keep-alive)."""
     return {call_id: methods for call_id, methods in seen.items() if "INVITE" in methods}
 
 
@@ -103,6 +103,10 @@ async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_ski
     # Kamailio is up once its OPTIONS pings reach both nodes.
     await until(reactor, lambda: (seen_a and seen_b) or kamailio.ended.called, attempts=3000)
     assert not kamailio.ended.called, kamailio.output
+
+    # An SBC's keep-alive (Max-Forwards: 0) is answered while a node is up (sipp checks Allow and Accept).
+    keep_alive = run_sipp(reactor, "options.xml", f"127.0.0.1:{port}", workdir=tmp_path)
+    assert await keep_alive.ended == 0, keep_alive.output
 
     code, output = await place_calls(tmp_path, port, 20, "twenty")
     # sipp checks every answer: a 481 from a node that did not hold the
@@ -175,6 +179,7 @@ def _mkdir(path):
 
 async def _wait_for_states(stats, expected: dict[str, str], haproxy) -> None:
     """Until HAProxy's checks give each server of the REST backend the C{expected} status."""
+    await until(reactor, lambda: stats.exists() or haproxy.ended.called, attempts=3000)
     states = {}
     for _ in range(300):
         states = await server_states(reactor, stats, "asapp_mg_rest")
