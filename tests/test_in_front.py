@@ -48,17 +48,25 @@ def stop_processes():
 
 
 @pytest.fixture
-def nodes(tmp_path):
-    """Two nodes with their own SIP and RTP addresses, 127.0.0.1 and 127.0.0.2."""
+def make_nodes(tmp_path):
+    """
+    Starts gateway nodes a, b, ... on the given SIP addresses, once their
+    models are loaded; stops those still running after the test.
+    """
     running = []
-    for name, address in (("a", "127.0.0.1"), ("b", "127.0.0.2")):
-        directory = tmp_path / name
-        directory.mkdir()
-        running.append(pytest_twisted.blockon(ensureDeferred(start_node(reactor, directory, address))))
-    yield running
+
+    async def make(addresses: list[str], public_url: str = ""):
+        for name, address in zip("ab", addresses):
+            directory = tmp_path / name
+            directory.mkdir()
+            running.append(await start_node(reactor, directory, address, public_url))
+        await until(reactor, lambda: all(node.service.registry.engine.loaded for node in running), attempts=6000)
+        return list(running)
+
+    yield make
     for node in running:
         if node.service.running:
-            pytest_twisted.blockon(node.service.stopService())
+            pytest_twisted.blockon(ensureDeferred(node.service.stopService()))
 
 
 def tap(monkeypatch, node) -> dict[str, list[str]]:
@@ -93,8 +101,8 @@ async def place_calls(tmp_path, kamailio_port: int, count: int, name: str):
 
 @pytest_twisted.ensureDeferred
 async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_skips_a_stopped_one(
-        nodes, tmp_path, monkeypatch, stop_processes):
-    a, b = nodes
+        make_nodes, tmp_path, monkeypatch, stop_processes):
+    a, b = await make_nodes(["127.0.0.1", "127.0.0.2"])
     seen_a, seen_b = tap(monkeypatch, a), tap(monkeypatch, b)
     port = free_sip_port()
     kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
@@ -122,59 +130,49 @@ async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_ski
     b_address = f"127.0.0.2:{sip_port(b)}"
     await b.service.stopService()
     await kamailio.wait_for(f"recording node sip:{b_address} is down")
+    marked_down = len(kamailio.output)
     before = set(on_a)
     code, output = await place_calls(tmp_path, port, 6, "after")
     assert code == 0, output + kamailio.output
     new = set(recordings(seen_a)) - before
     assert len(new) == 6, "with node b down, every new call goes to node a"
+    assert "tried again" not in kamailio.output[marked_down:], "a node marked down is skipped, not tried"
 
 
 @pytest_twisted.ensureDeferred
 async def test_haproxy_carries_a_streaming_url_from_one_node_to_the_other_and_drops_a_stopped_node(
-        tmp_path, stop_processes):
+        make_nodes, tmp_path, stop_processes):
     port = free_sip_port()
     public_url = f"ws://127.0.0.1:{port}"
-    a = await start_node(reactor, _mkdir(tmp_path / "a"), "127.0.0.1", public_url)
-    b = await start_node(reactor, _mkdir(tmp_path / "b"), "127.0.0.1", public_url)
-    try:
-        haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
-        stop_processes.append(haproxy)
-        await until(reactor, lambda: a.service.registry.engine.loaded and b.service.registry.engine.loaded,
-                    attempts=6000)
-        await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
-        health = await treq.get(f"http://127.0.0.1:{port}/health")
-        assert health.code == 200
+    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], public_url)
+    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+    stop_processes.append(haproxy)
+    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    health = await treq.get(f"http://127.0.0.1:{port}/health")
+    assert health.code == 200
 
-        # Node a issues the URL; node a stops; the URL opens on node b.
-        issued = await a.post("/autotranscribe/v1/streaming-url", {"externalId": "conv-in-front"})
-        assert issued.code == 200
-        url = (await issued.json())["streamingUrl"]
-        assert url.startswith(public_url + "/autotranscribe/v1/stream?token="), url
-        await a.service.stopService()
-        await _wait_for_states(stats, {"node1": "DOWN", "node2": "UP"}, haproxy)
-        assert (await server_states(reactor, stats, "asapp_mg_streams"))["node1"].startswith("DOWN")
+    # Node a issues the URL; node a stops; the URL opens on node b.
+    issued = await a.post("/autotranscribe/v1/streaming-url", {"externalId": "conv-in-front"})
+    assert issued.code == 200
+    url = (await issued.json())["streamingUrl"]
+    assert url.startswith(public_url + "/autotranscribe/v1/stream?token="), url
+    await a.service.stopService()
+    await _wait_for_states(stats, {"node1": "DOWN", "node2": "UP"}, haproxy)
+    assert (await server_states(reactor, stats, "asapp_mg_streams"))["node1"].startswith("DOWN")
 
-        client = await connect(url)[0]
-        client.send_json({"message": "startStream", "sender": {"role": "customer", "externalId": "c-1"},
-                          "language": "ko-KR"})
-        start = await client.next_message()
-        assert start["status"] == {"code": "1000", "description": "OK"}, start
-        pcm = read_pcm("customer.wav")[: 8000 * 2 * 2]
-        await pace(reactor, chunks(pcm), client.send_audio)
-        client.send_json({"message": "finishStream"})
-        while (final := await client.next_message())["message"] == "transcript":
-            pass
-        assert final["message"] == "finalResponse", final
-        assert final["summary"]["totalAudioBytes"] == len(pcm)
-    finally:
-        for node in (a, b):
-            if node.service.running:
-                await node.service.stopService()
-
-
-def _mkdir(path):
-    path.mkdir()
-    return path
+    client = await connect(url)[0]
+    client.send_json({"message": "startStream", "sender": {"role": "customer", "externalId": "c-1"},
+                      "language": "ko-KR"})
+    start = await client.next_message()
+    assert start["status"] == {"code": "1000", "description": "OK"}, start
+    assert len(b.service.registry) == 1, "node b holds the stream"
+    pcm = read_pcm("customer.wav")[: 8000 * 2 * 2]
+    await pace(reactor, chunks(pcm), client.send_audio)
+    client.send_json({"message": "finishStream"})
+    while (final := await client.next_message())["message"] == "transcript":
+        pass
+    assert final["message"] == "finalResponse", final
+    assert final["summary"]["totalAudioBytes"] == len(pcm)
 
 
 async def _wait_for_states(stats, expected: dict[str, str], haproxy) -> None:
