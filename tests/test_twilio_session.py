@@ -92,6 +92,24 @@ def test_non_json_frames_close_the_socket(frame):
     assert terminated(TwilioStream(), frame).close_code == 4007
 
 
+def test_the_gateway_ends_a_stream_once_and_later_frames_are_ignored():
+    peer = TwilioPeer("CA1")
+    stream = TwilioStream()
+    feed(stream, [peer.connected(), peer.start()])
+    stream.terminate(4001, "superseded by stream MZ2")
+    stream.terminate(4008, "again")
+    assert stream.events() == [Terminated(4001, "superseded by stream MZ2")]
+    assert feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]) == []
+
+
+def test_a_stopped_stream_is_not_ended_again():
+    peer = TwilioPeer("CA1")
+    stream = TwilioStream()
+    feed(stream, [peer.connected(), peer.start(), peer.stop()])
+    stream.terminate(4001, "superseded by stream MZ2")
+    assert stream.events() == []
+
+
 def test_a_binary_frame_closes_the_socket_with_4003():
     stream = TwilioStream()
     stream.receive_bytes(b"\xff" * 160)

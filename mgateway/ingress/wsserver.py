@@ -81,6 +81,23 @@ class GatewayServerProtocol(WebSocketServerProtocol):
             self._flush_deadline = None
         super().connectionLost(reason)
 
+    def onConnect(self, request):
+        """
+        The upgrade request: the factory's L{GatewayServerFactory.admit}
+        may refuse it before anything of the request is looked at, then
+        L{accept} answers it.
+        """
+        self.factory.admit(request)
+        return self.accept(request)
+
+    def accept(self, request):
+        """
+        Answer an admitted upgrade request (authenticate the peer): None or
+        a Deferred, as Autobahn's C{onConnect}; raise
+        L{autobahn.websocket.types.ConnectionDeny} to refuse it.
+        """
+        return None
+
 
 class GatewayServerFactory(WebSocketServerFactory):
     """
@@ -97,3 +114,12 @@ class GatewayServerFactory(WebSocketServerFactory):
         # Autobahn reads its timer from this attribute (see the module docstring).
         self._batched_timer = self.timer
         self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+
+    def admit(self, request) -> None:
+        """
+        The one place for upgrade-time refusals that concern this server
+        rather than the peer (the models still loading, a node full or
+        draining): raise L{autobahn.websocket.types.ConnectionDeny} to
+        refuse the upgrade. Called first, from every protocol's
+        C{onConnect}; this one admits every request.
+        """

@@ -181,7 +181,7 @@ class DirectSession:
     # -- input from the client -------------------------------------------
 
     def receive_text(self, text: str) -> None:
-        """One text frame (a frame that is not UTF-8 comes as C{""})."""
+        """One text frame."""
         self._received()
         if self.state is State.CLOSED:
             return

@@ -116,6 +116,14 @@ class TwilioStream:
         if self.terminated is None and not self.stopped:
             self._terminate(StreamError(UNSUPPORTED_DATA, "binary frame on a Twilio stream"))
 
+    def terminate(self, close_code: int, reason: str) -> None:
+        """
+        The gateway gives up on the stream (its tracks are fed elsewhere, a
+        newer stream took them): it ends as if the sender had broken it.
+        """
+        if self.terminated is None and not self.stopped:
+            self._terminate(StreamError(close_code, reason))
+
     def _terminate(self, error: StreamError) -> None:
         self.terminated = Terminated(error.close_code, error.reason)
         self._events.append(self.terminated)
