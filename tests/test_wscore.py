@@ -126,12 +126,17 @@ async def reply(client):
     return await client.next_message().addTimeout(WATCHDOG_SECONDS, reactor)
 
 
+async def exchange(client, text: str):
+    """Send a text frame; the frame the server sends next."""
+    client.send_text(text)
+    return await reply(client)
+
+
 @pytest_twisted.ensureDeferred
 async def test_messages_go_into_the_core_and_its_frames_come_back():
     async with Listening() as server:
         client, _ = await server.client()
-        client.send_text("hello")
-        assert await reply(client) == "hello"
+        assert await exchange(client, "hello") == "hello"
         client.send_audio(b"\x00" * 6)
         assert await reply(client) == "6 bytes"
         assert len(server.factory.sockets) == 1
@@ -141,11 +146,9 @@ async def test_messages_go_into_the_core_and_its_frames_come_back():
 async def test_adapter_events_reach_their_handler_and_leg_audio_the_call_it_attached():
     async with Listening() as server:
         client, client_factory = await server.client()
-        client.send_text("join call-1")
-        assert await reply(client) == "joined"
+        assert await exchange(client, "join call-1") == "joined"
         client.send_text("pcm")
-        client.send_text("hello")
-        assert await reply(client) == "hello"
+        assert await exchange(client, "hello") == "hello"
         feed = server.factory.registry.feed("test", "call-1")
         assert feed.pcm == {"a": b"\x01\x00\x02\x00"}
         client.sendClose(code=1000)
@@ -158,8 +161,7 @@ async def test_adapter_events_reach_their_handler_and_leg_audio_the_call_it_atta
 async def test_a_terminated_core_closes_with_its_code_after_the_frames_before_it():
     async with Listening() as server:
         client, client_factory = await server.client()
-        client.send_text("bye")
-        assert await reply(client) == "goodbye"
+        assert await exchange(client, "bye") == "goodbye"
         code, reason = await client_factory.closed.addTimeout(WATCHDOG_SECONDS, reactor)
         assert (code, reason) == (4040, "bye")
 
@@ -169,8 +171,7 @@ async def test_the_cores_timer_runs_on_the_factorys_clock():
     async with Listening() as server:
         client, client_factory = await server.client()
         server.clock.advance(IDLE_SECONDS - 1)
-        client.send_text("still here")
-        assert await reply(client) == "still here"
+        assert await exchange(client, "still here") == "still here"
         assert not client_factory.closed.called
         server.clock.advance(1)
         assert await reply(client) == "idle"
