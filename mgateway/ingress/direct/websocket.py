@@ -156,6 +156,7 @@ class DirectStreamFactory(CoreServerFactory):
         self.max_message_bytes = max_message_bytes
 
     def admit(self, request) -> None:
+        super().admit(request)
         if not self.engine.loaded:
             # Listeners open before the models load (so that Genesys probes
             # and SIP are answered at once); a session now could only fail.
