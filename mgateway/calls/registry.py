@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry,tests.test_seams,tests.test_text_wiring -*-
 """
 The call registry: every call the gateway holds media for, keyed by
 (namespace, guid), and the Start/Stop state machine that gates transcription.

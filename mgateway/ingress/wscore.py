@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wscore -*-
 """
 The one Twisted shape of the gateway's WebSocket ingresses (the direct API,
 Twilio, AudioHook): a protocol that only moves frames between Autobahn and a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wsserver -*-
 """
 What every WebSocket server of the gateway (the direct API, Twilio, AudioHook)
 needs of Autobahn beyond its defaults: timers that fire when they are due, and

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_api -*-
 """
 The Genesys Cloud AudioHook Monitor transport: the upgrade request is
 authenticated (API key and HTTP message signature), then Autobahn frames go

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_direct_session -*-
 """
 The direct WebSocket API's session, as a sans-I/O state machine: the wire
 protocol only.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_direct_api,tests.test_direct_timers -*-
 """
 The direct WebSocket API's transport: a L{DirectSession} driven by the
 shared L{CoreServerProtocol} (its idle timeout and duration limit run on the

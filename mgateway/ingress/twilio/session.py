@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twilio_session -*-
 """
 One Twilio Media Streams WebSocket, as a sans-I/O state machine.
 

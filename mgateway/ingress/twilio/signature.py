@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twilio_session -*-
 """
 Twilio's request signature (C{X-Twilio-Signature}) on the WebSocket upgrade:
 base64 of HMAC-SHA1, keyed with the account's auth token, over the URL

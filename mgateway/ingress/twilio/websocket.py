@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twilio_api,tests.test_twilio_restart -*-
 """
 The Twilio Media Streams transport: Autobahn frames into a L{TwilioStream},
 decoded audio into the call registry under the Call SID.
