@@ -10,16 +10,19 @@ import attrs
 import pytest_twisted
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import reactor
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from mgateway.calls.errors import LegBusy
 from mgateway.ingress.events import LegAudio, Terminated
 from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 from mgateway.testing import RecordingCallRegistry
+from tests.support.audio import until
 from tests.support.wsclient import connect, refusal
 
 WATCHDOG_SECONDS = 30
 IDLE_SECONDS = 10
+FLUSH_SECONDS = 5
 
 
 @attrs.frozen
@@ -27,17 +30,24 @@ class Joined:
     guid: str
 
 
+@attrs.frozen
+class Closing:
+    """The peer ends the session: its call is to be flushed before C{closed} goes out."""
+
+
 class CountingCore:
     """
     Text frames: C{join GUID} (a L{Joined} event, answered C{joined}),
     C{pcm} (two samples of leg C{a}), C{bye} (C{goodbye}, then
-    L{Terminated} 4040); anything else is echoed. Idle for L{IDLE_SECONDS}:
+    L{Terminated} 4040), C{close} (a L{Closing} event, answered
+    C{closed}); anything else is echoed. Idle for L{IDLE_SECONDS}:
     C{idle}, then L{Terminated} 4083.
     """
 
     def __init__(self, now):
         self._deadline = now() + IDLE_SECONDS
         self._events, self._data = [], []
+        self.received = []
 
     def events(self):
         events, self._events = self._events, []
@@ -49,7 +59,11 @@ class CountingCore:
         return [json.dumps(text) for text in data]
 
     def receive_text(self, text):
-        if text.startswith("join "):
+        self.received.append(text)
+        if text == "close":
+            self._events.append(Closing())
+            self._data.append("closed")
+        elif text.startswith("join "):
             self._events.append(Joined(text[5:]))
             self._data.append("joined")
         elif text == "pcm":
@@ -88,7 +102,19 @@ class CountingProtocol(CoreServerProtocol):
         except LegBusy:
             self.sendClose(code=4008, reason="busy")
 
-    handlers = {Joined: _joined}
+    def _closing(self, event: Closing) -> None:
+        self.hang_up_then_send(FLUSH_SECONDS)
+
+    handlers = {Joined: _joined, Closing: _closing}
+
+    def hang_up(self):
+        """The call's flush: the factory's C{flushing}, when a test holds it."""
+        flushed = super().hang_up()
+        return self.factory.flushing or flushed
+
+    def sendMessage(self, payload, isBinary=False, **kwargs):
+        self.factory.sent.append(payload)
+        super().sendMessage(payload, isBinary, **kwargs)
 
 
 class CountingFactory(CoreServerFactory):
@@ -98,6 +124,8 @@ class CountingFactory(CoreServerFactory):
         super().__init__(registry=RecordingCallRegistry(), clock=clock, max_frame_bytes=1024)
         self.full = full
         self.accepted = 0
+        self.flushing = None
+        self.sent = []
 
     def admit(self, request):
         if self.full:
@@ -186,3 +214,46 @@ async def test_admit_refuses_the_upgrade_before_the_adapter_accepts_it():
         opened, _ = connect(server.url)
         assert "[503]" in await refusal(opened)
         assert server.factory.accepted == 0
+
+
+async def close_with_the_flush_held(server, client):
+    """The client closes its session while its call's flush is held."""
+    assert await exchange(client, "join call-1") == "joined"
+    server.factory.flushing = Deferred()
+    server.factory.sent.clear()
+    client.send_text("close")
+    client.send_text("hello")
+    (protocol,) = server.factory.sockets
+    await until(reactor, lambda: protocol.core.received[-1:] == ["hello"])
+    assert server.factory.registry.feed("test", "call-1").hung_up
+    assert server.factory.sent == [], "nothing goes out before the call is flushed"
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_after_hang_up_then_send_wait_for_the_calls_flush():
+    async with Listening() as server:
+        client, _ = await server.client()
+        await close_with_the_flush_held(server, client)
+        server.factory.flushing.callback(None)
+        assert [await reply(client), await reply(client)] == ["closed", "hello"]
+        assert server.clock.getDelayedCalls() == [protocol_timer(server)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_held_for_a_flush_go_out_after_at_most_its_limit():
+    async with Listening() as server:
+        client, client_factory = await server.client()
+        await close_with_the_flush_held(server, client)
+        server.clock.advance(FLUSH_SECONDS - 1)
+        assert server.factory.sent == []
+        server.clock.advance(1)
+        assert [await reply(client), await reply(client)] == ["closed", "hello"]
+        client.sendClose(code=1000)
+        await client_factory.closed.addTimeout(WATCHDOG_SECONDS, reactor)
+        assert server.clock.getDelayedCalls() == [], "no timer left once the socket is gone"
+
+
+def protocol_timer(server):
+    """The core's own timer, the one delayed call a driven socket keeps."""
+    (protocol,) = server.factory.sockets
+    return protocol._timer

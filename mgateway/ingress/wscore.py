@@ -10,7 +10,9 @@ C{receive_bytes}) and then drives it: each L{LegAudio} goes into the feed of
 the socket's call, each event of the adapter's own goes to its handler,
 the core's C{data_to_send()} is written, one timer on the factory's clock is
 due when the core's C{get_timer()} says, and a L{Terminated} event closes
-the socket with its close code once the frames before it are written. An
+the socket with its close code once the frames before it are written. The
+frames can be held back until the socket's call is flushed
+(L{CoreServerProtocol.hang_up_then_send}: AudioHook's C{closed}). An
 adapter says only how its upgrade is accepted (building its core), what its
 own events mean, and what a lost socket does to its call.
 """
@@ -50,6 +52,9 @@ class CoreServerProtocol(GatewayServerProtocol):
     media = None
     guid: str | None = None
     _timer = None
+    #: Frames are held back until this fires (the call flushed), if set.
+    _holding: Deferred | None = None
+    _hold_timer = None
 
     def onOpen(self):
         self.factory.sockets.add(self)
@@ -86,6 +91,8 @@ class CoreServerProtocol(GatewayServerProtocol):
 
     def send_frames(self) -> None:
         """Write what the core has to send (text frames), while the socket is open."""
+        if self._holding is not None:
+            return
         for text in self.core.data_to_send():
             if self.state == self.STATE_OPEN:
                 self.sendMessage(text.encode("utf-8"), isBinary=False)
@@ -122,14 +129,41 @@ class CoreServerProtocol(GatewayServerProtocol):
             return succeed(None)
         return media.hang_up().addErrback(self.last_words_lost)
 
+    def hang_up_then_send(self, at_most: float) -> None:
+        """
+        Let go of the call and hold every frame back until it ended, flushed
+        (its last words delivered), or for C{at_most} seconds of the
+        factory's clock; then write them.
+        """
+        done = self._holding = Deferred()
+
+        def release(_=None):
+            if not done.called:
+                done.callback(None)
+
+        self._hold_timer = self.factory.clock.callLater(at_most, release)
+        self.hang_up().addBoth(release)
+
+        def send(_):
+            self._holding = None
+            self._cancel(self._hold_timer)
+            self.send_frames()
+
+        done.addCallback(send)
+
+    @staticmethod
+    def _cancel(timer) -> None:
+        if timer is not None and timer.active():
+            timer.cancel()
+
     def last_words_lost(self, failure) -> None:
         log.failure("call {namespace}/{guid}: ending it failed, its last words may be lost", failure,
                     namespace=self.namespace, guid=self.guid)
 
     def onClose(self, wasClean, code, reason):
         self.factory.sockets.discard(self)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
+        self._cancel(self._timer)
+        self._cancel(self._hold_timer)
         self._timer = None
         if self.core is not None:
             self.lost(code)

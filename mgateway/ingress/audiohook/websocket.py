@@ -70,9 +70,6 @@ class AudioHookProtocol(CoreServerProtocol):
     conversation_id = "(not opened)"
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
-    #: The wait for the call's last words, until the C{closed} it holds back is sent.
-    _closing: Deferred | None = None
-    _close_timer = None
 
     def accept(self, request):
         factory = self.factory
@@ -128,10 +125,6 @@ class AudioHookProtocol(CoreServerProtocol):
                      conversation_id=self.conversation_id, state=state)
             self.dropConnection(abort=True)
 
-    def send_frames(self) -> None:
-        if self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
-            super().send_frames()
-
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
         streaming = self.factory.streaming(event.conversation_id)
@@ -155,7 +148,9 @@ class AudioHookProtocol(CoreServerProtocol):
         log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
                  "at {position}", session_id=self.core.session_id, conversation_id=self.conversation_id,
                  reason=event.reason, position=format_duration(self.core.position_ns))
-        self._send_closed_once_flushed(self.hang_up())
+        # The protocol asks for the call's last words to be delivered before
+        # closed; Genesys gives up on a close transaction after 10 s.
+        self.hang_up_then_send(CLOSE_FLUSH_SECONDS)
 
     def _probed(self, event: Probed) -> None:
         self.conversation_id = NULL_UUID
@@ -187,28 +182,7 @@ class AudioHookProtocol(CoreServerProtocol):
         """stop-streaming stopped the call, and the policy is to end the session then."""
         self.disconnect("completed")
 
-    def _send_closed_once_flushed(self, flushing: Deferred) -> None:
-        """
-        Send C{closed} (queued by the session) once the call's last words
-        are delivered, as the protocol asks, or after L{CLOSE_FLUSH_SECONDS}
-        at the latest: Genesys gives up on a close transaction after 10 s.
-        """
-        done = self._closing = Deferred()
-        self._close_timer = self.factory.clock.callLater(
-            CLOSE_FLUSH_SECONDS, lambda: done.called or done.callback(None))
-        flushing.addBoth(lambda _: done.called or done.callback(None))
-
-        def send(_):
-            self._closing = None
-            if self._close_timer.active():
-                self._close_timer.cancel()
-            self.send_frames()
-
-        done.addCallback(send)
-
     def lost(self, code) -> None:
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
         if self.media is not None:
             # The socket went away without a close transaction: the call still
             # ends and its streams are flushed.
