@@ -24,7 +24,7 @@ from mgateway.calls.errors import LegBusy
 from mgateway.calls.namespaces import TWILIO
 from mgateway.ingress.events import Terminated
 from mgateway.ingress.twilio.session import IDLE, POLICY, SUPERSEDED, Dropped, Started, Stopped, TwilioStream
-from mgateway.ingress.twilio.signature import valid_signature
+from mgateway.ingress.twilio.signature import UpgradeSignature
 from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 from mgateway.paths import TWILIO_STREAM_PATH
 from mgateway.tokens import TWILIO_AUDIENCE, InvalidToken
@@ -64,12 +64,11 @@ class TwilioStreamProtocol(CoreServerProtocol):
         except InvalidToken as e:
             log.warn("twilio stream refused from {peer}: {reason}", peer=request.peer, reason=str(e))
             raise ConnectionDeny(401, "Invalid or expired access token")
-        if factory.auth_token:
-            url = factory.signed_url(request.headers.get("host", ""), self.http_request_uri)
-            if not valid_signature(factory.auth_token, url, request.headers.get("x-twilio-signature")):
-                log.warn("twilio stream refused from {peer}: bad X-Twilio-Signature for {url}",
-                         peer=request.peer, url=url)
-                raise ConnectionDeny(403, "Invalid X-Twilio-Signature")
+        url = factory.signature.refused_url(request.headers, self.http_request_uri)
+        if url is not None:
+            log.warn("twilio stream refused from {peer}: bad X-Twilio-Signature for {url}",
+                     peer=request.peer, url=url)
+            raise ConnectionDeny(403, "Invalid X-Twilio-Signature")
         self.core = factory.new_stream()
         return None
 
@@ -192,8 +191,7 @@ class TwilioStreamFactory(CoreServerFactory):
         super().__init__(registry=registry, clock=clock, max_frame_bytes=max_message_bytes,
                          autoPingInterval=ping_interval, autoPingTimeout=ping_timeout)
         self.tokens = tokens
-        self.public_url = public_url.rstrip("/")
-        self.auth_token = auth_token
+        self.signature = UpgradeSignature(auth_token, public_url)
         self.max_dropped = max_dropped
         self.max_gap_ms = max_gap_ms
         self.max_lead_ms = max_lead_ms
@@ -218,8 +216,3 @@ class TwilioStreamFactory(CoreServerFactory):
         """End the calls that wait for a restarted stream (flushed; the registry flushes the rest)."""
         waiting = [p for feeds in self.feeds.values() for p in feeds if p.waiting_for_restart]
         return DeferredList([protocol.hang_up() for protocol in waiting], consumeErrors=True)
-
-    def signed_url(self, host: str, request_uri: str) -> str:
-        """The URL Twilio computed its signature over."""
-        base = self.public_url or f"wss://{host}"
-        return base + request_uri
