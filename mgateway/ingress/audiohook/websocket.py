@@ -47,18 +47,14 @@ from mgateway.ingress.audiohook.events import (
     TimedOut,
     Updated,
 )
-from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration, is_uuid
-from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP, AudioHookSession, SessionPolicy
-from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
+from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration
+from mgateway.ingress.audiohook.session import ON_STOP, AudioHookSession, SessionPolicy
+from mgateway.ingress.audiohook.upgrade import Refusal, UpgradeGate
 from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 
 log = Logger()
 
 NAMESPACE = GENESYS_AUDIOHOOK
-#: Every failed authentication is answered this long after the upgrade
-#: request arrived, whatever went wrong, so that its timing reveals nothing
-#: (the reference server waits at least 500 ms too).
-AUTH_FAILURE_SECONDS = 0.5
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
 
@@ -73,11 +69,12 @@ class AudioHookProtocol(CoreServerProtocol):
 
     def accept(self, request):
         factory = self.factory
-        arrived = factory.clock.seconds()
-        try:
-            client = factory.authenticate(request.headers, self.http_request_uri)
-        except SignatureError as e:
-            return self._refuse(request, e, arrived)
+        client = factory.gate.decide(request.headers, self.http_request_uri, factory.clock.seconds())
+        if isinstance(client, Refusal):
+            log.warn("audiohook session {session_id} from {peer} refused: {reason}",
+                     session_id=client.session_id or "(none)", peer=request.peer, reason=client.reason)
+            return deferLater(factory.clock, max(0.0, client.answer_at - factory.clock.seconds()),
+                              self._refuse, client)
         self.core = factory.new_session(client.session_id, client.organization_id)
         log.info("audiohook session {session_id} connected from {peer} (organization {organization_id}, "
                  "correlation {correlation_id}, key {api_key})", session_id=client.session_id,
@@ -85,25 +82,12 @@ class AudioHookProtocol(CoreServerProtocol):
                  correlation_id=client.correlation_id, api_key=client.api_key)
         return None
 
-    def _refuse(self, request, error: SignatureError, arrived: float) -> Deferred:
-        """
-        After L{AUTH_FAILURE_SECONDS}: HTTP 401, or (C{disconnect} policy) a
-        socket that is only told it is unauthorized. A session without a
-        usable C{Audiohook-Session-Id} cannot be spoken to, so it always gets 401.
-        """
-        factory = self.factory
-        session_id = request.headers.get("audiohook-session-id", "").strip()
-        log.warn("audiohook session {session_id} from {peer} refused: {reason}",
-                 session_id=session_id or "(none)", peer=request.peer, reason=str(error))
-
-        def answer():
-            if factory.auth_failure == "reject" or not is_uuid(session_id) or self.state == self.STATE_CLOSED:
-                raise ConnectionDeny(401, "Unauthorized")
-            self.core = factory.new_session(session_id, None)
-            self.unauthorized = True
-
-        delay = max(0.0, arrived + AUTH_FAILURE_SECONDS - factory.clock.seconds())
-        return deferLater(factory.clock, delay, answer)
+    def _refuse(self, refusal: Refusal) -> None:
+        """HTTP 401, or (C{disconnect} policy) a socket that is only told it is unauthorized."""
+        if not refusal.disconnect or self.state == self.STATE_CLOSED:
+            raise ConnectionDeny(401, "Unauthorized")
+        self.core = self.factory.new_session(refusal.session_id, None)
+        self.unauthorized = True
 
     def opened(self) -> None:
         if self.unauthorized:
@@ -217,22 +201,13 @@ class AudioHookFactory(CoreServerFactory):
     ):
         if on_stop not in ON_STOP:
             raise ValueError(f"on_stop must be one of {ON_STOP}, not {on_stop!r}")
-        if auth_failure not in AUTH_FAILURES:
-            raise ValueError(f"auth_failure must be one of {AUTH_FAILURES}, not {auth_failure!r}")
         super().__init__(registry=registry, clock=clock, max_frame_bytes=max_message_bytes)
         self.on_stop = on_stop
-        self.keys = dict(keys)
-        self.auth_failure = auth_failure
+        self.gate = UpgradeGate(keys, auth_failure)
         self.allow_l16 = allow_l16
         self.languages = languages
-        self.nonces = NonceCache()
-        if not self.keys:
+        if not self.gate.keys:
             log.warn("AudioHook refuses every session: no API key is configured ([audiohook.keys])")
-
-    def authenticate(self, headers: Mapping[str, str], request_uri: str) -> VerifiedClient:
-        """Check an upgrade request's headers (lower-case names) and signature."""
-        return verify_upgrade("GET", request_uri, headers.get("host", ""), headers, self.keys,
-                              self.clock.seconds(), self.nonces)
 
     def new_session(self, session_id: str, organization_id: str | None) -> AudioHookSession:
         policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
