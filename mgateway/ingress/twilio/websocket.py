@@ -23,6 +23,7 @@ from twisted.logger import Logger
 from mgateway.calls.errors import LegBusy
 from mgateway.calls.namespaces import TWILIO
 from mgateway.ingress.events import Terminated
+from mgateway.ingress.twilio.feeds import CallFeeds
 from mgateway.ingress.twilio.session import IDLE, POLICY, SUPERSEDED, Dropped, Started, Stopped, TwilioStream
 from mgateway.ingress.twilio.signature import UpgradeSignature
 from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
@@ -77,8 +78,7 @@ class TwilioStreamProtocol(CoreServerProtocol):
         # Earlier streams of this call carrying any of these tracks (stalled,
         # half-open, or lost and waiting for this restart) give their legs up
         # first, so that the call never loses its last feed in between.
-        superseded = [old for old in factory.feeds.get(event.call_sid, ())
-                      if set(old.media.legs) & set(event.tracks)]
+        superseded = factory.feeds.superseded(event.call_sid, event.tracks)
         for old in superseded:
             for leg in old.media.legs:
                 old.media.release(leg)
@@ -88,7 +88,7 @@ class TwilioStreamProtocol(CoreServerProtocol):
             # Only another ingress could feed a leg of namespace "twilio".
             self.core.terminate(POLICY, f"tracks of call {event.call_sid} are fed elsewhere")
         else:
-            factory.feeds.setdefault(event.call_sid, []).append(self)
+            factory.feeds.add(event.call_sid, self)
             log.info("twilio call {guid}: stream {stream_sid} started with tracks {tracks}",
                      guid=event.call_sid, stream_sid=event.stream_sid, tracks=list(event.tracks))
         for old in superseded:
@@ -133,7 +133,7 @@ class TwilioStreamProtocol(CoreServerProtocol):
             self._linger.cancel()
         self._linger = None
         if self.media is not None:
-            self.factory.forget(self)
+            self.factory.feeds.forget(self.guid, self)
         return super().hang_up()
 
     def lost(self, code) -> None:
@@ -197,22 +197,13 @@ class TwilioStreamFactory(CoreServerFactory):
         self.max_lead_ms = max_lead_ms
         self.media_timeout = media_timeout
         self.reconnect_grace = reconnect_grace
-        #: Call SID -> the sockets feeding it now or waiting for its restart.
-        self.feeds: dict[str, list[TwilioStreamProtocol]] = {}
+        #: The sockets feeding each call now, or waiting for its restart.
+        self.feeds = CallFeeds()
 
     def new_stream(self) -> TwilioStream:
         return TwilioStream(self.max_dropped, self.max_gap_ms, self.clock.seconds, self.max_lead_ms,
                             self.media_timeout)
 
-    def forget(self, protocol: TwilioStreamProtocol) -> None:
-        """The socket no longer feeds its call."""
-        feeds = self.feeds.get(protocol.guid, [])
-        if protocol in feeds:
-            feeds.remove(protocol)
-        if not feeds:
-            self.feeds.pop(protocol.guid, None)
-
     def shut_down(self) -> Deferred:
         """End the calls that wait for a restarted stream (flushed; the registry flushes the rest)."""
-        waiting = [p for feeds in self.feeds.values() for p in feeds if p.waiting_for_restart]
-        return DeferredList([protocol.hang_up() for protocol in waiting], consumeErrors=True)
+        return DeferredList([protocol.hang_up() for protocol in self.feeds.waiting()], consumeErrors=True)
