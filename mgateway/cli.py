@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_export_cli,tests.test_fetch_model -*-
 """
 The C{asapp-mg} command: administrative subcommands next to the gateway
 itself (which runs as C{twistd asapp-mg}).

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 Errors that more than one layer raises or catches, kept below all of them.
 """

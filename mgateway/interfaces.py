@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_seams,tests.test_store -*-
 """
 The seams of the gateway. Each has more than one implementation: the real one
 and an in-memory fake shipped in L{mgateway.testing} for the tests of the code

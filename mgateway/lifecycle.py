@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_lifecycle -*-
 """
 Services that start in order and stop in reverse, each waiting for the one
 before: the shape of the gateway's service tree.

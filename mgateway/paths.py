@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_media_gateway_api -*-
 """URL paths of the WebSocket ingresses, shared by the REST app that hands out
 their URLs and the transports that serve them."""
 

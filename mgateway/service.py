@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_lifecycle,tests.test_twistd_plugin -*-
 """
 Builds the running gateway from a parsed configuration.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_endpointer,tests.test_seams -*-
 """
 The one door to speech recognition for the rest of the gateway: which languages
 can be transcribed, and a transcriber for a stream.

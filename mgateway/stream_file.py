@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_stream_file -*-
 """
 A client of the direct WebSocket API for people trying the gateway: it asks
 for a streaming URL, streams a WAV file (8 kHz, mono, 16-bit) as one

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_seams,tests.test_store -*-
 """
 In-memory fakes of the gateway's seams, for the tests of the code around them
 (as C{treq.testing} and C{txacme.testing} ship theirs). Each provides its

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_tokens -*-
 """
 Short-lived access tokens for WebSocket URLs (direct API, Twilio streams).
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry,tests.test_webhook -*-
 """
 Values that describe recognised speech as it travels from the recogniser to the
 sinks (webhook, store, direct WebSocket reply).

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format,tests.test_direct_session -*-
 """
 The spec's JSON shapes for recognised speech, in one place, so that the webhook,
 the direct WebSocket API and the after-call endpoint cannot drift apart.

@@ -22,12 +22,8 @@ from mgateway.calls.registry import CallRegistry
 from mgateway.calls.requests import StopRequest, parse_start
 from mgateway.calls.roles import channel_roles
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
-from mgateway.ingress.audiohook.websocket import (
-    AUTH_FAILURE_SECONDS,
-    CLOSE_FLUSH_SECONDS,
-    NAMESPACE,
-    AudioHookFactory,
-)
+from mgateway.ingress.audiohook.upgrade import AUTH_FAILURE_SECONDS
+from mgateway.ingress.audiohook.websocket import CLOSE_FLUSH_SECONDS, NAMESPACE, AudioHookFactory
 from mgateway.ingress.audiohook.session import MAX_GAP_MS, SessionPolicy
 from mgateway.media.noise import comfort_noise
 from tests.support.audio import pace, read_pcm, until

@@ -11,6 +11,7 @@ from mgateway.ingress.audiohook.signature import (
     upgrade_signature_base,
     verify_upgrade,
 )
+from mgateway.ingress.audiohook.upgrade import AUTH_FAILURE_SECONDS, Refusal, UpgradeGate
 from tests.support.audiohook_client import (
     API_KEY,
     AUTHORITY,
@@ -267,3 +268,18 @@ def test_repeated_signature_parameter_is_malformed():
     headers["Signature-Input"] += ';alg="hmac-sha256"'
     error = rejection(headers)
     assert (error.reason, error.detail) == ("malformed-signature", "parameter 'alg' repeated")
+
+
+def test_the_gate_admits_a_verified_upgrade_and_says_when_and_how_to_refuse_the_rest():
+    headers = {name.lower(): value for name, value in DOCUMENTED_HEADERS.items()}
+    gate = UpgradeGate(KEYS, "disconnect")
+    assert isinstance(gate.decide(headers, PATH, CREATED + 1), VerifiedClient)
+    replayed = gate.decide(headers, PATH, CREATED + 2)
+    assert replayed == Refusal(CREATED + 2 + AUTH_FAILURE_SECONDS, headers["audiohook-session-id"], True,
+                               "replayed-nonce: " + NONCE)
+    no_session = gate.decide({**headers, "audiohook-session-id": "nope"}, PATH, CREATED + 3)
+    assert (no_session.session_id, no_session.disconnect) == ("nope", False), "it cannot be spoken to"
+    rejecting = UpgradeGate(KEYS, "reject").decide(headers, PATH + "x", CREATED + 1)
+    assert isinstance(rejecting, Refusal) and not rejecting.disconnect
+    with pytest.raises(ValueError):
+        UpgradeGate(KEYS, "ignore")

@@ -1,5 +1,7 @@
 """The Start/Stop state machine of calls, with scripted transcribers."""
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.task import Clock
@@ -309,3 +311,26 @@ def test_a_direct_stream_is_a_one_leg_call_filed_under_its_conversation_with_its
 def test_a_namespace_without_sinks_is_refused_at_construction():
     with pytest.raises(ValueError, match="no sinks"):
         CallRegistry(ScriptedEngine(), {}, Clock(), {"direct": sender_roles})
+
+
+def test_utterances_of_a_leg_are_spoken_in_audio_order_whatever_the_media_pace():
+    """
+    Audio fed faster than real time between two results (a backlog, a loaded
+    machine) must not put the later utterance before the earlier one: the
+    after-call endpoint orders by C{spoken}.
+    """
+    engine, sink = ScriptedEngine(flush_at_once=True), Collect()
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    registry = CallRegistry(engine, {"siprec": [sink]}, Clock(), {"siprec": media_line_roles()},
+                            now=lambda: now)
+    media = registry.attach("siprec", GUID, ["0", "1"])
+    run(registry.start(start_body()))
+    second = b"\x00\x00" * 8000
+    media.audio("0", second)
+    customer = engine.transcribers[0]
+    customer.say(Utterance("first", 0, 1000))
+    media.audio("0", second * 2)
+    customer.say(Utterance("second", 1000, 2000))
+    first, later = sink.events
+    assert first.spoken == now
+    assert later.spoken - first.spoken == timedelta(seconds=1)

@@ -8,7 +8,7 @@ from twisted.internet.task import Clock
 
 from mgateway.ingress.events import LegAudio, Terminated
 from mgateway.ingress.twilio.session import Dropped, Started, Stopped, TwilioStream
-from mgateway.ingress.twilio.signature import twilio_signature, valid_signature
+from mgateway.ingress.twilio.signature import UpgradeSignature, twilio_signature, valid_signature
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.noise import comfort_noise
 from mgateway.media.timeline import TrackTimeline
@@ -90,6 +90,24 @@ def test_media_before_start_closes_only_with_a_policy_error():
 @pytest.mark.parametrize("frame", ["not json", "[1,2]", '{"no": "event"}'])
 def test_non_json_frames_close_the_socket(frame):
     assert terminated(TwilioStream(), frame).close_code == 4007
+
+
+def test_the_gateway_ends_a_stream_once_and_later_frames_are_ignored():
+    peer = TwilioPeer("CA1")
+    stream = TwilioStream()
+    feed(stream, [peer.connected(), peer.start()])
+    stream.terminate(4001, "superseded by stream MZ2")
+    stream.terminate(4008, "again")
+    assert stream.events() == [Terminated(4001, "superseded by stream MZ2")]
+    assert feed(stream, [peer.media("inbound", b"\xff" * 160, 0)]) == []
+
+
+def test_a_stopped_stream_is_not_ended_again():
+    peer = TwilioPeer("CA1")
+    stream = TwilioStream()
+    feed(stream, [peer.connected(), peer.start(), peer.stop()])
+    stream.terminate(4001, "superseded by stream MZ2")
+    assert stream.events() == []
 
 
 def test_a_binary_frame_closes_the_socket_with_4003():
@@ -211,6 +229,20 @@ def test_signature_matches_twilio_algorithm_with_and_without_default_port():
     assert not valid_signature(token, url + "x", signature)
     assert not valid_signature("other", url, signature)
     assert not valid_signature(token, url, None)
+
+
+def test_an_upgrade_passes_with_the_signature_of_its_public_or_host_url_and_without_a_token():
+    uri = "/mg-twilio-autotranscribe/twilio-media/abc"
+    behind_proxy = UpgradeSignature("12345", "wss://gw.example.com:8443/mg/")
+    signed = twilio_signature("12345", "wss://gw.example.com:8443/mg" + uri)
+    assert behind_proxy.refused_url({"host": "10.0.0.5", "x-twilio-signature": signed}, uri) is None
+    assert behind_proxy.refused_url({"host": "10.0.0.5"}, uri) == "wss://gw.example.com:8443/mg" + uri
+    direct = UpgradeSignature("12345")
+    by_host = {"host": "gw.example.com",
+               "x-twilio-signature": twilio_signature("12345", "wss://gw.example.com" + uri)}
+    assert direct.refused_url(by_host, uri) is None
+    assert direct.refused_url({**by_host, "host": "other.example.com"}, uri) == "wss://other.example.com" + uri
+    assert UpgradeSignature("").refused_url({}, uri) is None, "no auth token: not checked"
 
 
 def test_signature_matches_the_vector_published_with_twilios_libraries():

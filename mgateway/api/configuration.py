@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_configuration_api -*-
 """
 The Configuration API: custom vocabulary and redaction entities, for every
 call and session of the gateway (they are not per app: one gateway serves

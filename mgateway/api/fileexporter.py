@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_file_exporter_api -*-
 """
 The File Exporter API (C{fileexporter.yml}): seven POST endpoints that walk
 feed, version, format, date, interval and file, and the short-lived signed

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_media_gateway_api -*-
 """JSON responses and the spec's error body."""
 
 from __future__ import annotations

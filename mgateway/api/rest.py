@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_media_gateway_api,tests.test_direct_api,tests.test_twilio_api -*-
 """
 The HTTP face of the gateway: the Start/Stop API, streaming-URL issuance,
 after-call messages, and the WebSocket ingresses mounted on the same site.

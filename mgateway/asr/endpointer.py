@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_endpointer,tests.test_pauses_end_to_end -*-
 """
 End of speech decided from the audio itself, in front of Vosk's own endpointer.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_fetch_model -*-
 """
 Downloading and unpacking a Vosk model into the models directory (the
 C{asapp-mg fetch-model} command).

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr,tests.test_seams -*-
 """
 The Vosk models of the configured languages: each loaded once, through its
 overlay (L{mgateway.asr.overlay}: endpointing), and

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr -*-
 """
 Decoding settings for a Vosk model, without touching the installed model.
 

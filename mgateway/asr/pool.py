@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr,tests.test_scheduler -*-
 """
 The threads that run Vosk: model loading and decoding, off the reactor.
 """

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_scheduler -*-
 """
 Which stream the ASR threads decode next: the one whose oldest undecoded
 audio is oldest (earliest deadline first), not the one that asked first.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr,tests.test_scheduler,tests.test_seams -*-
 """
 One participant stream's audio, decoded on the ASR pool.
 """

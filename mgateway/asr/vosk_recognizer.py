@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr,tests.test_vosk_parity -*-
 """
 L{IRecognizer} on a Vosk C{KaldiRecognizer}: PCM in, final results out as
 L{Utterance}s with word timings, utterances ended by the stream's own

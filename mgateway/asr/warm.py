@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_asr -*-
 """
 Recognisers kept ready for new streams.
 

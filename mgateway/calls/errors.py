@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry,tests.test_start_request -*-
 """
 Errors of the call registry: those of the REST APIs, carrying the spec's HTTP
 status and error code (the body is always C{{"error": {"requestId",

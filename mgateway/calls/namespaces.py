@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry -*-
 """
 Where a call came from: the namespaces of the call registry.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry,tests.test_seams,tests.test_text_wiring -*-
 """
 The call registry: every call the gateway holds media for, keyed by
 (namespace, guid), and the Start/Stop state machine that gates transcription.
@@ -54,10 +55,34 @@ class _Leg:
     def __init__(self) -> None:
         self.position_bytes = 0
         self.owner: MediaAttachment | None = None
+        #: The wall-clock end and the audio end (ms) of the leg's last utterance.
+        self._last_spoken: tuple[datetime, int] | None = None
 
     @property
     def position_ms(self) -> int:
         return self.position_bytes // BYTES_PER_MS
+
+    def spoken(self, now: datetime, end_ms: int) -> datetime:
+        """
+        The wall-clock end of an utterance ending at C{end_ms} of this leg's
+        audio, recognised C{now}: C{now} less the audio fed since, but never
+        before the leg's previous utterance's plus the audio between the
+        two. The estimate alone is only as good as the media's pace: audio
+        that comes faster than real time (a backlog, a loaded machine, a
+        recogniser slow with one result) would put a later utterance before
+        an earlier one, and the after-call endpoint, ordered by it, would
+        give them out of the order they were spoken.
+        """
+        spoken = now - timedelta(milliseconds=max(0, self.position_ms - end_ms))
+        if self._last_spoken is not None:
+            last, last_end_ms = self._last_spoken
+            spoken = max(spoken, last + max(timedelta(milliseconds=end_ms - last_end_ms), _TICK))
+        self._last_spoken = (spoken, end_ms)
+        return spoken
+
+
+#: The store's resolution of times: two utterances of a leg are at least this apart.
+_TICK = timedelta(microseconds=1)
 
 
 class Call:
@@ -114,7 +139,7 @@ class Call:
     def _utterance(self, stream: ParticipantStream, utterance: Utterance) -> None:
         created = self._registry.now()
         leg_id = next((leg for leg, role in self._roles.items() if role == stream.role), None)
-        lag_ms = self.legs[leg_id].position_ms - utterance.end_ms if leg_id in self.legs else 0
+        spoken = self.legs[leg_id].spoken(created, utterance.end_ms) if leg_id in self.legs else created
         text = self._registry.text
         context = text.context(self.namespace, self.conversation_id)
         utterance = text.write(utterance, self.request.transcribe, context, self.phrases(), speaker=stream.role)
@@ -125,7 +150,7 @@ class Call:
             sender=Sender(stream.role, stream.sender_id),
             utterance=utterance,
             created=created,
-            spoken=created - timedelta(milliseconds=max(0, lag_ms)),
+            spoken=spoken,
             detailed_tokens=stream.detailed_tokens,
             language=stream.language,
             app=self.request.app if self.request is not None else None,

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_start_request,tests.test_call_registry -*-
 """
 Parsing and validation of Start/Stop API request bodies into values.
 

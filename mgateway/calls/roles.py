@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry -*-
 """
 How each ingress's media legs map to the two participants.
 

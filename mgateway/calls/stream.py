@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry,tests.test_direct_session -*-
 """One participant's stream within a call, and its per-period summary."""
 
 from __future__ import annotations

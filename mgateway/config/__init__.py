@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 The gateway's configuration: a TOML file (the commented example is
 C{etc/asapp-mg.toml}) read into frozen values.

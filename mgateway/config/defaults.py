@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 What the configuration file may hold: every section and key with its default
 (the values of C{etc/asapp-mg.toml}), the keys of each table a section holds

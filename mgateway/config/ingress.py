@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config,tests.test_amazon_connect_config -*-
 """
 One parse function per ingress section (C{[direct]}, C{[twilio]},
 C{[audiohook]}, C{[sip]}, C{[amazonconnect]}): each turns its checked

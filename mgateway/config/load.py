@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 Reading the configuration file: L{load_config} reads and decodes it,
 L{parse_config} turns the parsed TOML into a L{Config}, section by section.

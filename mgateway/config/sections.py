@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 One parse function per section of the gateway itself and of its egress
 (C{[gateway]}, C{[http]}, C{[auth]}, C{[asr]}, C{[webhook]}, C{[store]},

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 Reading typed values from the parsed TOML: L{_Table} hands out one table's
 values checked against the keys and defaults it may hold, and turns every

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """
 The configuration as the gateway uses it: one frozen value per section of the
 file, L{Config} holding them all, and L{secret_digest}, the form an app's

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_connections -*-
 """
 Persistent HTTP connections for the webhook that never lose a POST to a
 connection the receiver has already given up on.

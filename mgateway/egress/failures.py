@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_targets -*-
 """
 Records every utterance a webhook target did not get in the failure log (the
 store), through a bounded L{DeliveryQueue}, so that a stalled store holds a

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_oauth2 -*-
 """
 OAuth 2.0 client credentials (RFC 6749 §4.4) for the webhook: the guides'
 "OAuth2 (client_credentials)" mode.

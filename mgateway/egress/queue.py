@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_delivery_queue -*-
 """
 The delivery queue every sink puts its utterances through: bounded,
 concurrency-limited, drop-oldest, in order per key, with drain and close.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_recordings -*-
 """
 Speaker-separated recordings: with C{audioRecordingAllowed: true}, the audio
 each participant's recogniser gets is also written as an 8 kHz 16-bit mono

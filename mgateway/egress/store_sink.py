@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store_sink -*-
 """
 Hands utterances to the transcript store for the after-call endpoint.
 

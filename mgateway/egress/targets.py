@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_targets -*-
 """
 Several webhook targets: each utterance goes to every target that takes its
 namespace and its app, each target with its own queue, timeout, concurrency and

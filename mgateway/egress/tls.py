@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_tls -*-
 """
 How the webhook's HTTPS connections are secured: which servers it trusts,
 which certificate it shows, and when it notices that those files changed.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook,tests.test_webhook_post -*-
 """
 The real-time webhook: one HTTPS POST of the spec's C{transcript} JSON per
 utterance, to the customer's target.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_export_service -*-
 """Builds the feed's files for whole days, from the store, off the reactor thread."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_export_feed -*-
 """
 The C{utterances} feed: its rows, and its gzipped JSONL and CSV files.
 

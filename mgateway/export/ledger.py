@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_export_service -*-
 """
 L{IExportLedger} on the transcript store (SQLite or PostgreSQL).
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_export_service,tests.test_file_exporter_api -*-
 """
 The daily build of the feed: a timer service on the injected clock.
 

@@ -1,1 +1,2 @@
+# -*- test-case-name: tests.test_wsserver,tests.test_wscore -*-
 """ingress"""

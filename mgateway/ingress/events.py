@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_session,tests.test_direct_session,tests.test_twilio_session -*-
 """
 What every ingress core emits the same way, and the one error family the
 cores raise internally.

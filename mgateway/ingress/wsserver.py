@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_wsserver -*-
 """
 What every WebSocket server of the gateway (the direct API, Twilio, AudioHook)
 needs of Autobahn beyond its defaults: timers that fire when they are due, and
@@ -82,6 +83,23 @@ class GatewayServerProtocol(WebSocketServerProtocol):
             self._flush_deadline = None
         super().connectionLost(reason)
 
+    def onConnect(self, request):
+        """
+        The upgrade request: the factory's L{GatewayServerFactory.admit}
+        may refuse it before anything of the request is looked at, then
+        L{accept} answers it.
+        """
+        self.factory.admit(request)
+        return self.accept(request)
+
+    def accept(self, request):
+        """
+        Answer an admitted upgrade request (authenticate the peer): None or
+        a Deferred, as Autobahn's C{onConnect}; raise
+        L{autobahn.websocket.types.ConnectionDeny} to refuse it.
+        """
+        return None
+
 
 class GatewayServerFactory(WebSocketServerFactory):
     """
@@ -98,6 +116,15 @@ class GatewayServerFactory(WebSocketServerFactory):
         # Autobahn reads its timer from this attribute (see the module docstring).
         self._batched_timer = self.timer
         self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+
+    def admit(self, request) -> None:
+        """
+        The one place for upgrade-time refusals that concern this server
+        rather than the peer (the models still loading, a node full or
+        draining): raise L{autobahn.websocket.types.ConnectionDeny} to
+        refuse the upgrade. Called first, from every protocol's
+        C{onConnect}; this one admits every request.
+        """
 
 
 class Admitted(Resource):

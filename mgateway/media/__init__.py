@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_rtp,tests.test_jitter,tests.test_g711,tests.test_g729 -*-
 """
 Media cores shared by the ingress adapters: RTP parsing, reordering and loss
 filling, codecs (G.711, G.729) and comfort noise. Pure code: bytes in, PCM

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_g711 -*-
 """
 G.711 mu-law and A-law (ITU-T G.711) to and from 16-bit little-endian PCM.
 

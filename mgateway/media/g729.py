@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_g729 -*-
 """
 G.729 (Annex A decoding, Annex B SID frames) through Belledonne's bcg729.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_jitter -*-
 """
 A jitter buffer: the RTP packets of one stream, in, as contiguous PCM, out.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_session,tests.test_twilio_session -*-
 """
 Comfort noise: low-level white noise to stand in for missing audio.
 

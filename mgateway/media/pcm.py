@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_call_registry -*-
 """
 The one audio format inside the gateway: 16-bit little-endian mono PCM at
 8 kHz. Every ingress decodes to it; the call registry, the recognisers and

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_rtp -*-
 """
 RTP packets (RFC 3550 section 5.1), parsed from and built into datagrams.
 

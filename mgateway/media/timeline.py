@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twilio_session -*-
 """
 Placing timestamped chunks of audio on one continuous timeline.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_message,tests.test_sip_uas,tests.test_sdp -*-
 """
 The Session Recording Server's protocol cores: SIP messages and their framing,
 multipart bodies, SDP offer/answer, RFC 7865 recording metadata and the

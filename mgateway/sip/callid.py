@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_callid -*-
 """
 The call's guid: the identifier the customer's systems know the call by, taken
 from vendor headers or recording metadata of a SIPREC INVITE.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_uas -*-
 """
 The seam between the SIP cores and the transports: a channel is where a
 request came from and where everything sent back to that peer goes (a UDP

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_uas -*-
 """
 A dialog (RFC 3261 §12) as the server side holds it: the identifiers and
 targets needed to recognise its requests and to send it a BYE, and the 2xx

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_message,tests.test_sip_uas -*-
 """
 The SIP error family: every failure of a SIP core carries the status code and
 reason phrase the server answers with, so the transport can turn any of them

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_message,tests.test_sip_transports -*-
 """
 Cutting SIP messages out of a TCP or TLS byte stream (RFC 3261 §18.3).
 

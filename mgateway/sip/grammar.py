@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_message -*-
 """
 The grammars of the header values the server reads (RFC 3261 §25.1): CSeq,
 name-addr (From, To, Contact), Via, parameters, quoted strings and

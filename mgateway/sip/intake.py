@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_flood -*-
 """
 What a SIP socket has read but not yet handled, sans I/O: under a flood of
 INVITEs (an SBC failing over, or a storm of malformed ones) the cheap

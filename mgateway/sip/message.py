@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_message,tests.test_sip_torture -*-
 """
 SIP messages (RFC 3261 §7) as immutable values, and the header grammars the
 server needs (their grammars are in L{mgateway.sip.grammar}).

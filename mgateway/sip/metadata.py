@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_siprec_metadata -*-
 """
 Recording metadata (RFC 7865) in the dialects recording clients really send.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_siprec_metadata,tests.test_sdp -*-
 """
 The bodies of SIPREC requests: C{multipart/mixed} (RFC 2046 §5.1) holding the
 SDP offer and the recording metadata, or a single part.

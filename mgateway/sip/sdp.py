@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sdp -*-
 """
 SDP (RFC 4566) as the recording server meets it, and the answer it gives
 (RFC 3264 offer/answer, RFC 7866 §7 for recording sessions).

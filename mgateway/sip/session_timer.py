@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_uas -*-
 """
 Session timers (RFC 4028) from the server's side: the client asks for a
 session interval; we accept it, leave the refreshing to the client, and end

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_uas -*-
 """
 SIP server transactions (RFC 3261 §17.2, with RFC 6026's Accepted state).
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_uas -*-
 """
 The server side of SIP sessions (RFC 3261 §§8.2, 12-15, RFC 3311), with no
 I/O: requests come in through L{UserAgentServer.receive} with the channel they

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store,tests.test_lifecycle -*-
 """The transcript store a configuration names: SQLite (embedded) or PostgreSQL."""
 
 from __future__ import annotations

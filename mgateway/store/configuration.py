@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_configuration_api -*-
 """
 The Configuration API's tables (custom vocabulary, redaction policies), in the
 same database as the transcripts so that every node sharing it sees them.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_webhook_targets -*-
 """
 The record of one utterance a webhook target did not get: kept in the
 transcript store (C{webhook_failures}) next to the utterance itself, so that an

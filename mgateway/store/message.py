@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """The stored form of one utterance, and its after-call JSON."""
 
 from __future__ import annotations

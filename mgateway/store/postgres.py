@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """The shared transcript store: PostgreSQL, for several gateway nodes."""
 
 from __future__ import annotations

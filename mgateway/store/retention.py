@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """Deletes stored transcripts once they are older than the retention period."""
 
 from __future__ import annotations

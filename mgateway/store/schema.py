@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """
 The transcript table, shared by the SQLite and PostgreSQL stores.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_store -*-
 """The embedded transcript store: one SQLite file in the gateway's data directory."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format,tests.test_text_redaction,tests.test_text_wiring,tests.test_text_end_to_end -*-
 """
 The text the customer reads: what happens to an utterance between the
 recogniser and the sinks.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format -*-
 """
 The words each language's text stages look for: smart formatting and
 redaction are provided for English and Spanish (the guides' C{en-US} and

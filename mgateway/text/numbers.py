@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format -*-
 """
 Inverse text normalisation of numbers: spoken numbers become digits.
 

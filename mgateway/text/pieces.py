@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format,tests.test_text_redaction -*-
 """
 The unit the text stages work on: a piece of written text spanning one or
 more recognised words, with what kind of thing it is.

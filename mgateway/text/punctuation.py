@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format -*-
 """
 Capitals and the final punctuation of an utterance.
 

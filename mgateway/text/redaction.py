@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_redaction -*-
 """
 Redaction: sensitive numbers in the written text become C{#}, one per
 character.

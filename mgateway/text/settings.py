@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_configuration_api -*-
 """
 The gateway-wide text settings the Configuration API changes: custom
 vocabulary for every call and session, and the redaction policy of each

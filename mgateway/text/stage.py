@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format,tests.test_text_wiring,tests.test_text_end_to_end -*-
 """
 The text stage: the one function every ingress's utterances pass through
 between the recogniser and the sinks, and the per-conversation state it

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_text_format -*-
 """
 Custom vocabulary: where the recogniser's words say a phrase, the phrase is
 written as the customer spelled it.

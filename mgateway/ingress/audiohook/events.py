@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_session -*-
 """
 What an AudioHook session tells its transport, beside each channel's
 L{mgateway.ingress.events.LegAudio}: the open, pauses and gaps the client

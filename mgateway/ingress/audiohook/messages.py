@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_session -*-
 """
 AudioHook protocol version 2 messages: the JSON envelope, durations, and the
 checks every message must pass before its type is looked at.

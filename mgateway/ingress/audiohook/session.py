@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_session -*-
 """
 One AudioHook Monitor session (Genesys Cloud is the client, we are the
 server), as a sans-I/O state machine.

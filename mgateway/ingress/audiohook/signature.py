@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_signature -*-
 """
 The HTTP Message Signature (RFC 9421) on an AudioHook WebSocket upgrade.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_audiohook_api -*-
 """
 The Genesys Cloud AudioHook Monitor transport: the upgrade request is
 authenticated (API key and HTTP message signature), then Autobahn frames go
@@ -28,12 +29,12 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping
 
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from mgateway.calls.registry import MediaAttachment
-from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration, is_uuid
+from mgateway.calls.errors import LegBusy
+from mgateway.calls.namespaces import GENESYS_AUDIOHOOK
 from mgateway.ingress.audiohook.events import (
     Closed,
     Discarded,
@@ -46,170 +47,79 @@ from mgateway.ingress.audiohook.events import (
     TimedOut,
     Updated,
 )
-from mgateway.ingress.audiohook.session import AUTH_FAILURES, ON_STOP, AudioHookSession, SessionPolicy
-from mgateway.ingress.audiohook.signature import NonceCache, SignatureError, VerifiedClient, verify_upgrade
-from mgateway.ingress.events import LegAudio
-from mgateway.ingress.wsserver import GatewayServerFactory, GatewayServerProtocol
+from mgateway.ingress.audiohook.messages import NULL_UUID, format_duration
+from mgateway.ingress.audiohook.session import ON_STOP, AudioHookSession, SessionPolicy
+from mgateway.ingress.audiohook.upgrade import Refusal, UpgradeGate
+from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 
 log = Logger()
 
-NAMESPACE = "genesysaudiohook"
-#: Every failed authentication is answered this long after the upgrade
-#: request arrived, whatever went wrong, so that its timing reveals nothing
-#: (the reference server waits at least 500 ms too).
-AUTH_FAILURE_SECONDS = 0.5
+NAMESPACE = GENESYS_AUDIOHOOK
 #: The longest C{closed} waits for the call's last words to be delivered.
 CLOSE_FLUSH_SECONDS = 5
 
 
-class AudioHookProtocol(GatewayServerProtocol):
-    session: AudioHookSession | None = None
-    media: MediaAttachment | None = None
-    #: For the logs until C{open} names the conversation.
+class AudioHookProtocol(CoreServerProtocol):
+    namespace = NAMESPACE
+    core: AudioHookSession | None = None
+    #: For the logs: what C{open} named (until then, a placeholder).
     conversation_id = "(not opened)"
     #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
     unauthorized = False
-    _timer = None
-    #: The hang-up of a close transaction, then (C{_closing}) the wait for
-    #: it to end, until its C{closed} is sent.
-    _flushing: Deferred | None = None
-    _closing: Deferred | None = None
-    _close_timer = None
 
-    def onConnect(self, request):
+    def accept(self, request):
         factory = self.factory
-        arrived = factory.clock.seconds()
-        try:
-            client = factory.authenticate(request.headers, self.http_request_uri)
-        except SignatureError as e:
-            return self._refuse(request, e, arrived)
-        self.session = factory.new_session(client.session_id, client.organization_id)
+        client = factory.gate.decide(request.headers, self.http_request_uri, factory.clock.seconds())
+        if isinstance(client, Refusal):
+            log.warn("audiohook session {session_id} from {peer} refused: {reason}",
+                     session_id=client.session_id or "(none)", peer=request.peer, reason=client.reason)
+            return deferLater(factory.clock, max(0.0, client.answer_at - factory.clock.seconds()),
+                              self._refuse, client)
+        self.core = factory.new_session(client.session_id, client.organization_id)
         log.info("audiohook session {session_id} connected from {peer} (organization {organization_id}, "
                  "correlation {correlation_id}, key {api_key})", session_id=client.session_id,
                  peer=request.peer, organization_id=client.organization_id,
                  correlation_id=client.correlation_id, api_key=client.api_key)
         return None
 
-    def _refuse(self, request, error: SignatureError, arrived: float) -> Deferred:
-        """
-        After L{AUTH_FAILURE_SECONDS}: HTTP 401, or (C{disconnect} policy) a
-        socket that is only told it is unauthorized. A session without a
-        usable C{Audiohook-Session-Id} cannot be spoken to, so it always gets 401.
-        """
-        factory = self.factory
-        session_id = request.headers.get("audiohook-session-id", "").strip()
-        log.warn("audiohook session {session_id} from {peer} refused: {reason}",
-                 session_id=session_id or "(none)", peer=request.peer, reason=str(error))
+    def _refuse(self, refusal: Refusal) -> None:
+        """HTTP 401, or (C{disconnect} policy) a socket that is only told it is unauthorized."""
+        if not refusal.disconnect or self.state == self.STATE_CLOSED:
+            raise ConnectionDeny(401, "Unauthorized")
+        self.core = self.factory.new_session(refusal.session_id, None)
+        self.unauthorized = True
 
-        def answer():
-            if factory.auth_failure == "reject" or not is_uuid(session_id) or self.state == self.STATE_CLOSED:
-                raise ConnectionDeny(401, "Unauthorized")
-            self.session = factory.new_session(session_id, None)
-            self.unauthorized = True
-
-        delay = max(0.0, arrived + AUTH_FAILURE_SECONDS - factory.clock.seconds())
-        return deferLater(factory.clock, delay, answer)
-
-    def onOpen(self):
-        self.factory.sessions.add(self)
+    def opened(self) -> None:
         if self.unauthorized:
             # Its open gets disconnect(unauthorized); it has the grace period to close.
-            self.session.refuse()
-            self._schedule()
-
-    def onMessage(self, payload: bytes, isBinary: bool):
-        if isBinary:
-            self.session.receive_bytes(payload)
-        else:
-            self.session.receive_text(payload.decode("utf-8", "replace"))
-        self._handle_events()
-        if self._flushing is not None:
-            self._closed_once_flushed()
-        elif self._closing is None:  # nothing goes out ahead of a closed that waits for the flush
-            self._send()
-        self._schedule()
-
-    def _schedule(self) -> None:
-        """Arm the session's next timer on the factory's clock."""
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
-        deadline = self.session.get_timer()
-        if deadline is not None:
-            clock = self.factory.clock
-            self._timer = clock.callLater(max(0.0, deadline - clock.seconds()), self._on_timer)
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        self.session.handle_timer(self.factory.clock.seconds())
-        self._handle_events()
-        self._schedule()
+            self.core.refuse()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
-        if self.session.disconnect(reason):
+        if self.core.disconnect(reason):
             log.info("audiohook session {session_id}: disconnecting ({reason})",
-                     session_id=self.session.session_id, reason=reason)
-            self._send()
-            self._schedule()
+                     session_id=self.core.session_id, reason=reason)
+            self.drive()
 
     def drop(self, state: str = "disconnect sent") -> None:
         """The client did not close after our C{disconnect} (or C{closed}): cut it off."""
         if self.state != self.STATE_CLOSED:
             log.warn("audiohook session {session_id} of conversation {conversation_id} did not close in "
-                     "time ({state}): dropped", session_id=self.session.session_id,
+                     "time ({state}): dropped", session_id=self.core.session_id,
                      conversation_id=self.conversation_id, state=state)
             self.dropConnection(abort=True)
-
-    def _send(self) -> None:
-        for text in self.session.data_to_send():
-            if self.state == self.STATE_OPEN:
-                self.sendMessage(text.encode("utf-8"), isBinary=False)
-
-    def _handle_events(self) -> None:
-        """Everything the session has to say (handling an event may cause more: a declined open)."""
-        while events := self.session.events():
-            for event in events:
-                self._handle(event)
-
-    def _handle(self, event) -> None:
-        session_id = self.session.session_id
-        if isinstance(event, LegAudio):
-            if self.media is not None:
-                self.media.audio(event.leg, event.pcm, filled=event.filled)
-        elif isinstance(event, Opened):
-            self._opened(event)
-        elif isinstance(event, TimedOut):
-            self.drop(event.state)
-        elif isinstance(event, (Resumed, Discarded)):
-            log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
-        elif isinstance(event, Closed):
-            log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
-                     "at {position}", session_id=session_id, conversation_id=self.conversation_id,
-                     reason=event.reason, position=format_duration(self.session.position_ns))
-            self._flushing = self._hang_up()
-        elif isinstance(event, Probed):
-            self.conversation_id = NULL_UUID
-            log.info("audiohook session {session_id}: connection probe of organization {organization_id}",
-                     session_id=session_id, organization_id=event.organization_id)
-        elif isinstance(event, (Disconnected, Error)):
-            log.warn("audiohook session {session_id} of conversation {conversation_id}: {event}",
-                     session_id=session_id, conversation_id=self.conversation_id, event=event)
-        elif isinstance(event, (Paused, Updated)):
-            log.info("audiohook session {session_id}: {event}", session_id=session_id, event=event)
 
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
         streaming = self.factory.streaming(event.conversation_id)
         if streaming is not None:
             return self._decline(f"Conversation {event.conversation_id} is already streamed by AudioHook "
-                                 f"session {streaming.session.session_id}; a conversation is transcribed "
+                                 f"session {streaming.core.session_id}; a conversation is transcribed "
                                  f"from one session at a time")
+        on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
         try:
-            on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
-            self.media = self.factory.registry.attach(NAMESPACE, event.conversation_id, event.media.channels,
-                                                      on_stop=on_stop)
-        except ValueError:
+            self.attach(event.conversation_id, event.media.channels, on_stop=on_stop)
+        except LegBusy:
             # Its channels are fed by another ingress's leg of the same id.
             return self._decline(f"Conversation {event.conversation_id} is already being received")
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
@@ -218,61 +128,54 @@ class AudioHookProtocol(GatewayServerProtocol):
                  media_format=event.media.format, channels=list(event.media.channels),
                  participant=event.participant.id, language=event.language)
 
+    def _closed(self, event: Closed) -> None:
+        log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
+                 "at {position}", session_id=self.core.session_id, conversation_id=self.conversation_id,
+                 reason=event.reason, position=format_duration(self.core.position_ns))
+        # The protocol asks for the call's last words to be delivered before
+        # closed; Genesys gives up on a close transaction after 10 s.
+        self.hang_up_then_send(CLOSE_FLUSH_SECONDS)
+
+    def _probed(self, event: Probed) -> None:
+        self.conversation_id = NULL_UUID
+        log.info("audiohook session {session_id}: connection probe of organization {organization_id}",
+                 session_id=self.core.session_id, organization_id=event.organization_id)
+
+    def _timed_out(self, event: TimedOut) -> None:
+        self.drop(event.state)
+
+    def _noted(self, event) -> None:
+        log.info("audiohook session {session_id}: {event}", session_id=self.core.session_id, event=event)
+
+    def _warned(self, event) -> None:
+        log.warn("audiohook session {session_id} of conversation {conversation_id}: {event}",
+                 session_id=self.core.session_id, conversation_id=self.conversation_id, event=event)
+
+    handlers = {
+        Opened: _opened, Closed: _closed, Probed: _probed, TimedOut: _timed_out,
+        Paused: _noted, Resumed: _noted, Discarded: _noted, Updated: _noted,
+        Disconnected: _warned, Error: _warned,
+    }
+
     def _decline(self, info: str) -> None:
         """Answer the open with a disconnect (reason error) that says why, instead of opened."""
-        log.warn("audiohook session {session_id} refused: {info}", session_id=self.session.session_id, info=info)
-        self.session.decline(info)
+        log.warn("audiohook session {session_id} refused: {info}", session_id=self.core.session_id, info=info)
+        self.core.decline(info)
 
     def _call_stopped(self) -> None:
         """stop-streaming stopped the call, and the policy is to end the session then."""
         self.disconnect("completed")
 
-    def _hang_up(self) -> Deferred:
-        """The session's legs are gone: fires once the call's last words are delivered (if it ended)."""
-        media, self.media = self.media, None
-        if media is None:
-            return succeed(None)
-        hanging_up = media.hang_up()
-        hanging_up.addErrback(lambda failure: log.failure(
-            "audiohook session {session_id}: the call's last words were lost", failure,
-            session_id=self.session.session_id))
-        return hanging_up
-
-    def _closed_once_flushed(self) -> None:
-        """
-        Send C{closed} (queued by the session) once the call's last words
-        are delivered, as the protocol asks, or after L{CLOSE_FLUSH_SECONDS}
-        at the latest: Genesys gives up on a close transaction after 10 s.
-        """
-        flushing, self._flushing = self._flushing, None
-        done = self._closing = Deferred()
-        timer = self.factory.clock.callLater(CLOSE_FLUSH_SECONDS, lambda: done.called or done.callback(None))
-        flushing.addBoth(lambda _: done.called or done.callback(None))
-
-        def send(_):
-            self._closing = None
-            if timer.active():
-                timer.cancel()
-            self._send()
-
-        done.addCallback(send)
-        self._close_timer = timer
-
-    def onClose(self, wasClean, code, reason):
-        self.factory.sessions.discard(self)
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        if self._close_timer is not None and self._close_timer.active():
-            self._close_timer.cancel()
+    def lost(self, code) -> None:
         if self.media is not None:
             # The socket went away without a close transaction: the call still
             # ends and its streams are flushed.
             log.warn("audiohook session {session_id} of conversation {conversation_id} lost ({code})",
-                     session_id=self.session.session_id, conversation_id=self.conversation_id, code=code)
-            self._hang_up()
+                     session_id=self.core.session_id, conversation_id=self.conversation_id, code=code)
+            self.hang_up()
 
 
-class AudioHookFactory(GatewayServerFactory):
+class AudioHookFactory(CoreServerFactory):
     """
     @param keys: API key -> base64 client secret (empty: that key may connect
         unsigned). No keys: every session is refused.
@@ -296,34 +199,15 @@ class AudioHookFactory(GatewayServerFactory):
         on_stop: str = "keep",
         languages: Callable[[], Iterable[str]] = tuple,
     ):
-        super().__init__()
         if on_stop not in ON_STOP:
             raise ValueError(f"on_stop must be one of {ON_STOP}, not {on_stop!r}")
+        super().__init__(registry=registry, clock=clock, max_frame_bytes=max_message_bytes)
         self.on_stop = on_stop
-        if auth_failure not in AUTH_FAILURES:
-            raise ValueError(f"auth_failure must be one of {AUTH_FAILURES}, not {auth_failure!r}")
-        self.registry = registry
-        self.clock = clock
-        self.keys = dict(keys)
-        self.auth_failure = auth_failure
+        self.gate = UpgradeGate(keys, auth_failure)
         self.allow_l16 = allow_l16
         self.languages = languages
-        self.nonces = NonceCache()
-        self.sessions: set[AudioHookProtocol] = set()
-        # failByDrop=False: a peer that sends an oversized message (1009)
-        # still gets a closing handshake that says why.
-        self.setProtocolOptions(
-            maxMessagePayloadSize=max_message_bytes,
-            maxFramePayloadSize=max_message_bytes,
-            failByDrop=False,
-        )
-        if not self.keys:
+        if not self.gate.keys:
             log.warn("AudioHook refuses every session: no API key is configured ([audiohook.keys])")
-
-    def authenticate(self, headers: Mapping[str, str], request_uri: str) -> VerifiedClient:
-        """Check an upgrade request's headers (lower-case names) and signature."""
-        return verify_upgrade("GET", request_uri, headers.get("host", ""), headers, self.keys,
-                              self.clock.seconds(), self.nonces)
 
     def new_session(self, session_id: str, organization_id: str | None) -> AudioHookSession:
         policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
@@ -332,8 +216,8 @@ class AudioHookFactory(GatewayServerFactory):
 
     def streaming(self, conversation_id: str) -> AudioHookProtocol | None:
         """The session that feeds this conversation's call now, if any."""
-        return next((protocol for protocol in self.sessions
-                     if protocol.media is not None and protocol.conversation_id == conversation_id), None)
+        return next((protocol for protocol in self.sockets
+                     if protocol.media is not None and protocol.guid == conversation_id), None)
 
     def shut_down(self, grace: float) -> Deferred:
         """
@@ -341,7 +225,7 @@ class AudioHookFactory(GatewayServerFactory):
         wait for the clients to close their sockets; those still open after
         C{grace} seconds are dropped.
         """
-        sessions = list(self.sessions)
+        sessions = list(self.sockets)
         for protocol in sessions:
             protocol.disconnect("completed")
         closing = DeferredList([protocol.is_closed for protocol in sessions], consumeErrors=True)

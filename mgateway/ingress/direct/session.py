@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_direct_session -*-
 """
 The direct WebSocket API's session, as a sans-I/O state machine: the wire
 protocol only.
@@ -188,7 +189,7 @@ class DirectSession:
     # -- input from the client -------------------------------------------
 
     def receive_text(self, text: str) -> None:
-        """One text frame (a frame that is not UTF-8 comes as C{""})."""
+        """One text frame."""
         self._received()
         if self.state is State.CLOSED:
             return

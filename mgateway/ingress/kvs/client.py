@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_kvs_pull -*-
 """
 Kinesis Video Streams over HTTP: GetDataEndpoint and a streamed GetMedia.
 

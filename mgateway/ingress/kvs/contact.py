@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_kvs_contact -*-
 """
 One Amazon Connect contact's audio out of a KVS stream's fragments (sans-I/O).
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_kvs_pull -*-
 """
 AWS credentials for KVS: botocore's credential chain, plus a role per app.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_kvs_mkv -*-
 """
 An incremental EBML/Matroska reader for Kinesis Video Streams GetMedia bodies.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_kvs_pull -*-
 """
 Pulling one Amazon Connect contact's audio from its Kinesis video stream.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_media_source,tests.test_amazon_connect_api -*-
 """
 The Amazon Connect ingress: the call registry's media source for namespace
 C{amazonconnect}.

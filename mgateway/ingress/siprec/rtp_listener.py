@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_siprec_server,tests.test_siprec_sessions -*-
 """
 RTP reception for recorded streams: one UDP socket per accepted m-line, on a
 port from the configured range, each packet through a jitter buffer into the

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_siprec_api,tests.test_lifecycle -*-
 """
 The SIPREC server's sockets: SIP over UDP (a socket of its own: UDP ports are
 not stream endpoints), SIP over TCP/TLS from endpoint strings, and the RTP

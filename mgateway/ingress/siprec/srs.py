@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_siprec_server,tests.test_siprec_sessions,tests.test_siprec_api -*-
 """
 The Session Recording Server (RFC 7866): what a recording session means to
 the gateway. Each accepted m-line gets an RTP socket whose decoded audio feeds

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_transports -*-
 """
 SIP over TCP and TLS (RFC 3261 §18.3): messages framed by Content-Length,
 responses written back on the connection the request came on.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_sip_transports,tests.test_sip_flood -*-
 """
 SIP over UDP: one socket for every peer. Responses go where RFC 3261 §18.2.2
 and RFC 3581 say: to the address the request came from, at the port it came

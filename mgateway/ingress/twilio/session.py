@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_twilio_session -*-
 """
 One Twilio Media Streams WebSocket, as a sans-I/O state machine.
 
@@ -115,6 +116,14 @@ class TwilioStream:
         """Twilio sends only text: a binary frame ends the stream."""
         if self.terminated is None and not self.stopped:
             self._terminate(StreamError(UNSUPPORTED_DATA, "binary frame on a Twilio stream"))
+
+    def terminate(self, close_code: int, reason: str) -> None:
+        """
+        The gateway gives up on the stream (its tracks are fed elsewhere, a
+        newer stream took them): it ends as if the sender had broken it.
+        """
+        if self.terminated is None and not self.stopped:
+            self._terminate(StreamError(close_code, reason))
 
     def _terminate(self, error: StreamError) -> None:
         self.terminated = Terminated(error.close_code, error.reason)
