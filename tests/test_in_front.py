@@ -70,14 +70,22 @@ def make_nodes(tmp_path):
 
 
 def tap(monkeypatch, node) -> dict[str, list[str]]:
-    """The methods of every request that reaches C{node}'s SIP stack, by Call-ID."""
+    """
+    The methods of every request that reaches C{node}'s SIP stack, by Call-ID.
+    A retransmission (the same CSeq and method again, as sipp or Kamailio
+    send when an answer is slow on a loaded machine) is counted once.
+    """
     uas = node.service.siprec.server.uas
     seen = defaultdict(list)
+    requests = defaultdict(set)
     receive = uas.receive
 
     def recording(message, channel):
         if isinstance(message, Request):
-            seen[message.call_id].append(message.method)
+            request = (message.cseq.number, message.method)
+            if request not in requests[message.call_id]:
+                requests[message.call_id].add(request)
+                seen[message.call_id].append(message.method)
         receive(message, channel)
 
     monkeypatch.setattr(uas, "receive", recording)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+import threading
 from collections.abc import Callable
 from contextlib import closing
 from datetime import datetime, timedelta, timezone
@@ -27,7 +28,7 @@ from mgateway.store.message import StoredMessage
 from mgateway.store.postgres import PostgresTranscriptStore
 from mgateway.store.retention import RetentionService
 from mgateway.store.schema import StoreError
-from mgateway.store.sqlite import SQLiteTranscriptStore
+from mgateway.store.sqlite import SQLiteTranscriptStore, write_ahead_log
 from mgateway.testing import MemoryTranscriptStore
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
@@ -391,3 +392,33 @@ async def test_a_ping_answers_while_the_store_is_open_and_fails_once_closed(back
     await opened.close()
     with pytest.raises(StoreError):
         await opened.ping()
+
+
+def test_connections_opening_a_new_file_at_the_same_moment_all_switch_it_to_wal(tmp_path):
+    """
+    SQLite refuses the WAL switch at once ("database is locked") to a
+    connection that races another one on a new file; several stores (or
+    nodes of a test) opening one file together must all get it.
+    """
+    for trial in range(200):
+        path = tmp_path / f"race-{trial}.db"
+        together = threading.Barrier(4)
+        modes, errors = [], []
+
+        def open_and_switch():
+            connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            together.wait()
+            try:
+                write_ahead_log(connection)
+                modes.append(connection.execute("PRAGMA journal_mode").fetchone()[0])
+            except sqlite3.OperationalError as e:
+                errors.append(e)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=open_and_switch) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == [] and modes == ["wal"] * 4, (trial, errors, modes)
