@@ -149,6 +149,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "recordings": {
         "directory": "recordings",
     },
+    "cluster": {
+        "node_id": "",
+        "internal_url": "",
+        "secret": "",
+        "heartbeat_seconds": 5,
+        "dead_after_seconds": 30,
+    },
 }
 
 #: One [amazonconnect.apps."API_ID"] table.
