@@ -6,6 +6,8 @@ by B started through A, and A killed mid-call.
 
 from __future__ import annotations
 
+import json
+import time
 import uuid
 
 import pytest
@@ -13,10 +15,11 @@ import pytest_twisted
 from twisted.internet import reactor, task
 from twisted.internet.defer import ensureDeferred
 
+from mgateway.cluster.carry import signature
 from mgateway.ingress.twilio.signature import twilio_signature
 from tests.support.audio import pace, read_pcm
 from tests.support.gateway import TWILIO_AUTH_TOKEN
-from tests.support.nodes import DEAD_AFTER_SECONDS, start_nodes
+from tests.support.nodes import CLUSTER_SECRET, DEAD_AFTER_SECONDS, start_nodes
 from tests.support.pcap import write_rtp_pcap
 from tests.support.siprec_peer import RtpSender, free_sip_port, go_on, new_ucid, run_sipp
 from tests.support.twilio_peer import TwilioPeer
@@ -110,9 +113,14 @@ async def test_a_siprec_call_on_a_is_started_and_stopped_through_b(nodes, tmp_pa
     code, started = await answer_once_found(b, START, body)
     assert code == 200, started
     ids = {role: started["autotranscribeResponse"][role]["streamId"] for role in ("customer", "agent")}
-    # The owner's answer, carried back: a second start is its 409-201.
+    # The owner's answer, carried back: a second start is its 409-201, the
+    # same as A answers itself (each under its own request's id).
     code, again = await b.post_json(START, body)
     assert (code, again["error"]["code"]) == (409, "409-201"), again
+    code_a, again_a = await a.post_json(START, body)
+    for answer in (again, again_a):
+        del answer["error"]["requestId"]
+    assert (code_a, again_a) == (code, again)
 
     go_on(reactor, sipp_port, call_id)  # sipp plays the customer's m-line in real time
     await until_stored(b, guid, lambda items: len(items) >= 2)
@@ -162,6 +170,26 @@ async def test_a_twilio_stream_on_b_is_started_and_stopped_through_a(nodes):
     assert summary["customer"]["transcripts"] >= 2
     assert 0 < summary["customer"]["totalAudioBytes"] <= len(inbound)
     await until_stored(b, sid, lambda items: len(items) == summary["customer"]["transcripts"])
+    client.send_text(peer.stop())
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_carried_request_without_the_clusters_signature_is_refused(nodes):
+    a, b = nodes
+    sid, peer, client = await twilio_stream(b, b)
+    body = json.dumps(start_body("twilio", sid)).encode()
+    headers = {"asapp-mg-app": "test-app", "asapp-mg-request-id": "r1", "asapp-mg-timestamp": str(int(time.time()))}
+    forged = {**headers, "asapp-mg-signature": signature(b"not-the-secret", headers["asapp-mg-timestamp"],
+                                                         "start-streaming", "test-app", "r1", body)}
+    for sent in (headers, forged):
+        response = await b.post("/internal/v1/cluster/start-streaming", raw=body, headers=sent)
+        assert response.code == 401
+        assert (await response.json())["error"]["code"] == "401-01"
+    signed = {**headers, "asapp-mg-signature": signature(CLUSTER_SECRET.encode(), headers["asapp-mg-timestamp"],
+                                                         "start-streaming", "test-app", "r1", body)}
+    response = await b.post("/internal/v1/cluster/start-streaming", raw=body, headers=signed)
+    answer = await response.json()
+    assert response.code == 200 and set(answer["autotranscribeResponse"]) == {"customer", "agent"}, answer
     client.send_text(peer.stop())
 
 
