@@ -289,6 +289,12 @@ class ICallRegistry(Interface):
         @rtype: L{twisted.internet.defer.Deferred}
         """
 
+    def guids(namespace, guid):
+        """The forms a call named C{guid} in a request may be filed under (the guid first)."""
+
+    def holds(namespace, guid):
+        """Whether this node holds the media of the call a request names (else another node may)."""
+
 
 class IWebhookFailureLog(Interface):
     """Where the utterances a webhook target did not get are recorded."""

@@ -235,6 +235,12 @@ class RecordingCallRegistry:
     def _forget(self, call: _RecordedCall) -> None:
         self.calls.pop((call.namespace, call.guid), None)
 
+    def guids(self, namespace: str, guid: str) -> tuple[str, ...]:
+        return (guid,)
+
+    def holds(self, namespace: str, guid: str) -> bool:
+        return (namespace, guid) in self.calls
+
     def _call(self, request: StartRequest | StopRequest) -> _RecordedCall:
         call = self.calls.get((request.namespace, request.guid))
         if call is None:

@@ -22,6 +22,7 @@ from mgateway.cluster.membership import Membership
 from mgateway.cluster.records import ENDED, CallRecord
 from mgateway.cluster.secrets import SIGNING_KEY, shared_secret
 from mgateway.interfaces import ICallDirectory
+from mgateway.sip.callid import decode_metadata_ucid
 from mgateway.store.postgres import PostgresTranscriptStore
 from mgateway.store.schema import MIGRATIONS
 from mgateway.store.sqlite import SQLiteTranscriptStore
@@ -242,3 +243,16 @@ async def test_a_token_issued_by_one_node_verifies_on_another(fresh_postgres_dsn
     clock = Clock()
     issuer, verifier = (TokenSigner(key, 60, clock) for key in keys)
     assert verifier.verify(issuer.issue(TWILIO_AUDIENCE, "app"), TWILIO_AUDIENCE)["sub"] == "app"
+
+
+def test_the_registry_holds_a_call_under_each_form_of_its_guid():
+    hex_ucid = "00FA080001000237A5B1C2D3"
+    decimal = decode_metadata_ucid(hex_ucid)
+    registry = CallRegistry(ScriptedSpeechEngine(), {"siprec": ()}, Clock(), {"siprec": track_roles},
+                            guid_forms={"siprec": decode_metadata_ucid})
+    registry.attach("siprec", decimal, ["0"])
+
+    assert registry.guids("siprec", hex_ucid) == (hex_ucid, decimal)
+    assert registry.guids("siprec", decimal) == (decimal,)
+    assert registry.holds("siprec", hex_ucid) and registry.holds("siprec", decimal)
+    assert not registry.holds("siprec", "12345") and not registry.holds("twilio", decimal)
