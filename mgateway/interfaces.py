@@ -299,6 +299,12 @@ class ICallRegistry(Interface):
         @rtype: L{twisted.internet.defer.Deferred}
         """
 
+    def guids(namespace, guid):
+        """The forms a call named C{guid} in a request may be filed under (the guid first)."""
+
+    def holds(namespace, guid):
+        """Whether this node holds the media of the call a request names (else another node may)."""
+
 
 class IWebhookFailureLog(Interface):
     """Where the utterances a webhook target did not get are recorded."""
@@ -392,3 +398,36 @@ class IAdmission(Interface):
 
     def drain():
         """From now on, refuse every new call."""
+
+
+class ICallDirectory(Interface):
+    """
+    The call registry's durable part, shared by the nodes of one database:
+    which node holds which call's media, and which nodes are alive
+    (L{mgateway.cluster.records.CallRecord}). Every method returns a
+    L{twisted.internet.defer.Deferred}.
+    """
+
+    def publish(record):
+        """
+        Record a call's media attached to C{record.node_id}, or its legs or
+        state changed. Of two records of the same call from the same node the
+        higher C{seq} wins, whatever order they arrive in; a record from
+        another node takes the call over (media re-attached there).
+        """
+
+    def owner(namespace, guid):
+        """The L{CallRecord} of the call, or C{None}."""
+
+    def heartbeat(node_id, address, now_us):
+        """Say that C{node_id}, reached at C{address}, is alive at C{now_us}."""
+
+    def end_dead(node_id, now_us, dead_after_us):
+        """
+        Mark ended the calls of every node other than C{node_id} whose last
+        heartbeat is more than C{dead_after_us} old, and forget ended calls
+        older than that; fires with the number of calls ended.
+        """
+
+    def end_node(node_id, now_us):
+        """Mark ended every call of C{node_id} (it restarted: it holds none)."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from autobahn.twisted.resource import WebSocketResource
-from twisted.internet.defer import DeferredList
+from twisted.internet.defer import DeferredList, ensureDeferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger
 from twisted.web.server import Site
@@ -25,6 +25,10 @@ from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
 from mgateway.calls.namespaces import AMAZON_CONNECT, DIRECT, GENESYS_AUDIOHOOK, SIPREC, TWILIO
 from mgateway.calls.registry import CallRegistry
+from mgateway.cluster.carry import Carrier
+from mgateway.cluster.directory import SQLCallDirectory
+from mgateway.cluster.membership import Membership
+from mgateway.cluster.secrets import SIGNING_KEY, shared_secret
 from mgateway.calls.roles import channel_roles, media_line_roles, sender_roles, track_roles
 from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
 from mgateway.egress.failures import failure_recorder
@@ -113,6 +117,33 @@ def namespace_sinks(store_sink, webhook) -> dict:
             AMAZON_CONNECT: media_gateway, DIRECT: (store_sink,)}
 
 
+def make_membership(config: Config, store, reactor) -> Membership | None:
+    """This node's part in the C{[cluster]}, or None for a single node."""
+    cluster = config.cluster
+    if not cluster.enabled:
+        return None
+    return Membership(SQLCallDirectory(store), cluster.node_id, cluster.internal_url, reactor,
+                      cluster.heartbeat_seconds, cluster.dead_after_seconds)
+
+
+def make_carrier(config: Config, membership: Membership | None, reactor) -> Carrier | None:
+    """What carries a start or stop to the node holding the call, or None for a single node."""
+    if membership is None:
+        return None
+    return Carrier(membership, config.cluster.secret, reactor, reactor,
+                   timeout_seconds=config.cluster.dead_after_seconds)
+
+
+def load_signing_key(config: Config, store):
+    """
+    The configured key; else, with PostgreSQL, the one every node of the
+    database shares (created by the first); else the one in C{data_dir}.
+    """
+    if not config.auth.token_secret and config.store.backend == "postgresql":
+        return shared_secret(store, SIGNING_KEY)
+    return signing_key(config.auth.token_secret, config.gateway.data_dir)
+
+
 class Gateway(InOrder):
     """
     The whole gateway: a tree of services that start in this order, each once
@@ -121,7 +152,9 @@ class Gateway(InOrder):
 
      1. the ASR thread pool;
      2. the transcript store (connected, its schema migrated);
-     3. retention (a purge at once, then every interval);
+     3. retention (a purge at once, then every interval), then, with a
+        C{[cluster] node_id}, this node's heartbeat (its earlier run's calls
+        marked ended first);
      4. the text settings: the Configuration API's custom vocabulary and
         redaction policies, read from the store at once and then every
         C{redaction.refresh_seconds};
@@ -137,7 +170,8 @@ class Gateway(InOrder):
      8. the File Exporter's daily build (a build under way finishes before
         the calls stop);
      9. the signing key of streaming URLs and File Exporter downloads (read,
-        or created once in C{gateway.data_dir}), then one listener per C{http.listen} endpoint
+        or created once in C{gateway.data_dir}, or with PostgreSQL in the
+        database, shared by its nodes), then one listener per C{http.listen} endpoint
         (the REST API, the Configuration API and the WebSocket ingresses);
     10. SIPREC (SIP over UDP, TCP and TLS, and the RTP ports): on stop, a BYE
         to every recording, each call flushed;
@@ -170,6 +204,7 @@ class Gateway(InOrder):
         self.text_settings = TextSettings(
             self.store, reactor, configured_entities(config), config.redaction.refresh_seconds)
         self.recordings = make_recordings(config, reactor)
+        self.membership = make_membership(config, self.store, reactor)
         self.text = TextStage(entities=self.text_settings.entities, vocabulary=self.text_settings.vocabulary,
                               force_redaction=config.redaction.always)
         self.registry = CallRegistry(
@@ -187,6 +222,7 @@ class Gateway(InOrder):
             guid_forms={SIPREC: decode_metadata_ucid},
             text=self.text,
             recordings=self.recordings,
+            on_change=self.membership.changed if self.membership is not None else None,
         )
         self.admission = make_admission(config, self.registry)
         self.tokens = TokenSigner(None, config.auth.token_ttl_seconds, reactor)
@@ -244,6 +280,7 @@ class Gateway(InOrder):
             configuration=ConfigurationApi(settings=self.text_settings, store=self.store,
                                            auth=config.auth, max_body_bytes=config.http.max_body_bytes),
             health=Health(registry=self.registry, store=self.store, admission=self.admission, clock=reactor),
+            carrier=make_carrier(config, self.membership, reactor),
         )
         self.siprec = (SiprecListeners(config.sip, self.registry, reactor, self.admission)
                        if config.sip.enabled else None)
@@ -257,6 +294,9 @@ class Gateway(InOrder):
         retention = make_retention(config.store, self.store, reactor)
         retention.setName("retention")
         retention.setServiceParent(self)
+        if self.membership is not None:
+            Step("cluster", start=lambda: ensureDeferred(self.membership.start()),
+                 stop=self.membership.stop).setServiceParent(self)
         self.text_settings.setName("text settings")
         self.text_settings.setServiceParent(self)
         self.recordings.setName("recordings")
@@ -266,8 +306,8 @@ class Gateway(InOrder):
             Step("webhook", stop=lambda: self._drain_webhook(grace)).setServiceParent(self)
         Step("calls", stop=lambda: self._flush_calls(grace)).setServiceParent(self)
         self.exports = make_exporter(config, self.store, reactor, parent=self)
-        Step("token key", start=lambda: self._use_signing_key(
-            signing_key(config.auth.token_secret, data_dir))).setServiceParent(self)
+        Step("token key", start=lambda: maybeDeferred(load_signing_key, config, self.store).addCallback(
+            self._use_signing_key)).setServiceParent(self)
         site = Site(self.api.resource())
         self.listeners = [
             Listener(description, serverFromString(reactor, description), site)

@@ -28,9 +28,11 @@ from mgateway.admission import DRAINING, Capacity, Refusal
 from mgateway.calls import errors
 from mgateway.calls.requests import StartRequest, StopRequest
 from mgateway.calls.stream import StreamSummary
+from mgateway.cluster.records import ENDED
 from mgateway.export.ledger import BUILDING, DONE
 from mgateway.interfaces import (
     IAdmission,
+    ICallDirectory,
     ICallRegistry,
     IConfigurationStore,
     IExportLedger,
@@ -236,6 +238,12 @@ class RecordingCallRegistry:
     def _forget(self, call: _RecordedCall) -> None:
         self.calls.pop((call.namespace, call.guid), None)
 
+    def guids(self, namespace: str, guid: str) -> tuple[str, ...]:
+        return (guid,)
+
+    def holds(self, namespace: str, guid: str) -> bool:
+        return (namespace, guid) in self.calls
+
     def _call(self, request: StartRequest | StopRequest) -> _RecordedCall:
         call = self.calls.get((request.namespace, request.guid))
         if call is None:
@@ -438,3 +446,55 @@ class SettableAdmission:
 
     def drain(self) -> None:
         self.draining = True
+
+
+@implementer(ICallDirectory)
+class MemoryCallDirectory:
+    """
+    The call directory in a dict, with the SQL one's rules (the higher
+    C{seq} of one node wins, another node takes a call over, the sweep ends
+    dead nodes' calls and forgets old ended ones), for several nodes of one
+    process.
+
+    @ivar calls: C{{(namespace, guid): record}}, without heartbeats.
+    @ivar nodes: C{{node_id: (address, heartbeat_us)}}.
+    """
+
+    def __init__(self):
+        self.calls: dict = {}
+        self.nodes: dict = {}
+
+    def publish(self, record):
+        known = self.calls.get((record.namespace, record.guid))
+        if known is None or known.node_id != record.node_id or known.seq < record.seq:
+            self.calls[(record.namespace, record.guid)] = record
+        return succeed(None)
+
+    def owner(self, namespace, guid):
+        record = self.calls.get((namespace, guid))
+        if record is None:
+            return succeed(None)
+        node = self.nodes.get(record.node_id)
+        return succeed(attrs.evolve(record, heartbeat_us=node[1] if node else None))
+
+    def heartbeat(self, node_id, address, now_us):
+        self.nodes[node_id] = (address, now_us)
+        return succeed(None)
+
+    def end_dead(self, node_id, now_us, dead_after_us):
+        cutoff = now_us - dead_after_us
+        dead = {node for node, (_, beat) in self.nodes.items() if beat < cutoff and node != node_id}
+        ended = 0
+        for key, record in list(self.calls.items()):
+            if record.state == ENDED and record.updated_us < cutoff:
+                del self.calls[key]
+            elif record.state != ENDED and record.node_id in dead:
+                self.calls[key] = attrs.evolve(record, state=ENDED, updated_us=now_us)
+                ended += 1
+        return succeed(ended)
+
+    def end_node(self, node_id, now_us):
+        for key, record in list(self.calls.items()):
+            if record.node_id == node_id:
+                self.calls[key] = attrs.evolve(record, state=ENDED, updated_us=now_us)
+        return succeed(None)

@@ -721,6 +721,28 @@ def test_toml_syntax_error_gives_line_and_column(tmp_path):
             id="postgresql without dsn",
         ),
         pytest.param(
+            '[cluster]\nnode_id = "a"\n',
+            'cluster.node_id: several nodes share state only with store.backend = "postgresql"',
+            id="cluster without postgresql",
+        ),
+        pytest.param(
+            '[store]\nbackend = "postgresql"\ndsn = "host=db"\n[cluster]\nnode_id = "a"\nsecret = "0123456789abcdef"\n',
+            "cluster.internal_url: must be this node's http:// or https:// URL when node_id is set",
+            id="cluster without internal url",
+        ),
+        pytest.param(
+            '[store]\nbackend = "postgresql"\ndsn = "host=db"\n[cluster]\nnode_id = "a"\n'
+            'internal_url = "http://a:8080"\nsecret = "short"\n',
+            "cluster.secret: must be at least 16 characters when node_id is set",
+            id="cluster secret too short",
+        ),
+        pytest.param(
+            '[store]\nbackend = "postgresql"\ndsn = "host=db"\n[cluster]\nnode_id = "a"\n'
+            'internal_url = "http://a:8080"\nsecret = "0123456789abcdef"\ndead_after_seconds = 5\n',
+            "cluster.dead_after_seconds: must be longer than heartbeat_seconds",
+            id="cluster dead before a heartbeat",
+        ),
+        pytest.param(
             '[store]\nbackend = "mysql"\n',
             'store.backend: expected one of "sqlite", "postgresql", got a string "mysql"',
             id="unknown store backend",
@@ -946,3 +968,14 @@ def test_the_voice_activity_detector_is_on_by_default_and_can_be_turned_off(tmp_
 )
 def test_a_bad_voice_activity_setting_is_refused_naming_the_key(tmp_path, text, message):
     assert refusal(tmp_path, APP + text).endswith(message)
+
+
+def test_the_cluster_section_of_a_node_sharing_postgresql(tmp_path):
+    config = load(tmp_path, APP + '[store]\nbackend = "postgresql"\ndsn = "host=db"\n'
+                  '[cluster]\nnode_id = "mg-2"\ninternal_url = "http://10.0.0.12:8080/"\n'
+                  'secret = "0123456789abcdef"\nheartbeat_seconds = 2\ndead_after_seconds = 9\n')
+    cluster = config.cluster
+    assert (cluster.enabled, cluster.node_id, cluster.internal_url, cluster.heartbeat_seconds,
+            cluster.dead_after_seconds) == (True, "mg-2", "http://10.0.0.12:8080", 2, 9)
+    assert "0123456789abcdef" not in repr(config)
+    assert not load(tmp_path, APP).cluster.enabled

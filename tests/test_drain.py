@@ -32,7 +32,7 @@ from tests.test_direct_api import START, open_stream
 from tests.test_sip_transports import Collector
 from tests.test_siprec_server import OFFER
 from tests.test_twilio_api import call_sid, open_twilio, signed_headers, stream_url
-from tests.test_twistd_plugin import run_twistd
+from tests.support.twistd import run_twistd
 
 AUDIOHOOK_PATH = "/mg-genesysaudiohook-autotranscribe/"
 

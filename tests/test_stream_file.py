@@ -15,7 +15,7 @@ from twisted.internet import reactor
 
 from tests.support.audio import SPEECH
 from tests.support.gateway import API_ID, API_SECRET
-from tests.test_twistd_plugin import Twistd
+from tests.support.twistd import Twistd
 
 ASAPP_MG = str(Path(sys.executable).with_name("asapp-mg"))
 

@@ -18,6 +18,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 from mgateway.api.responses import error_body, generic_error, json_body, request_id
 from mgateway.calls.errors import ApiError, bad_parameter, bad_transcribe_parameter, internal
 from mgateway.calls.requests import check_id, parse_start, parse_stop
+from mgateway.cluster.carry import INTERNAL_PATH, OPERATIONS, BadSignature
 from mgateway.paths import DIRECT_STREAM_PATH, TWILIO_STREAM_PATH
 from mgateway.tokens import DIRECT_AUDIENCE, TWILIO_AUDIENCE
 
@@ -93,7 +94,7 @@ class RestApi:
     def __init__(self, *, auth, registry, store, tokens, public_url: str,
                  default_language: str, max_body_bytes: int, websockets: dict,
                  configured_websockets: dict | None = None, file_exporter, configuration,
-                 health):
+                 health, carrier=None):
         self._auth = auth
         self._registry = registry
         self._store = store
@@ -106,6 +107,8 @@ class RestApi:
         self._file_exporter = file_exporter
         self._configuration = configuration
         self._health = health
+        #: The L{mgateway.cluster.carry.Carrier} of several nodes, or None.
+        self._carrier = carrier
 
     def resource(self):
         return _ConfiguredPaths(self.app.resource(), self._configured_websockets)
@@ -136,9 +139,14 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/start-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/start-streaming/", methods=["POST"])
     async def start_streaming(self, request):
-        app = self._authenticate(request)
+        return await self._start_streaming(request, self._authenticate(request))
+
+    async def _start_streaming(self, request, app: str, carried: bool = False):
         start = parse_start(_json(request, self._max_body, bad_parameter), self._default_language, app)
         await self._guarded(self._check_language(start.transcribe.language), request)
+        owners = await self._carry(request, "start-streaming", start.namespace, start.guid, app, carried)
+        if owners is not None:
+            return owners
         streams = await self._guarded(self._registry.start(start), request)
         log.info("start-streaming {namespace}/{guid} (request {request_id})",
                  namespace=start.namespace, guid=start.guid, request_id=request_id(request))
@@ -153,8 +161,13 @@ class RestApi:
     @app.route("/mg-autotranscribe/v1/stop-streaming", methods=["POST"])
     @app.route("/mg-autotranscribe/v1/stop-streaming/", methods=["POST"])
     async def stop_streaming(self, request):
-        self._authenticate(request)
+        return await self._stop_streaming(request, self._authenticate(request))
+
+    async def _stop_streaming(self, request, app: str, carried: bool = False):
         stop = parse_stop(_json(request, self._max_body, bad_parameter))
+        owners = await self._carry(request, "stop-streaming", stop.namespace, stop.guid, app, carried)
+        if owners is not None:
+            return owners
         stopped = await self._guarded(self._registry.stop(stop), request)
         log.info("stop-streaming {namespace}/{guid} (request {request_id})",
                  namespace=stop.namespace, guid=stop.guid, request_id=request_id(request))
@@ -169,6 +182,41 @@ class RestApi:
                 for role, (stream, summary) in stopped.items()
             },
         })
+
+    async def _carry(self, request, operation: str, namespace: str, guid: str, app: str,
+                     carried: bool) -> bytes | None:
+        """
+        The owner's answer when another live node holds the call (carried
+        there by L{mgateway.cluster.carry}), or None to answer here. A
+        request carried to this node is never carried on.
+        """
+        if self._carrier is None or carried or self._registry.holds(namespace, guid):
+            return None
+        record = await self._guarded(self._carrier.owner(namespace, self._registry.guids(namespace, guid)), request)
+        if record is None:
+            return None
+        request.content.seek(0)
+        body = request.content.read(self._max_body)
+        status, answer = await self._carrier.carry(record, operation, body, app, request_id(request))
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"application/json")
+        return answer
+
+    @app.route(INTERNAL_PATH + "<operation>", methods=["POST"])
+    async def carried(self, request, operation):
+        """A start or stop another node carried here, signed with the cluster's secret."""
+        if self._carrier is None or operation not in OPERATIONS:
+            raise generic_error(404)
+        body = request.content.read(self._max_body + 1) if request.content is not None else b""
+        try:
+            app, carried_id = self._carrier.verify(request, operation, body)
+        except BadSignature as e:
+            log.warn("refused a carried {operation}: {reason}", operation=operation, reason=str(e))
+            raise generic_error(401, "Invalid cluster signature") from None
+        request.asapp_request_id = carried_id
+        request.content.seek(0)
+        handler = self._start_streaming if operation == "start-streaming" else self._stop_streaming
+        return await handler(request, app, carried=True)
 
     async def _check_language(self, language: str) -> None:
         """

@@ -191,6 +191,7 @@ class Call:
                 stream.start(language, request.sender_id(role), request.transcribe.detailed_token,
                              self._registry.recorder(self.conversation_id, stream.stream_id, request.transcribe))
             self.state = CallState.STARTED
+            self._registry._changed(self)
             log.info(
                 "call {namespace}/{guid} started ({language}, legs {roles})",
                 namespace=self.namespace, guid=self.guid, language=language, roles=self._roles,
@@ -204,6 +205,7 @@ class Call:
         self.busy = True
         try:
             self.state = CallState.STOPPED
+            self._registry._changed(self)
             summaries = await self._stop_streams()
             log.info("call {namespace}/{guid} stopped", namespace=self.namespace, guid=self.guid)
             for attachment in list(self.feeds):
@@ -253,6 +255,7 @@ class Call:
                 await self._stop_streams()
         finally:
             self.state = CallState.ENDED
+            self._registry._changed(self)
             self._registry._forget(self)
 
 
@@ -338,6 +341,7 @@ class CallRegistry:
         guid_forms: Mapping[str, Callable[[str], str | None]] | None = None,
         text: TextStage | None = None,
         recordings=None,
+        on_change: Callable[[Call], None] | None = None,
     ):
         unfed = sorted(set(mappers) - set(sinks))
         if unfed:
@@ -352,6 +356,7 @@ class CallRegistry:
         self._calls: dict[tuple[str, str], Call] = {}
         self._media_sources = dict(media_sources or {})
         self._guid_forms = dict(guid_forms or {})
+        self._on_change = on_change
 
     def __len__(self) -> int:
         return len(self._calls)
@@ -405,7 +410,22 @@ class CallRegistry:
             call.legs.setdefault(leg, _Leg()).owner = attachment
         call.feeds.append(attachment)
         call._remap()
+        self._changed(call)
         return attachment
+
+    def _changed(self, call: Call) -> None:
+        """A call attached media or changed state: tell C{on_change} (the cluster's directory)."""
+        if self._on_change is not None:
+            self._on_change(call)
+
+    def guids(self, namespace: str, guid: str) -> tuple[str, ...]:
+        """The forms a call of C{guid} may be filed under (the guid, and a SIPREC UCID's decimal)."""
+        filed_as = self._guid_forms.get(namespace, lambda _: None)(guid)
+        return (guid,) if filed_as is None or filed_as == guid else (guid, filed_as)
+
+    def holds(self, namespace: str, guid: str) -> bool:
+        """Whether this node holds the media of the call a request names."""
+        return any(self.find(namespace, form) is not None for form in self.guids(namespace, guid))
 
     def _forget(self, call: Call) -> None:
         if self._calls.get((call.namespace, call.guid)) is call:

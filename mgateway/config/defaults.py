@@ -157,6 +157,13 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
     "logging": {
         "json_file": "",
     },
+    "cluster": {
+        "node_id": "",
+        "internal_url": "",
+        "secret": "",
+        "heartbeat_seconds": 5,
+        "dead_after_seconds": 30,
+    },
 }
 
 #: One [amazonconnect.apps."API_ID"] table.

@@ -10,6 +10,7 @@ import os
 import tomllib
 from pathlib import Path
 
+from mgateway.config.cluster import _cluster
 from mgateway.config.defaults import _DEFAULTS
 from mgateway.config.ingress import _amazonconnect, _audiohook, _direct, _sip, _twilio
 from mgateway.config.operation import _limits, _logging
@@ -56,6 +57,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
     base_dir = Path(base_dir).absolute()
     document = _Table(source, "", data, _DEFAULTS)
     gateway = _gateway(document.table("gateway"), base_dir)
+    store = _store(document.table("store"), gateway.data_dir)
     return Config(
         source=source,
         gateway=gateway,
@@ -66,7 +68,7 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         twilio=_twilio(document.table("twilio")),
         audiohook=_audiohook(document.table("audiohook")),
         webhook=_webhook(document.table("webhook"), base_dir),
-        store=_store(document.table("store"), gateway.data_dir),
+        store=store,
         sip=_sip(document.table("sip")),
         exporter=_exporter(document.table("exporter"), gateway.data_dir),
         amazonconnect=_amazonconnect(document.table("amazonconnect")),
@@ -74,4 +76,5 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         recordings=_recordings(document.table("recordings"), gateway.data_dir),
         limits=_limits(document.table("limits")),
         logging=_logging(document.table("logging"), base_dir),
+        cluster=_cluster(document.table("cluster"), store),
     )

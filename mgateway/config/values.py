@@ -330,7 +330,15 @@ class Config:
     recordings: RecordingsConfig = RecordingsConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
+    cluster: "ClusterConfig" = attrs.field(factory=lambda: _no_cluster())
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
         return tuple(lang for lang in self.asr.languages if lang.model_path is None)
+
+
+def _no_cluster():
+    """A single node's C{[cluster]} (its module imports this one)."""
+    from mgateway.config.cluster import ClusterConfig
+
+    return ClusterConfig()

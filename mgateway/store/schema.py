@@ -122,6 +122,42 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    (
+        # Several nodes on one database (mgateway.cluster): each node's
+        # heartbeat and the address the others carry requests to, ...
+        """
+        CREATE TABLE cluster_nodes (
+            node_id TEXT PRIMARY KEY,
+            address TEXT NOT NULL,
+            heartbeat_us BIGINT NOT NULL
+        )
+        """,
+        # ... which node holds which call's media, its legs, state and the
+        # streamId of each role (JSON) ...
+        """
+        CREATE TABLE cluster_calls (
+            namespace TEXT NOT NULL,
+            guid TEXT NOT NULL,
+            node_id TEXT NOT NULL,
+            address TEXT NOT NULL,
+            legs TEXT NOT NULL,
+            state TEXT NOT NULL,
+            stream_ids TEXT NOT NULL,
+            seq BIGINT NOT NULL,
+            updated_us BIGINT NOT NULL,
+            PRIMARY KEY (namespace, guid)
+        )
+        """,
+        "CREATE INDEX cluster_calls_by_node ON cluster_calls (node_id)",
+        # ... and the secrets every node must share (the streaming-URL
+        # signing key), created once by whichever node needs one first.
+        """
+        CREATE TABLE shared_secrets (
+            name TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        )
+        """,
+    ),
 )
 
 #: Columns in the order of L{StoredMessage}'s fields.

@@ -18,7 +18,7 @@ from twisted.internet.protocol import Protocol
 from mgateway.config import load_config
 from mgateway.service import make_service
 from tests.support.gateway import RunningGateway, write_config
-from tests.test_twistd_plugin import Twistd as WatchedProcess
+from tests.support.twistd import Twistd as WatchedProcess
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 KAMAILIO = shutil.which("kamailio") or "/usr/sbin/kamailio"
