@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_admission,tests.test_drain -*-
 """
 Whether this node takes a new call: the one question every ingress asks
 before it sets a call up (a SIPREC INVITE of a new dialog, a Twilio or

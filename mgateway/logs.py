@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_drain -*-
 """
 JSON log lines (C{logging.json_file}): every event of the process, one JSON
 object a line, as Twisted's L{jsonFileLogObserver} writes them (readable back

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_drain -*-
 """
 C{GET /health}: whether a balancer should send this node new work.
 

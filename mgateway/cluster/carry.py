@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_carry,tests.test_cluster_nodes -*-
 """
 Carrying a start-streaming or stop-streaming to the node that holds the call.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_directory -*-
 """
 The call directory in the transcript store's database (tables of schema
 version 5): PostgreSQL shared by several nodes, or the embedded SQLite of one.

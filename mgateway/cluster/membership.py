@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_directory,tests.test_cluster_carry -*-
 """
 This node's membership of the cluster: its heartbeat, the sweep that ends
 dead nodes' calls, and the directory records of the calls it holds.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_directory -*-
 """What the call directory holds of a call, and how a live call becomes one."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_cluster_directory -*-
 """Secrets every node of one database must share, created once by the first node that needs one."""
 
 from __future__ import annotations

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config -*-
 """The C{[cluster]} section: this node's place among several sharing one PostgreSQL."""
 
 from __future__ import annotations
@@ -5,7 +6,6 @@ from __future__ import annotations
 import attrs
 
 from mgateway.config.table import _Table
-from mgateway.config.values import StoreConfig
 
 
 @attrs.frozen
@@ -34,7 +34,8 @@ class ClusterConfig:
         return bool(self.node_id)
 
 
-def _cluster(table: _Table, store: StoreConfig) -> ClusterConfig:
+def _cluster(table: _Table, store_backend: str) -> ClusterConfig:
+    """C{[cluster]}, checked against the C{[store] backend} the nodes would share."""
     node_id = table.string("node_id")
     config = ClusterConfig(
         node_id=node_id,
@@ -45,7 +46,7 @@ def _cluster(table: _Table, store: StoreConfig) -> ClusterConfig:
     )
     if not node_id:
         return config
-    if store.backend != "postgresql":
+    if store_backend != "postgresql":
         raise table.error("node_id", 'several nodes share state only with store.backend = "postgresql"')
     if not config.internal_url.startswith(("http://", "https://")):
         raise table.error("internal_url", "must be this node's http:// or https:// URL when node_id is set")

@@ -76,5 +76,5 @@ def parse_config(data: dict, source: Path, base_dir: Path) -> Config:
         recordings=_recordings(document.table("recordings"), gateway.data_dir),
         limits=_limits(document.table("limits")),
         logging=_logging(document.table("logging"), base_dir),
-        cluster=_cluster(document.table("cluster"), store),
+        cluster=_cluster(document.table("cluster"), store.backend),
     )

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_config,tests.test_admission -*-
 """
 The sections that say how a node is operated: C{[limits]} (how much it takes
 before it refuses new calls) and C{[logging]} (JSON log lines).

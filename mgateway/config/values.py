@@ -14,6 +14,7 @@ from pathlib import Path
 
 import attrs
 
+from mgateway.config.cluster import ClusterConfig
 from mgateway.config.operation import LimitsConfig, LoggingConfig
 
 
@@ -330,15 +331,9 @@ class Config:
     recordings: RecordingsConfig = RecordingsConfig()
     limits: LimitsConfig = LimitsConfig()
     logging: LoggingConfig = LoggingConfig()
-    cluster: "ClusterConfig" = attrs.field(factory=lambda: _no_cluster())
+    cluster: ClusterConfig = ClusterConfig()
 
     def missing_languages(self) -> tuple[LanguageConfig, ...]:
         """The configured languages that are disabled because their model is not there."""
         return tuple(lang for lang in self.asr.languages if lang.model_path is None)
 
-
-def _no_cluster():
-    """A single node's C{[cluster]} (its module imports this one)."""
-    from mgateway.config.cluster import ClusterConfig
-
-    return ClusterConfig()
