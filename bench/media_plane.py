@@ -29,6 +29,7 @@ while the previous level's media still flows::
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import multiprocessing
 import os
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -80,11 +82,12 @@ def cpu_seconds(pid: int, thread: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def start_gateway(config: Path, core: int, api: str) -> subprocess.Popen:
+def start_gateway(config: Path, core: int, api: str, log: str) -> subprocess.Popen:
     twistd = shutil.which("twistd", path=str(Path(sys.executable).parent)) or "twistd"
+    output = open(log, "wb") if log else subprocess.DEVNULL
     process = subprocess.Popen([twistd, "-n", "--pidfile=", "asapp-mg", "--config", str(config)],
                                preexec_fn=lambda: os.sched_setaffinity(0, {core}),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                               stdout=output, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -197,11 +200,12 @@ class Probes:
         self.options_ms: list[float] = []
         self.start_ms: list[float] = []
         self.unanswered = 0
+        self.refused: collections.Counter = collections.Counter()
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        self.options_ms, self.start_ms, self.unanswered = [], [], 0
+        self.options_ms, self.start_ms, self.unanswered, self.refused = [], [], 0, collections.Counter()
         self._running.set()
         self._threads = [threading.Thread(target=self._options, daemon=True),
                          threading.Thread(target=self._rest, daemon=True)]
@@ -234,6 +238,9 @@ class Probes:
         try:
             with urllib.request.urlopen(request, timeout=5) as response:
                 response.read()
+        except urllib.error.HTTPError as error:  # answered all the same: counted by status
+            error.read()
+            self.refused[f"{path.rsplit('/', 1)[1]} {error.code}"] += 1
         except OSError:
             self.unanswered += 1
             return 5000.0
@@ -327,7 +334,7 @@ def run_level(options, gateway_pid: int, ports: list[int], probes: Probes) -> di
         "shed": int(delta["shed"]), "loss": (sent - kept) / sent if sent else 1.0,
         "kernel_drops": kernel_drops(port_set) - drops_before, "rcvbuf_errors": rcvbuf_errors() - rcvbuf_before,
         "cpu": cpu, "reactor_cpu": reactor_cpu, "options_p50": options_p50, "options_p99": options_p99,
-        "start_p50": start_p50, "start_p99": start_p99, "unanswered": probes.unanswered,
+        "start_p50": start_p50, "start_p99": start_p99, "unanswered": probes.unanswered, "refused": dict(probes.refused),
     }
 
 
@@ -340,6 +347,7 @@ def report(level: dict, seconds: float) -> str:
             f"OPTIONS p50 {level['options_p50']:.1f} ms p99 {level['options_p99']:.1f} ms; "
             f"start-streaming p50 {level['start_p50']:.1f} ms p99 {level['start_p99']:.1f} ms"
             + (f"; {level['unanswered']} probes unanswered in 5 s" if level["unanswered"] else "")
+            + (f"; REST errors {level['refused']}" if level["refused"] else "")
             + (f"; sender late {level['sender_late_ticks']} ticks" if level["sender_late_ticks"] else ""))
 
 
@@ -353,6 +361,7 @@ def main() -> None:
     parser.add_argument("--gateway-core", type=int, default=0)
     parser.add_argument("--sender-core", type=int, default=1, help="the sender's and the probes' core")
     parser.add_argument("--gateway-pid", type=int, default=0, help="use this running gateway instead")
+    parser.add_argument("--gateway-log", default="", help="where the started gateway's log goes (default: nowhere)")
     parser.add_argument("--api", default="http://127.0.0.1:8080")
     parser.add_argument("--api-secret", default="demo-secret",
                         help="the first app's secret (the configuration keeps only its digest)")
@@ -371,7 +380,7 @@ def main() -> None:
     if options.gateway_pid:
         pid = options.gateway_pid
     else:
-        gateway = start_gateway(Path(options.config), options.gateway_core, options.api)
+        gateway = start_gateway(Path(options.config), options.gateway_core, options.api, options.gateway_log)
         pid = gateway.pid
     print(f"gateway pid {pid} on core(s) {sorted(os.sched_getaffinity(pid))}; sender and probes on core "
           f"{options.sender_core}; {options.seconds:g} s per level", flush=True)

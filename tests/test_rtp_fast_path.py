@@ -113,3 +113,17 @@ def test_unusual_packets_in_a_batch_take_the_full_path_in_their_place():
     receiver.flush()
     assert b"".join(delivered) == ulaw_decode(b"".join(payload(i) for i in range(5)))
     assert receiver.datagrams == 6 and receiver.jitter.received == 5
+
+
+def test_a_batch_of_rtcp_alone_is_not_heard_as_media():
+    """The media timeout and the quiet-sender fill go by RTP, not by RTCP reports."""
+    clock = Clock()
+    receiver = RtpReceiver(clock)
+    receiver.deliver = lambda pcm: None
+    receiver.use([(0, "PCMU")])
+    receiver.receive([datagram(0)])
+    clock.advance(5)
+    receiver.receive([bytes([0x80, 201]) + bytes(6)])
+    assert receiver.heard == 0
+    receiver.receive([datagram(1)])
+    assert receiver.heard == 5

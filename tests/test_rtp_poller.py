@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import REGISTRY, generate_latest
 from twisted.internet import reactor
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 
 from mgateway.ingress.siprec.rtp_listener import RtpPorts
 from mgateway.ingress.siprec.rtp_poller import POLL_SECONDS, RtpPoller
@@ -135,11 +136,15 @@ def test_falling_behind_the_oldest_packets_past_the_backlog_are_shed_and_counted
     clock, ports, stream = polled
     ports.poller.max_backlog = 25
     one = stream()
+    one.receiver.stream = ("guid-shed", "0")
     falling_behind(ports.poller)
     one.send(packets(0, 40))
-    clock.advance(POLL_SECONDS)
+    with capturedLogs() as events:
+        clock.advance(POLL_SECONDS)
     one.receiver.flush()
     assert one.receiver.shed_packets == 15 and one.receiver.datagrams == 40
+    (logged,) = [e for e in events if e.get("count") == 15]
+    assert (logged["guid"], logged["leg"], logged["total"]) == ("guid-shed", "0", 15)
     # What is kept is the newest: the stream's audio begins with packet 15.
     assert b"".join(one.batches) == ulaw_decode(b"".join(payload(i) for i in range(15, 40)))
 

@@ -131,35 +131,38 @@ class RtpReceiver(DatagramProtocol):
         jitter = self.jitter
         if self.on_hold or jitter is None or self.deliver is None:
             return
-        self.heard = self.clock.seconds()
         payload_type = self.payload_type
         unpack = _SEQUENCE_TIMESTAMP_SSRC.unpack_from
+        heard = False
         for data in datagrams:
             if (len(data) > _PLAIN_HEADER_SIZE and data[0] == _PLAIN_FIRST_OCTET
                     and data[1] & 0x7F == payload_type
                     and jitter.follow(*unpack(data, 2), data[_PLAIN_HEADER_SIZE:])):
+                heard = True
                 continue
-            self._parse_and_push(data)
+            heard = self._parse_and_push(data) or heard
             jitter, payload_type = self.jitter, self.payload_type  # the codec may have changed
-            if self.deliver is None or jitter is None:
-                return
+        if heard:
+            self.heard = self.clock.seconds()
         pcm = jitter.take()
         if pcm:
             self.deliver(pcm)
 
-    def _parse_and_push(self, data: bytes) -> None:
+    def _parse_and_push(self, data: bytes) -> bool:
+        """One datagram the full way; whether it was RTP (RTCP and malformed ones are not)."""
         if is_rtcp(data):
-            return
+            return False
         try:
             packet = parse_rtp(data)
         except RtpError:
             self.malformed += 1
-            return
+            return False
         if packet.payload_type != self.payload_type:
             self._other_payload_type(packet.payload_type)
         pcm = self.jitter.push(packet)
         if pcm:
             self.deliver(pcm)
+        return True
 
     def shed(self, count: int) -> None:
         """
@@ -173,12 +176,15 @@ class RtpReceiver(DatagramProtocol):
         self._shed_unlogged += count
         now = self.clock.seconds()
         if self._shed_logged_at is None or now - self._shed_logged_at >= SHED_LOG_SECONDS:
-            guid, leg = self.stream or (None, None)
-            log.warn("call {guid} leg {leg} (RTP port {port}): media is falling behind; shed the oldest "
-                     "{count} packets ({total} in all on this stream)",
-                     guid=guid, leg=leg, port=self._port_number(), count=self._shed_unlogged,
-                     total=self.shed_packets)
-            self._shed_logged_at, self._shed_unlogged = now, 0
+            self._log_shed()
+            self._shed_logged_at = now
+
+    def _log_shed(self) -> None:
+        guid, leg = self.stream or (None, None)
+        log.warn("call {guid} leg {leg} (RTP port {port}): media is falling behind; shed the oldest "
+                 "{count} packets ({total} in all on this stream)",
+                 guid=guid, leg=leg, port=self._port_number(), count=self._shed_unlogged, total=self.shed_packets)
+        self._shed_unlogged = 0
 
     def counts(self) -> dict[str, int]:
         """This stream's packets by outcome (L{rtp_metrics.OUTCOMES}), over every codec it used."""
@@ -281,6 +287,8 @@ class RtpReceiver(DatagramProtocol):
         """Release what is buffered, then stop listening; returns what C{stopListening} does."""
         self.flush()
         self.on_hold = True
+        if self._shed_unlogged:
+            self._log_shed()
         RTP_METRICS.retire(self)
         if self.poller is not None and self.port is not None:
             self.poller.remove(self)
