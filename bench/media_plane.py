@@ -306,6 +306,18 @@ def percentiles(values: list[float]) -> tuple[float, float]:
     return float(p50), float(p99)
 
 
+def drained(api: str, expected: float, patience: float) -> dict[str, float]:
+    """The counters once the gateway has read what is still queued: all of it, or nothing more for C{patience} s."""
+    counters, since = rtp_counters(api), time.monotonic()
+    while counters.get("received", 0) < expected and time.monotonic() - since < patience:
+        time.sleep(0.2)
+        latest = rtp_counters(api)
+        if latest.get("received", 0) > counters.get("received", 0):
+            since = time.monotonic()
+        counters = latest
+    return counters
+
+
 def run_level(options, gateway_pid: int, ports: list[int], probes: Probes) -> dict:
     port_set = set(ports)
     before = rtp_counters(options.api)
@@ -323,8 +335,7 @@ def run_level(options, gateway_pid: int, ports: list[int], probes: Probes) -> di
     cpu = (cpu_seconds(gateway_pid) - cpu_before) / wall
     reactor_cpu = (cpu_seconds(gateway_pid, gateway_pid) - reactor_before) / wall
     probes.stop()
-    time.sleep(options.drain)  # what is still queued in the sockets is read before counting
-    after = rtp_counters(options.api)
+    after = drained(options.api, before.get("received", 0) + sent, options.drain)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in ("received", "shed", "lost", "late")}
     options_p50, options_p99 = percentiles(probes.options_ms)
     start_p50, start_p99 = percentiles(probes.start_ms)
@@ -368,7 +379,8 @@ def main() -> None:
     parser.add_argument("--probe-interval", type=float, default=0.05, help="seconds between SIP OPTIONS")
     parser.add_argument("--rest-interval", type=float, default=0.25,
                         help="seconds between start-streaming probes (each starts and stops a recogniser)")
-    parser.add_argument("--drain", type=float, default=1.0, help="seconds after the sender stops before counting")
+    parser.add_argument("--drain", type=float, default=1.0,
+                        help="after the sender stops, count once the gateway has read nothing more for this long")
     options = parser.parse_args()
     config = load_config(options.config)
     sip = (config.sip.udp_interface, config.sip.udp_port)

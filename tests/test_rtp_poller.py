@@ -185,3 +185,26 @@ def test_counters_are_on_metrics_per_stream_while_it_lasts_and_in_the_totals(pol
     assert value("asapp_mg_rtp_packets_total", outcome="lost") == before["lost"] + 5
     assert value("asapp_mg_rtp_packets_total", outcome="out_of_order") == before["out_of_order"] + 1
     assert value("asapp_mg_rtp_packets_total", outcome="late") == before["late"] + 1
+
+
+def test_while_media_is_behind_no_sender_is_taken_for_quiet():
+    """Packets waiting unread are not silence: the quiet-sender fill waits until the poller has caught up."""
+    poll_clock, quiet_clock = Clock(), Clock()
+    ports = RtpPorts(reactor, "127.0.0.1", 47000, 47999, 1 << 20, clock=quiet_clock, quiet_after=0.2)
+    ports.poller.stop()
+    ports.poller = RtpPoller(poll_clock)
+    one = Stream(ports)
+    try:
+        one.send(packets(0, 10))
+        poll_clock.advance(POLL_SECONDS)
+        heard = sum(map(len, one.batches))
+        assert heard
+        falling_behind(ports.poller)
+        quiet_clock.advance(0.5)
+        assert sum(map(len, one.batches)) == heard, "no comfort noise while behind"
+        ports.poller.overloaded = False
+        quiet_clock.advance(0.1)
+        assert sum(map(len, one.batches)) > heard, "a quiet sender's silence is filled once caught up"
+    finally:
+        one.receiver.close()
+        ports.stop()

@@ -326,6 +326,9 @@ class RtpPorts:
         return RtpReceiver(self.clock, self.quiet_after)
 
     def _check_quiet(self) -> None:
+        if self.poller.lagging:
+            # Packets may be waiting unread: the senders are not quiet, we are behind.
+            return
         now = self.clock.seconds()
         for receiver in list(self._receivers):
             if receiver.port is None:

@@ -79,6 +79,11 @@ class RtpPoller:
     def __len__(self) -> int:
         return len(self._receivers)
 
+    @property
+    def lagging(self) -> bool:
+        """Whether sockets may hold packets older than a poll: a round is going, or the last one overran."""
+        return self._round_going or self.overloaded
+
     def add(self, receiver) -> None:
         """Poll C{receiver}'s socket (its C{port}, a listening UDP port) instead of the reactor reading it."""
         port = receiver.port
