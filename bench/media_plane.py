@@ -246,6 +246,14 @@ class Probes:
             return 5000.0
         return 1000 * (time.monotonic() - began)
 
+    def warm_up(self, seconds: float = 3.0) -> None:
+        """A few start/stop rounds, then time for the ASR pool to replace its recognisers, unmeasured."""
+        for guid in self.probe_calls:
+            self._post("/mg-autotranscribe/v1/start-streaming", {
+                "namespace": "siprec", "guid": guid, "customerId": "c", "agentId": "a"})
+            self._post("/mg-autotranscribe/v1/stop-streaming", {"namespace": "siprec", "guid": guid})
+        time.sleep(seconds)
+
     def _rest(self) -> None:
         turn = 0
         while self._running.is_set():
@@ -399,11 +407,16 @@ def main() -> None:
     client = SipClient(sip)
     sessions = []
     try:
-        probe_sessions = client.invite(PROBE_CALLS)
-        probes = Probes(sip, options.api, auth, [s[0] for s in probe_sessions], options.probe_interval,
-                        options.rest_interval)
+        probe_sessions: list = []
         sustained = None
-        for streams in options.streams:
+        for level_number, streams in enumerate(options.streams):
+            # Fresh probe sessions each level: without media, the gateway ends them after media_timeout_seconds.
+            client.bye(probe_sessions)
+            probe_sessions = client.invite(PROBE_CALLS)
+            probes = Probes(sip, options.api, auth, [s[0] for s in probe_sessions], options.probe_interval,
+                            options.rest_interval)
+            if level_number == 0:
+                probes.warm_up()
             sessions += client.invite(max(0, (streams + 1) // 2 - len(sessions)))
             ports = [port for _, _, pair in sessions for port in pair][:streams]
             level = run_level(options, pid, ports, probes)
