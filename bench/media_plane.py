@@ -385,7 +385,7 @@ def main() -> None:
     parser.add_argument("--api-secret", default="demo-secret",
                         help="the first app's secret (the configuration keeps only its digest)")
     parser.add_argument("--probe-interval", type=float, default=0.05, help="seconds between SIP OPTIONS")
-    parser.add_argument("--rest-interval", type=float, default=0.25,
+    parser.add_argument("--rest-interval", type=float, default=0.5,
                         help="seconds between start-streaming probes (each starts and stops a recogniser)")
     parser.add_argument("--drain", type=float, default=1.0,
                         help="after the sender stops, count once the gateway has read nothing more for this long")
