@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_rtp_poller -*-
 """
 RTP counters on /metrics, read from the receivers when scraped.
 

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_rtp_poller -*-
 """
 Reading every RTP socket on a timer, in slices, so that media never holds up
 signalling.
