@@ -97,6 +97,8 @@ class JitterBuffer:
         jump of the timestamps (after hold, or a misbehaving sender) is
         filled this far and the timeline continues from there.
     @param noise_dbfs: the RMS level of the comfort noise.
+    @param octet_per_sample: the codec decodes each octet to one sample on
+        its own (G.711), so L{follow} may take packets and decode them together.
 
     @ivar position: samples released so far: the stream's media time.
     @ivar received: packets pushed, of any kind.
@@ -124,6 +126,7 @@ class JitterBuffer:
         max_gap_ms: int = 60_000,
         max_conceal_ms: int = 40,
         noise_dbfs: float = -60,
+        octet_per_sample: bool = False,
     ):
         self.payload_type = payload_type
         self._decode = decode
@@ -137,6 +140,8 @@ class JitterBuffer:
         self._previous: _Source | None = None
         self._suspect: RtpPacket | None = None
         self._out: list[bytes] = []
+        #: Payloads taken by L{follow}, decoded together when next released.
+        self._undecoded: list[bytes] | None = [] if octet_per_sample else None
         self.position = 0
         self.received = self.lost = self.late = self.duplicates = self.reordered = 0
         self.ignored = self.undecodable = self.resyncs = self.slipped = 0
@@ -156,6 +161,46 @@ class JitterBuffer:
                 return b""
             source = self._resync(packet)
         self._accept(source, packet, audio)
+        return self._take()
+
+    def follow(self, sequence: int, timestamp: int, ssrc: int, payload: bytes) -> bool:
+        """
+        The fast path for the common packet, with no L{RtpPacket} made: the
+        next one of the current source, in sequence and contiguous in time,
+        nothing buffered or missing before it. Whether it was taken (then
+        L{take} releases its audio, decoded with the others taken in a row);
+        C{False}: nothing changed, hand it to L{push}.
+
+        Only for codecs of one octet per sample (G.711: C{octet_per_sample}),
+        whose runs of payloads decode as one.
+        """
+        source = self._source
+        if (
+            self._undecoded is None
+            or source is None
+            or ssrc != source.ssrc
+            or source.pending
+            or source.playout is None
+            or source.idled
+            or source.after_loss
+            or self._suspect is not None
+        ):
+            return False
+        following = source.highest + 1
+        if source.next != following or sequence != following & 0xFFFF or timestamp != source.playout & 0xFFFFFFFF:
+            return False
+        self.received += 1
+        samples = len(payload)
+        source.highest = following
+        source.next = source.resume = following + 1
+        source.timestamp = source.playout
+        source.playout += samples
+        self._undecoded.append(payload)
+        self.position += samples
+        return True
+
+    def take(self) -> bytes:
+        """The audio released and not yet returned (by L{follow})."""
         return self._take()
 
     def flush(self) -> bytes:
@@ -325,10 +370,18 @@ class JitterBuffer:
         self._append(comfort_noise(samples - concealed, self._noise_dbfs, start=self.position))
 
     def _append(self, pcm: bytes) -> None:
+        self._decode_followed()
         self._out.append(pcm)
         self.position += len(pcm) // 2
 
+    def _decode_followed(self) -> None:
+        """Decode what L{follow} took, in one call (L{position} counted it already)."""
+        if self._undecoded:
+            self._out.append(self._decode(b"".join(self._undecoded)))
+            self._undecoded.clear()
+
     def _take(self) -> bytes:
+        self._decode_followed()
         out = b"".join(self._out)
         self._out.clear()
         return out

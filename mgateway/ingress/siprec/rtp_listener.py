@@ -16,6 +16,7 @@ to are counted and logged (once per type and stream), never silently lost.
 from __future__ import annotations
 
 import socket
+import struct
 from typing import Callable
 
 from twisted.internet.error import CannotListenError
@@ -24,6 +25,8 @@ from twisted.internet.task import LoopingCall
 from prometheus_client import Counter
 from twisted.logger import Logger
 
+from mgateway.ingress.siprec.rtp_metrics import RTP_METRICS
+from mgateway.ingress.siprec.rtp_poller import RtpPoller
 from mgateway.media.g711 import alaw_decode, ulaw_decode
 from mgateway.media.g729 import G729Decoder, load_bcg729
 from mgateway.media.jitter import JitterBuffer
@@ -54,7 +57,7 @@ def decodable_codecs() -> dict[str, int]:
 def jitter_buffer(codec: str, payload_type: int) -> JitterBuffer:
     """A jitter buffer decoding C{codec} sent as C{payload_type}."""
     if codec in _G711:
-        return JitterBuffer(payload_type, _G711[codec])
+        return JitterBuffer(payload_type, _G711[codec], octet_per_sample=True)
     decoder = G729Decoder()
     return JitterBuffer(payload_type, decoder.decode, conceal=decoder.conceal)
 
@@ -64,6 +67,13 @@ def jitter_buffer(codec: str, payload_type: int) -> JitterBuffer:
 QUIET_FILL_SECONDS = 10.0
 #: How often every receiver is checked for a quiet sender.
 QUIET_CHECK_SECONDS = 0.1
+#: The fixed RTP header, from the sequence number on.
+_SEQUENCE_TIMESTAMP_SSRC = struct.Struct("!HII")
+#: First octet of a plain RTP packet: version 2, no padding, extension or CSRCs.
+_PLAIN_FIRST_OCTET = 0x80
+_PLAIN_HEADER_SIZE = 12
+#: At most one log line a stream about shedding in this many seconds.
+SHED_LOG_SECONDS = 10.0
 
 
 class RtpReceiver(DatagramProtocol):
@@ -77,6 +87,9 @@ class RtpReceiver(DatagramProtocol):
     @ivar deliver: takes each run of decoded PCM, in timeline order.
     @ivar on_hold: packets are dropped (the offer said nothing is sent now).
     @ivar datagrams: every datagram read from the socket, used or not.
+    @ivar shed_packets: datagrams read and dropped undecoded because media
+        fell behind (L{shed}).
+    @ivar stream: (call guid, leg) once attached to a call, for /metrics.
     @ivar formats: the payload types the answer allowed, with their codecs.
     @ivar unexpected: packets of a payload type the answer did not allow
         (nor telephone-event or comfort noise), by payload type.
@@ -97,23 +110,102 @@ class RtpReceiver(DatagramProtocol):
         self.on_hold = False
         self.malformed = 0
         self.datagrams = 0
+        self.poller: RtpPoller | None = None
+        self.shed_packets = 0
+        self._shed_unlogged = 0
+        self._shed_logged_at: float | None = None
+        self.stream: tuple[str, str] | None = None
+        self._retired = dict.fromkeys(("lost", "late", "out_of_order"), 0)
         self.port = None
 
     def datagramReceived(self, data: bytes, addr) -> None:
-        self.datagrams += 1
-        if self.on_hold or self.jitter is None or self.deliver is None or is_rtcp(data):
+        self.receive([data])
+
+    def receive(self, datagrams: list[bytes]) -> None:
+        """
+        Datagrams read from the socket in one go, oldest first: the plain
+        in-order packets of the codec in use go through the jitter buffer's
+        fast path (L{JitterBuffer.follow}) and are decoded and delivered
+        together; any other goes through the full parse, one by one.
+        """
+        self.datagrams += len(datagrams)
+        jitter = self.jitter
+        if self.on_hold or jitter is None or self.deliver is None:
             return
+        payload_type = self.payload_type
+        unpack = _SEQUENCE_TIMESTAMP_SSRC.unpack_from
+        heard = False
+        for data in datagrams:
+            if (len(data) > _PLAIN_HEADER_SIZE and data[0] == _PLAIN_FIRST_OCTET
+                    and data[1] & 0x7F == payload_type
+                    and jitter.follow(*unpack(data, 2), data[_PLAIN_HEADER_SIZE:])):
+                heard = True
+                continue
+            heard = self._parse_and_push(data) or heard
+            jitter, payload_type = self.jitter, self.payload_type  # the codec may have changed
+        if heard:
+            self.heard = self.clock.seconds()
+        pcm = jitter.take()
+        if pcm:
+            self.deliver(pcm)
+
+    def _parse_and_push(self, data: bytes) -> bool:
+        """One datagram the full way; whether it was RTP (RTCP and malformed ones are not)."""
+        if is_rtcp(data):
+            return False
         try:
             packet = parse_rtp(data)
         except RtpError:
             self.malformed += 1
-            return
-        self.heard = self.clock.seconds()
+            return False
         if packet.payload_type != self.payload_type:
             self._other_payload_type(packet.payload_type)
         pcm = self.jitter.push(packet)
         if pcm:
             self.deliver(pcm)
+        return True
+
+    def shed(self, count: int) -> None:
+        """
+        C{count} of the oldest datagrams waiting were dropped unread because
+        media is falling behind: counted, and logged at most every
+        L{SHED_LOG_SECONDS}. The jitter buffer sees the hole they leave as
+        lost packets and fills their time with comfort noise.
+        """
+        self.datagrams += count
+        self.shed_packets += count
+        self._shed_unlogged += count
+        now = self.clock.seconds()
+        if self._shed_logged_at is None or now - self._shed_logged_at >= SHED_LOG_SECONDS:
+            self._log_shed()
+            self._shed_logged_at = now
+
+    def _log_shed(self) -> None:
+        guid, leg = self.stream or (None, None)
+        log.warn("call {guid} leg {leg} (RTP port {port}): media is falling behind; shed the oldest "
+                 "{count} packets ({total} in all on this stream)",
+                 guid=guid, leg=leg, port=self._port_number(), count=self._shed_unlogged, total=self.shed_packets)
+        self._shed_unlogged = 0
+
+    def counts(self) -> dict[str, int]:
+        """This stream's packets by outcome (L{rtp_metrics.OUTCOMES}), over every codec it used."""
+        jitter = self.jitter
+        return {
+            "received": self.datagrams,
+            "lost": self._retired["lost"] + (jitter.lost if jitter else 0),
+            "late": self._retired["late"] + (jitter.late if jitter else 0),
+            "out_of_order": self._retired["out_of_order"] + (jitter.reordered if jitter else 0),
+            "shed": self.shed_packets,
+        }
+
+    def _new_jitter(self) -> None:
+        """A fresh jitter buffer for the codec in use; the old one's counts kept."""
+        old = self.jitter
+        if old is not None:
+            self._retired["lost"] += old.lost
+            self._retired["late"] += old.late
+            self._retired["out_of_order"] += old.reordered
+        self.jitter = jitter_buffer(self.codec, self.payload_type)
 
     def quiet(self, now: float) -> None:
         """
@@ -159,7 +251,7 @@ class RtpReceiver(DatagramProtocol):
     def _switch(self, payload_type: int, codec: str) -> None:
         self.flush()
         self.codec, self.payload_type = codec, payload_type
-        self.jitter = jitter_buffer(codec, payload_type)
+        self._new_jitter()
 
     def _other_payload_type(self, payload_type: int) -> None:
         """A packet not of the codec in use: another allowed codec is followed; an unknown one counted."""
@@ -190,12 +282,17 @@ class RtpReceiver(DatagramProtocol):
         self.flush()
         self.on_hold = on_hold
         if not on_hold and self.codec is not None:
-            self.jitter = jitter_buffer(self.codec, self.payload_type)
+            self._new_jitter()
 
     def close(self):
         """Release what is buffered, then stop listening; returns what C{stopListening} does."""
         self.flush()
         self.on_hold = True
+        if self._shed_unlogged:
+            self._log_shed()
+        RTP_METRICS.retire(self)
+        if self.poller is not None and self.port is not None:
+            self.poller.remove(self)
         port, self.port = self.port, None
         return port.stopListening() if port is not None else None
 
@@ -204,6 +301,7 @@ class RtpPorts:
     """
     Listens for RTP on even ports of C{[low, high]} (the odd one above each is
     left for RTCP), round robin so that a port just freed is not reused at once.
+    The sockets are read by an L{RtpPoller} on C{reactor}, not as readers.
     """
 
     def __init__(self, reactor, interface: str, low: int, high: int, receive_buffer: int, clock=None,
@@ -218,12 +316,20 @@ class RtpPorts:
         self._receivers: set[RtpReceiver] = set()
         self._checking = LoopingCall(self._check_quiet)
         self._checking.clock = self.clock
+        self.poller = RtpPoller(reactor)
+
+    def active_streams(self) -> int:
+        """RTP streams with a socket open on these ports."""
+        return len(self.poller)
 
     def receiver(self) -> RtpReceiver:
         """A receiver for a new stream, checked for quiet senders until it closes."""
         return RtpReceiver(self.clock, self.quiet_after)
 
     def _check_quiet(self) -> None:
+        if self.poller.lagging:
+            # Packets may be waiting unread: the senders are not quiet, we are behind.
+            return
         now = self.clock.seconds()
         for receiver in list(self._receivers):
             if receiver.port is None:
@@ -235,9 +341,10 @@ class RtpPorts:
                 log.failure("filling the silence of RTP port {port} failed", port=receiver.port.getHost().port)
 
     def stop(self) -> None:
-        """Stop checking for quiet senders (the sockets are the receivers' own to close)."""
+        """Stop checking for quiet senders and polling (the sockets are the receivers' own to close)."""
         if self._checking.running:
             self._checking.stop()
+        self.poller.stop()
 
     def listen(self, receiver: RtpReceiver) -> int:
         """
@@ -254,6 +361,9 @@ class RtpPorts:
                 continue
             enlarge_receive_buffer(port, self.receive_buffer)
             receiver.port = port
+            receiver.poller = self.poller
+            self.poller.add(receiver)
+            RTP_METRICS.add(receiver)
             self._receivers.add(receiver)
             if self.quiet_after and not self._checking.running:
                 self._checking.start(QUIET_CHECK_SECONDS, now=False).addErrback(

@@ -303,6 +303,7 @@ class RecordingServer:
         for index, leg in legs.items():
             session.legs[index] = leg
             session.receivers[index].deliver = partial(attachment.audio, leg)
+            session.receivers[index].stream = (session.guid, leg)
 
     def _attach(self, session: RecordingSession, legs: list[str]):
         try:
