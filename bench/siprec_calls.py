@@ -1,20 +1,24 @@
 """
 SIPREC load against a running gateway: at each load level, N concurrent
-recording sessions, each with two G.711 streams of speech paced in real time,
-transcription started through the REST API.
+recording sessions, each with two G.711 streams (G.729 with ``--pause sid``)
+of speech paced in real time, transcription started through the REST API.
 
 Every stream carries audio of its own: the speech fixtures shuffled and
 concatenated in an order drawn for that stream, so no recogniser decodes the
 same audio twice in a row and levels do not get warmer as the run goes on.
 The pauses between sentences are of one kind per run (``--pause``): the
-fixtures' line noise, comfort noise, digital silence (0xFF mu-law), or
-packets missing (not sent). Each level runs with calls starting in a burst
-(all on the same packet) and spread out (``--stagger-ms`` apart).
+fixtures' line noise, comfort noise, digital silence (0xFF mu-law),
+packets missing (not sent), or G.729 Annex B silence suppression (SID frames,
+then nothing). Each level runs with calls starting in a burst (all on the
+same packet) and spread out (``--stagger-ms`` apart); ``--runs`` repeats the
+whole sweep and says whether the runs agree within one load level.
 
 For each level it prints whether the gateway kept up and the latency from
 the end of speech (the packet carrying the last word's end, as the webhook's
 ``end`` gives it) to the webhook POST carrying the utterance (p50/p95/p99),
-and, with ``--gateway-pid``, the gateway's CPU per stream, minute by minute.
+the same from the endpoint-completing packet (``endpoint_silence_ms`` of
+audio later), and, with ``--gateway-pid``, the gateway's CPU per stream,
+minute by minute.
 Before the load it decodes the same streams with Vosk alone (fresh
 recognisers, 100 ms chunks) on as many threads as the gateway's ASR pool, so
 the sustained streams are quoted against raw Vosk in the same run.
