@@ -157,11 +157,13 @@ def recognizer_rss(model: vosk.Model, pcm: bytes) -> int:
     What one recogniser holds once it has decoded C{pcm}: this process's RSS
     with it less without it (the model already loaded and touched).
     """
-    decode(fresh_recognizer(model), pcm)  # the model's pages in, before the measure
+    # The model's pages in before the measure; this first recogniser is kept
+    # alive so that the measured one cannot reuse memory it would free.
+    first = decode(fresh_recognizer(model), pcm)
     before = rss_bytes()
-    recognizer = decode(fresh_recognizer(model), pcm)
+    measured = decode(fresh_recognizer(model), pcm)
     grown = rss_bytes() - before
-    del recognizer
+    del measured, first
     return grown
 
 

@@ -67,7 +67,7 @@ async def soak(reactor, options) -> None:
     sampler.clock = reactor
     sampler.start(RSS_SAMPLE_SECONDS)
     began = time.monotonic()
-    period, warm, latencies, seed = 1, None, [], 0
+    period, warm, latencies, seed, row_at = 1, None, [], 0, 0.0
     while time.monotonic() - began < 60 * options.minutes:
         seed += 1
         audio = streams_for(options.calls, seed, options.call_seconds, options.pause)
@@ -77,12 +77,13 @@ async def soak(reactor, options) -> None:
         latencies += latencies_ms(calls, webhook, ended_at)
         webhook.arrivals.clear()
         minutes = (time.monotonic() - began) / 60
-        if minutes >= period * options.period_minutes or minutes >= options.minutes:
+        # A row once a period has passed since the last (a round may end late: rows follow the wall clock).
+        if minutes >= row_at + options.period_minutes or minutes >= options.minutes:
             rss = max(rss_samples)
             overhead = (rss - idle - streams * recognizer) / streams
             print(table_row(period, minutes, rss, warm, overhead, latencies), flush=True)
             warm = warm or rss
-            period, latencies = period + 1, []
+            period, latencies, row_at = period + 1, [], minutes
             rss_samples.clear()
     sampler.stop()
 
