@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_jitter -*-
+# -*- test-case-name: tests.test_jitter,tests.test_rtp_fast_path -*-
 """
 A jitter buffer: the RTP packets of one stream, in, as contiguous PCM, out.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_siprec_server,tests.test_siprec_sessions -*-
+# -*- test-case-name: tests.test_siprec_server,tests.test_siprec_sessions,tests.test_rtp_poller,tests.test_rtp_fast_path -*-
 """
 RTP reception for recorded streams: one UDP socket per accepted m-line, on a
 port from the configured range, each packet through a jitter buffer into the
