@@ -98,6 +98,34 @@ def recordings(seen: dict[str, list[str]]) -> dict[str, list[str]]:
     return {call_id: methods for call_id, methods in seen.items() if "INVITE" in methods}
 
 
+async def kamailio_in_front(tmp_path, stop_processes, *nodes):
+    """
+    Kamailio dispatching to the C{(node, seen)} pairs of L{make_nodes} (on
+    127.0.0.1, 127.0.0.2) and L{tap}, up once its OPTIONS pings reach every
+    node: its SIP port and process.
+    """
+    port = free_sip_port()
+    kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
+                              [f"127.0.0.{i}:{sip_port(node)}" for i, (node, _) in enumerate(nodes, 1)])
+    stop_processes.append(kamailio)
+    await until(reactor, lambda: all(seen for _, seen in nodes) or kamailio.ended.called, attempts=3000)
+    assert not kamailio.ended.called, kamailio.output
+    return port, kamailio
+
+
+async def haproxy_in_front(make_nodes, tmp_path, stop_processes):
+    """
+    Nodes a and b behind HAProxy, both UP: the nodes, HAProxy's port,
+    process and stats socket. Streaming URLs point at HAProxy.
+    """
+    port = free_sip_port()
+    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], f"ws://127.0.0.1:{port}")
+    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+    stop_processes.append(haproxy)
+    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    return a, b, port, haproxy, stats
+
+
 async def place_calls(tmp_path, kamailio_port: int, count: int, name: str):
     """sipp, as the SBC, records C{count} calls through Kamailio; its exit code and output."""
     calls = tmp_path / f"{name}.csv"
@@ -113,13 +141,7 @@ async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_ski
         make_nodes, tmp_path, monkeypatch, stop_processes):
     a, b = await make_nodes(["127.0.0.1", "127.0.0.2"])
     seen_a, seen_b = tap(monkeypatch, a), tap(monkeypatch, b)
-    port = free_sip_port()
-    kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
-                              [f"127.0.0.1:{sip_port(a)}", f"127.0.0.2:{sip_port(b)}"])
-    stop_processes.append(kamailio)
-    # Kamailio is up once its OPTIONS pings reach both nodes.
-    await until(reactor, lambda: (seen_a and seen_b) or kamailio.ended.called, attempts=3000)
-    assert not kamailio.ended.called, kamailio.output
+    port, kamailio = await kamailio_in_front(tmp_path, stop_processes, (a, seen_a), (b, seen_b))
 
     # An SBC's keep-alive (Max-Forwards: 0) is answered while a node is up (sipp checks Allow and Accept).
     keep_alive = run_sipp(reactor, "options.xml", f"127.0.0.1:{port}", workdir=tmp_path)
@@ -174,12 +196,7 @@ async def test_kamailio_sends_new_calls_to_the_other_node_while_one_drains_and_i
     a, b = await make_nodes(["127.0.0.1", "127.0.0.2"])
     seen_a, seen_b = tap(monkeypatch, a), tap(monkeypatch, b)
     answered_b = answers(monkeypatch, b)
-    port = free_sip_port()
-    kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
-                              [f"127.0.0.1:{sip_port(a)}", f"127.0.0.2:{sip_port(b)}"])
-    stop_processes.append(kamailio)
-    await until(reactor, lambda: (seen_a and seen_b) or kamailio.ended.called, attempts=3000)
-    assert not kamailio.ended.called, kamailio.output
+    port, kamailio = await kamailio_in_front(tmp_path, stop_processes, (a, seen_a), (b, seen_b))
 
     placing = ensureDeferred(place_calls(tmp_path, port, 20, "drain"))
     # Node b drains while it holds a recording it has answered and not yet ended.
@@ -208,12 +225,7 @@ async def test_kamailio_sends_new_calls_to_the_other_node_while_one_drains_and_i
 @pytest_twisted.ensureDeferred
 async def test_haproxy_carries_a_streaming_url_from_one_node_to_the_other_and_drops_a_stopped_node(
         make_nodes, tmp_path, stop_processes):
-    port = free_sip_port()
-    public_url = f"ws://127.0.0.1:{port}"
-    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], public_url)
-    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
-    stop_processes.append(haproxy)
-    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    a, b, port, haproxy, stats = await haproxy_in_front(make_nodes, tmp_path, stop_processes)
     health = await treq.get(f"http://127.0.0.1:{port}/health")
     assert health.code == 200
 
@@ -221,7 +233,7 @@ async def test_haproxy_carries_a_streaming_url_from_one_node_to_the_other_and_dr
     issued = await a.post("/autotranscribe/v1/streaming-url", {"externalId": "conv-in-front"})
     assert issued.code == 200
     url = (await issued.json())["streamingUrl"]
-    assert url.startswith(public_url + "/autotranscribe/v1/stream?token="), url
+    assert url.startswith(f"ws://127.0.0.1:{port}/autotranscribe/v1/stream?token="), url
     await a.service.stopService()
     await _wait_for_states(stats, {"node1": "DOWN", "node2": "UP"}, haproxy)
     assert (await server_states(reactor, stats, "asapp_mg_streams"))["node1"].startswith("DOWN")
@@ -256,12 +268,7 @@ async def _wait_for_states(stats, expected: dict[str, str], haproxy) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_haproxy_drops_a_draining_node_and_sends_a_new_stream_to_the_other(make_nodes, tmp_path, stop_processes):
-    port = free_sip_port()
-    public_url = f"ws://127.0.0.1:{port}"
-    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], public_url)
-    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
-    stop_processes.append(haproxy)
-    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    a, b, port, haproxy, stats = await haproxy_in_front(make_nodes, tmp_path, stop_processes)
 
     b.service.admission.drain()
     health = await treq.get(f"http://127.0.0.1:{b.port}/health")
