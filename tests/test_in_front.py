@@ -19,6 +19,7 @@ from twisted.internet.defer import ensureDeferred
 
 from mgateway.sip.message import Request
 from tests.support.audio import chunks, pace, read_pcm, until
+from tests.support.gateway import AUTH
 from tests.support.front import (
     server_states,
     sip_port,
@@ -97,6 +98,34 @@ def recordings(seen: dict[str, list[str]]) -> dict[str, list[str]]:
     return {call_id: methods for call_id, methods in seen.items() if "INVITE" in methods}
 
 
+async def kamailio_in_front(tmp_path, stop_processes, *nodes):
+    """
+    Kamailio dispatching to the C{(node, seen)} pairs of L{make_nodes} (on
+    127.0.0.1, 127.0.0.2) and L{tap}, up once its OPTIONS pings reach every
+    node: its SIP port and process.
+    """
+    port = free_sip_port()
+    kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
+                              [f"127.0.0.{i}:{sip_port(node)}" for i, (node, _) in enumerate(nodes, 1)])
+    stop_processes.append(kamailio)
+    await until(reactor, lambda: all(seen for _, seen in nodes) or kamailio.ended.called, attempts=3000)
+    assert not kamailio.ended.called, kamailio.output
+    return port, kamailio
+
+
+async def haproxy_in_front(make_nodes, tmp_path, stop_processes):
+    """
+    Nodes a and b behind HAProxy, both UP: the nodes, HAProxy's port,
+    process and stats socket. Streaming URLs point at HAProxy.
+    """
+    port = free_sip_port()
+    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], f"ws://127.0.0.1:{port}")
+    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
+    stop_processes.append(haproxy)
+    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    return a, b, port, haproxy, stats
+
+
 async def place_calls(tmp_path, kamailio_port: int, count: int, name: str):
     """sipp, as the SBC, records C{count} calls through Kamailio; its exit code and output."""
     calls = tmp_path / f"{name}.csv"
@@ -112,13 +141,7 @@ async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_ski
         make_nodes, tmp_path, monkeypatch, stop_processes):
     a, b = await make_nodes(["127.0.0.1", "127.0.0.2"])
     seen_a, seen_b = tap(monkeypatch, a), tap(monkeypatch, b)
-    port = free_sip_port()
-    kamailio = start_kamailio(reactor, tmp_path, "127.0.0.1", port,
-                              [f"127.0.0.1:{sip_port(a)}", f"127.0.0.2:{sip_port(b)}"])
-    stop_processes.append(kamailio)
-    # Kamailio is up once its OPTIONS pings reach both nodes.
-    await until(reactor, lambda: (seen_a and seen_b) or kamailio.ended.called, attempts=3000)
-    assert not kamailio.ended.called, kamailio.output
+    port, kamailio = await kamailio_in_front(tmp_path, stop_processes, (a, seen_a), (b, seen_b))
 
     # An SBC's keep-alive (Max-Forwards: 0) is answered while a node is up (sipp checks Allow and Accept).
     keep_alive = run_sipp(reactor, "options.xml", f"127.0.0.1:{port}", workdir=tmp_path)
@@ -147,15 +170,62 @@ async def test_kamailio_spreads_recordings_keeps_each_dialog_on_its_node_and_ski
     assert "tried again" not in kamailio.output[marked_down:], "a node marked down is skipped, not tried"
 
 
+def answers(monkeypatch, node) -> dict[str, list[tuple[int, str | None]]]:
+    """The final answers C{node}'s SIP stack gives to INVITEs, with their Retry-After, by Call-ID."""
+    transactions = node.service.siprec.server.uas.transactions
+    given = defaultdict(list)
+    respond = transactions.respond
+
+    def recording(request, response):
+        if request.method == "INVITE" and response.status >= 200:
+            given[request.call_id].append((response.status, response.headers.get("Retry-After")))
+        respond(request, response)
+
+    monkeypatch.setattr(transactions, "respond", recording)
+    return given
+
+
+@pytest_twisted.ensureDeferred
+async def test_kamailio_sends_new_calls_to_the_other_node_while_one_drains_and_its_dialogs_end_on_it(
+        make_nodes, tmp_path, monkeypatch, stop_processes):
+    """
+    The first step of a SIGTERM's stop (L{admission.drain}, the call
+    C{stopService} makes before anything ends): the rest of that stop closes
+    the SIP port and ends each recording itself, which the test above covers.
+    """
+    a, b = await make_nodes(["127.0.0.1", "127.0.0.2"])
+    seen_a, seen_b = tap(monkeypatch, a), tap(monkeypatch, b)
+    answered_b = answers(monkeypatch, b)
+    port, kamailio = await kamailio_in_front(tmp_path, stop_processes, (a, seen_a), (b, seen_b))
+
+    placing = ensureDeferred(place_calls(tmp_path, port, 20, "drain"))
+    # Node b drains while it holds a recording it has answered and not yet ended.
+    await until(reactor, lambda: any(methods[-1] != "BYE" for methods in recordings(seen_b).values()
+                                     if len(methods) > 1) or placing.called, attempts=3000)
+    assert not placing.called, "node b held no call when it was to drain"
+    held = {call_id for call_id, methods in recordings(seen_b).items() if methods[-1] != "BYE"}
+    before = set(recordings(seen_a)) | set(recordings(seen_b))
+    b.service.admission.drain()
+    code, output = await placing
+    assert code == 0, output + kamailio.output
+
+    for call_id in held:
+        assert recordings(seen_b)[call_id][-1] == "BYE", "b's dialog ends on b"
+    new = (set(recordings(seen_a)) | set(recordings(seen_b))) - before
+    assert len(new) == 20 - len(before)
+    for call_id in new:
+        assert sorted(seen_a[call_id]) == ["ACK", "ACK", "BYE", "INVITE", "INVITE", "UPDATE"], call_id
+    refused = new & set(recordings(seen_b))
+    assert refused, "the Call-ID hash sent some of the new calls to node b"
+    for call_id in refused:
+        assert answered_b[call_id] == [(503, "10")], answered_b[call_id]
+    assert "tried again" in kamailio.output, "Kamailio tries a refused call again on the other node"
+
+
 @pytest_twisted.ensureDeferred
 async def test_haproxy_carries_a_streaming_url_from_one_node_to_the_other_and_drops_a_stopped_node(
         make_nodes, tmp_path, stop_processes):
-    port = free_sip_port()
-    public_url = f"ws://127.0.0.1:{port}"
-    a, b = await make_nodes(["127.0.0.1", "127.0.0.1"], public_url)
-    haproxy, stats = start_haproxy(reactor, tmp_path, port, [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"])
-    stop_processes.append(haproxy)
-    await _wait_for_states(stats, {"node1": "UP", "node2": "UP"}, haproxy)
+    a, b, port, haproxy, stats = await haproxy_in_front(make_nodes, tmp_path, stop_processes)
     health = await treq.get(f"http://127.0.0.1:{port}/health")
     assert health.code == 200
 
@@ -163,7 +233,7 @@ async def test_haproxy_carries_a_streaming_url_from_one_node_to_the_other_and_dr
     issued = await a.post("/autotranscribe/v1/streaming-url", {"externalId": "conv-in-front"})
     assert issued.code == 200
     url = (await issued.json())["streamingUrl"]
-    assert url.startswith(public_url + "/autotranscribe/v1/stream?token="), url
+    assert url.startswith(f"ws://127.0.0.1:{port}/autotranscribe/v1/stream?token="), url
     await a.service.stopService()
     await _wait_for_states(stats, {"node1": "DOWN", "node2": "UP"}, haproxy)
     assert (await server_states(reactor, stats, "asapp_mg_streams"))["node1"].startswith("DOWN")
@@ -194,3 +264,28 @@ async def _wait_for_states(stats, expected: dict[str, str], haproxy) -> None:
         assert not haproxy.ended.called, haproxy.output
         await task.deferLater(reactor, 0.1, lambda: None)
     raise AssertionError(f"HAProxy's servers stayed {states}, not {expected}\n{haproxy.output}")
+
+
+@pytest_twisted.ensureDeferred
+async def test_haproxy_drops_a_draining_node_and_sends_a_new_stream_to_the_other(make_nodes, tmp_path, stop_processes):
+    a, b, port, haproxy, stats = await haproxy_in_front(make_nodes, tmp_path, stop_processes)
+
+    b.service.admission.drain()
+    health = await treq.get(f"http://127.0.0.1:{b.port}/health")
+    assert (health.code, (await health.json())["status"]) == (503, "draining")
+    await _wait_for_states(stats, {"node1": "UP", "node2": "DOWN"}, haproxy)
+    assert (await server_states(reactor, stats, "asapp_mg_streams"))["node2"].startswith("DOWN")
+
+    issued = await treq.post(f"http://127.0.0.1:{port}/autotranscribe/v1/streaming-url",
+                             json={"externalId": "conv-drain"}, headers=AUTH)
+    assert issued.code == 200
+    client = await connect((await issued.json())["streamingUrl"])[0]
+    client.send_json({"message": "startStream", "sender": {"role": "customer", "externalId": "c-1"},
+                      "language": "ko-KR"})
+    start = await client.next_message()
+    assert start["status"] == {"code": "1000", "description": "OK"}, start
+    assert (len(a.service.registry), len(b.service.registry)) == (1, 0), "node a holds the new stream"
+    client.send_json({"message": "finishStream"})
+    while (final := await client.next_message())["message"] == "transcript":
+        pass
+    assert final["message"] == "finalResponse", final
