@@ -158,7 +158,9 @@ class TrackTimeline:
         sender's silence, filled as it happens): the sender's position moves
         on with it, so the chunk that ends the quiet spell fills only what is
         left of its gap, and audio that was late rather than absent overlaps.
-        Held to the wall clock like any fill; nothing before the first chunk.
+        Held to the wall clock like any fill; nothing while not anchored
+        (after L{reanchor}, before the next chunk: the jitter buffer's
+        start).
         """
         if self.skew is None:
             return b""
