@@ -2,8 +2,9 @@
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given, settings, strategies as st
 
+from mgateway.media import MediaError
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.g729 import G729Decoder, G729Encoder, G729Error
 from mgateway.media.jitter import JitterBuffer
@@ -352,3 +353,50 @@ def test_idle_before_the_first_packet_adds_nothing():
 
 def run_without_flush(jitter, packets):
     return b"".join(jitter.push(p) for p in packets)
+
+
+def test_a_payload_the_codec_rejects_after_a_gap_does_not_fill_the_gap_twice():
+    def decode(payload):
+        if payload == b"bad!":
+            raise MediaError("not a payload")
+        return payload
+
+    jitter = JitterBuffer(PT, decode)
+    sent = [packet(i) for i in range(4)]
+    # Silence suppression for 5 frames, then an undecodable packet, then speech again.
+    rejected = packet(4, ts=5000 + 9 * FRAME)
+    sent += [RtpPacket(PT, rejected.sequence, rejected.timestamp, SSRC, b"bad!")]
+    sent += [packet(i, ts=5000 + (i + 5) * FRAME) for i in range(5, 8)]
+    out = run(jitter, sent)
+    assert blocks(out) == [0, 1, 2, 3] + ["noise"] * 6 + [5, 6, 7]
+    assert (jitter.undecodable, jitter.position) == (1, 13 * FRAME)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.integers(0, 4), min_size=1, max_size=40),
+    st.sets(st.integers(0, 39), max_size=8),
+    st.dictionaries(st.integers(0, 39), st.tuples(st.integers(1, 5), st.integers(-2, 5)), max_size=4),
+)
+def test_no_loss_or_quiet_spell_loses_a_packet_that_is_not_late(delays, dropped, quiet):
+    """
+    Packets lost, reordered within the depth, quiet spells filled as they
+    pass, after which the sender's timestamps jump ahead or back (it was
+    silent, or stalled): every packet not given up on comes out whole, in
+    order, and the timeline is that audio and the fills.
+    """
+    count = len(delays)
+    kept = [i for i in range(count) if i not in dropped]
+    arrival = sorted(kept, key=lambda i: (i + delays[i], i))
+    shift = np.cumsum([quiet[i][1] * FRAME if i in quiet else 0 for i in range(count)])
+    jitter = buffer()
+    out = b""
+    for i in arrival:
+        if i in quiet:
+            out += jitter.idle(quiet[i][0] * FRAME)
+        out += jitter.push(packet(i, ts=5000 + i * FRAME + int(shift[i])))
+    out += jitter.flush()
+    released = [level for level in levels(out).tolist() if level >= 0]
+    assert released == sorted(set(released)), "whole packets, in order, none twice"
+    assert len(released) + jitter.late == len(kept), "each received packet released, or counted late"
+    assert len(out) == 2 * jitter.position

@@ -11,7 +11,6 @@ from mgateway.ingress.twilio.session import Dropped, Started, Stopped, TwilioStr
 from mgateway.ingress.twilio.signature import UpgradeSignature, twilio_signature, valid_signature
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.noise import comfort_noise
-from mgateway.media.timeline import TrackTimeline
 from tests.support.twilio_peer import TwilioPeer
 
 
@@ -38,11 +37,6 @@ def terminated(stream, frame) -> Terminated:
     assert isinstance(events[-1], Terminated), events
     assert stream.events() == [] and feed(stream, [frame]) == [], "nothing after the end"
     return events[-1]
-
-
-def placed(timeline, timestamp, pcm) -> bytes:
-    result = timeline.place(timestamp, pcm)
-    return result.fill + result.pcm
 
 
 def test_documented_session_yields_start_audio_per_track_and_stop():
@@ -148,51 +142,6 @@ def test_unsupported_media_format_is_refused():
         4008, 'unsupported media format {"encoding": "audio/x-mulaw", "sampleRate": 16000, "channels": 1}')
 
 
-@settings(max_examples=50)
-@given(st.lists(st.tuples(st.integers(0, 5000), st.integers(0, 40)), min_size=1, max_size=40))
-def test_timeline_position_always_follows_the_latest_timestamp(chunks):
-    timeline = TrackTimeline(max_gap_ms=1000)
-    for timestamp, ms in sorted(chunks):
-        before = timeline.position_ms
-        out = placed(timeline, timestamp, b"\x02\x00" * 8 * ms)
-        assert len(out) % 2 == 0
-        assert timeline.position_ms == before + len(out) // 16
-        assert timeline.position_ms >= min(timestamp + ms, before)
-
-
-def test_timeline_caps_a_huge_jump_and_reanchors():
-    timeline = TrackTimeline(max_gap_ms=100)
-    timeline.place(0, b"\x02\x00" * 160)
-    out = placed(timeline, 3_600_000, b"\x02\x00" * 160)
-    assert len(out) == (100 + 20) * 16
-    assert len(placed(timeline, 3_600_020, b"\x02\x00" * 160)) == 320
-
-
-def test_a_timestamp_jump_fills_no_further_than_the_wall_clock_allows():
-    """Six frames in 13 s whose timestamps jump a minute each: 13 s of timeline, not five minutes."""
-    clock = Clock()
-    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=2_000)
-    frame = b"\x02\x00" * 160
-    for i in range(6):
-        result = timeline.place(i * 60_000, frame)
-        assert result.pcm == frame, "received audio is always kept whole"
-        clock.advance(2.6)
-    assert timeline.position_ms <= 13_000 + 2_000 + 6 * 20, timeline.position_ms
-    assert timeline.refused_ms > 280_000
-    # Timestamps that follow the jump go on from where the timeline stands.
-    assert timeline.place(5 * 60_000 + 20, frame).fill == b""
-
-
-def test_late_audio_arriving_in_a_burst_is_placed_at_its_timestamps():
-    clock = Clock()
-    timeline = TrackTimeline(max_gap_ms=60_000, clock_now=clock.seconds, max_lead_ms=500)
-    frame = b"\x02\x00" * 160
-    timeline.place(0, frame)
-    clock.advance(3)  # three seconds lost on the way, then the stream resumes on time
-    assert len(timeline.place(3_000, frame).fill) == (3_000 - 20) * 16
-    assert timeline.refused_ms == 0
-
-
 def test_no_media_for_the_timeout_gives_up_on_the_stream_with_4083():
     clock = Clock()
     peer = TwilioPeer("CA1", tracks=["inbound"], first_timestamp=0)
@@ -250,17 +199,6 @@ def test_signature_matches_the_vector_published_with_twilios_libraries():
               "From": "+14158675309", "To": "+18005551212"}
     assert twilio_signature("12345", "https://mycompany.com/myapp.php?foo=1&bar=2", params) == \
         "RSOYDt4T1cUTdK1PDd93/VVr8B8="
-
-
-def test_positions_in_samples_fill_gaps_shorter_than_a_millisecond():
-    """AudioHook reports gaps to the sample; they are filled exactly, on every channel alike."""
-    timeline = TrackTimeline(max_gap_ms=1000)
-    assert timeline.advance(0, 800) == (b"", 0)
-    noise, trim = timeline.advance(805, 0)  # five samples (625 us) discarded
-    assert (noise, trim) == (comfort_noise(5, start=800), 0)
-    assert timeline.advance(805, 800) == (b"", 0)
-    assert timeline.position_samples == 1605
-    assert timeline.advance(1600, 10) == (b"", 5), "an overlap is trimmed from the chunk"
 
 
 _PEER = TwilioPeer("CA1", first_timestamp=0)

@@ -7,8 +7,11 @@ become ready, and L{JitterBuffer.flush} the rest. Packets are put back in
 sequence order; one that is missing is waited for while the packets after it
 span no more than the buffer's depth, and is then declared lost. The payloads
 are decoded in order at release (G.729 decoding carries state from frame to
-frame), and gaps on the timeline (lost packets, silence suppression, hold)
-become comfort noise, never digital zeros, which defeat Vosk's endpointing.
+frame) and placed by their timestamps on the stream's L{TrackTimeline}, which
+fills the gaps (lost packets, silence suppression, hold) with comfort noise,
+never digital zeros, which defeat Vosk's endpointing. Its policy is
+L{Overlap.KEEP}: a packet that comes after its time was filled (a stalled
+link) is late speech, kept whole.
 
 Sequence numbers and timestamps are unwrapped to unbounded integers, so the
 16-bit and 32-bit wrap-arounds need no special cases. A new SSRC is a new
@@ -22,8 +25,9 @@ from collections import deque
 from typing import Callable
 
 from mgateway.media import MediaError
-from mgateway.media.noise import comfort_noise
+from mgateway.media.pcm import SAMPLES_PER_MS
 from mgateway.media.rtp import RtpPacket
+from mgateway.media.timeline import Overlap, TrackTimeline
 
 #: A packet this far behind the highest sequence number received, or further
 #: ahead of it than L{MAX_DROPOUT}, is not taken at its word: only if the next
@@ -45,7 +49,7 @@ def _unwrap(value: int, reference: int, bits: int) -> int:
 
 
 class _Source:
-    """The sequence space and playout point of one SSRC."""
+    """The sequence space of one SSRC (where its audio goes is the timeline's)."""
 
     def __init__(self, packet: RtpPacket):
         self.ssrc = packet.ssrc
@@ -56,14 +60,12 @@ class _Source:
         #: first one released; C{None} while the start is being buffered.
         self.next: int | None = None
         self.first: int | None = None
-        #: Extended timestamp where the next released audio belongs, and the
-        #: extended sequence number after the packet that ended there.
-        self.playout: int | None = None
+        #: The extended sequence number after the packet whose audio ends
+        #: where the timeline stands (the sender's position there is the
+        #: timeline's C{position_samples + skew}).
         self.resume: int | None = None
         #: Whether packets were given up on since the last release.
         self.after_loss = False
-        #: Whether L{JitterBuffer.idle} filled time since the last release.
-        self.idled = False
         #: Extended sequence number -> (extended timestamp, payload, or None for
         #: a packet of another payload type that only holds its place).
         self.pending: dict[int, tuple[int, bytes | None]] = {}
@@ -95,12 +97,13 @@ class JitterBuffer:
         timestamps cannot be trusted.
     @param max_gap_ms: the most audio a single gap is filled with. A longer
         jump of the timestamps (after hold, or a misbehaving sender) is
-        filled this far and the timeline continues from there.
+        filled this far and the timeline continues from there
+        (L{TrackTimeline}).
     @param noise_dbfs: the RMS level of the comfort noise.
     @param octet_per_sample: the codec decodes each octet to one sample on
         its own (G.711), so L{follow} may take packets and decode them together.
 
-    @ivar position: samples released so far: the stream's media time.
+    @ivar timeline: where the released audio stands (L{Overlap.KEEP}).
     @ivar received: packets pushed, of any kind.
     @ivar lost: sequence numbers given up on.
     @ivar late: packets that came after their place was given up on (or
@@ -110,8 +113,6 @@ class JitterBuffer:
     @ivar ignored: packets of another payload type.
     @ivar undecodable: payloads the decoder rejected; their time became noise.
     @ivar resyncs: new sources (SSRC changes, restarted numbering).
-    @ivar slipped: samples by which audio that came after an L{idle} fill
-        was placed later than its timestamps (it was late, not absent).
     """
 
     def __init__(
@@ -120,7 +121,6 @@ class JitterBuffer:
         decode: Callable[[bytes], bytes],
         *,
         conceal: Callable[[], bytes] | None = None,
-        clock_rate: int = 8000,
         frame_ms: int = 20,
         depth_ms: int = 60,
         max_gap_ms: int = 60_000,
@@ -131,20 +131,31 @@ class JitterBuffer:
         self.payload_type = payload_type
         self._decode = decode
         self._conceal = conceal
-        self._depth = depth_ms * clock_rate // 1000
+        self._depth = depth_ms * SAMPLES_PER_MS
         self._max_pending = 2 * depth_ms // frame_ms
-        self._max_gap = max_gap_ms * clock_rate // 1000
-        self._max_conceal = max_conceal_ms * clock_rate // 1000
-        self._noise_dbfs = noise_dbfs
+        self._max_conceal = max_conceal_ms * SAMPLES_PER_MS
+        self.timeline = TrackTimeline(max_gap_ms, overlap=Overlap.KEEP, noise_dbfs=noise_dbfs)
         self._source: _Source | None = None
         self._previous: _Source | None = None
         self._suspect: RtpPacket | None = None
         self._out: list[bytes] = []
         #: Payloads taken by L{follow}, decoded together when next released.
         self._undecoded: list[bytes] | None = [] if octet_per_sample else None
-        self.position = 0
         self.received = self.lost = self.late = self.duplicates = self.reordered = 0
-        self.ignored = self.undecodable = self.resyncs = self.slipped = 0
+        self.ignored = self.undecodable = self.resyncs = 0
+
+    @property
+    def position(self) -> int:
+        """Samples released so far: the stream's media time."""
+        return self.timeline.position_samples
+
+    @property
+    def slipped(self) -> int:
+        """
+        Samples by which audio was placed later than its timestamps: it came
+        after an L{idle} fill (late, not absent), or the timestamps went back.
+        """
+        return self.timeline.slipped
 
     def push(self, packet: RtpPacket) -> bytes:
         """Take one packet; return the PCM now ready (often one packet's worth, or none)."""
@@ -175,28 +186,30 @@ class JitterBuffer:
         whose runs of payloads decode as one.
         """
         source = self._source
+        timeline = self.timeline
+        skew = timeline.skew
         if (
             self._undecoded is None
             or source is None
             or ssrc != source.ssrc
             or source.pending
-            or source.playout is None
-            or source.idled
+            or skew is None
             or source.after_loss
             or self._suspect is not None
         ):
             return False
         following = source.highest + 1
-        if source.next != following or sequence != following & 0xFFFF or timestamp != source.playout & 0xFFFFFFFF:
+        playout = timeline.position_samples + skew
+        if source.next != following or sequence != following & 0xFFFF or timestamp != playout & 0xFFFFFFFF:
             return False
         self.received += 1
         samples = len(payload)
         source.highest = following
         source.next = source.resume = following + 1
-        source.timestamp = source.playout
-        source.playout += samples
+        source.timestamp = playout
+        # TrackTimeline.extend, inlined: this runs for nearly every packet.
+        timeline.position_samples += samples
         self._undecoded.append(payload)
-        self.position += samples
         return True
 
     def take(self) -> bytes:
@@ -214,20 +227,20 @@ class JitterBuffer:
         The sender has sent nothing for a while (silence suppression without
         comfort-noise packets, a stalled link): release what is buffered and
         C{samples} of comfort noise now, so that recognition hears the
-        silence as it happens rather than when the next packet comes. The
-        packet that ends the quiet spell fills only what is left of its gap.
-        Audio that was late rather than absent (a stalled link) is kept
-        whole, after the noise: the timeline slips by the overlap
-        (C{slipped}) rather than losing speech. Nothing before the first packet.
+        silence as it happens rather than when the next packet comes
+        (L{TrackTimeline.idle}). The packet that ends the quiet spell fills
+        only what is left of its gap. Audio that was late rather than absent
+        (a stalled link) is kept whole, after the noise: the timeline slips
+        by the overlap (C{slipped}) rather than losing speech. Nothing before
+        the first packet.
         """
         source = self._source
         if source is None:
             return b""
         self._release(source, force=True)
-        if source.playout is not None:
-            self._append(comfort_noise(samples, self._noise_dbfs, start=self.position))
-            source.playout += samples
-            source.idled = True
+        noise = self.timeline.idle(samples)
+        if noise:
+            self._append(noise)
         return self._take()
 
     def _from_previous_source(self, packet: RtpPacket) -> bool:
@@ -247,6 +260,8 @@ class JitterBuffer:
             if self._source.ssrc != packet.ssrc:
                 self._previous = self._source
         self._source = _Source(packet)
+        # The new source continues the timeline where it stands, whatever its timestamps say.
+        self.timeline.reanchor()
         return self._source
 
     def _accept(self, source: _Source, packet: RtpPacket, audio: bool) -> None:
@@ -320,14 +335,16 @@ class JitterBuffer:
         if len(pending) > self._max_pending:
             return True
         stamps = [timestamp for timestamp, _ in pending.values()]
-        if source.playout is None:
+        timeline = self.timeline
+        if not timeline.anchored:
             expected = min(stamps)
         else:
             # Where the missing packet's audio belongs: its share of the
             # time between the last audio released and the first buffered.
+            playout = timeline.position_samples + timeline.skew
             lowest = min(pending)
             share = (source.next - source.resume) / (lowest - source.resume)
-            expected = source.playout + share * (pending[lowest][0] - source.playout)
+            expected = playout + share * (pending[lowest][0] - playout)
         return max(stamps) - expected > self._depth
 
     @staticmethod
@@ -344,38 +361,42 @@ class JitterBuffer:
         if payload is None:
             return
         after_loss, source.after_loss = source.after_loss, False
-        if source.playout is not None and timestamp > source.playout:
-            self._fill(min(timestamp - source.playout, self._max_gap), after_loss)
+        # The gap before the packet first: concealment needs the decoder's
+        # state from before it. An undecodable packet's own time then
+        # becomes part of the next packet's gap.
+        conceal = self._concealment if after_loss and self._conceal is not None else None
+        fill, _ = self.timeline.advance(timestamp, 0, conceal)
+        if fill:
+            self._append(fill)
+        source.resume = sequence
         try:
             pcm = self._decode(payload)
         except MediaError:
             self.undecodable += 1
             return
-        if source.idled and source.playout is not None:
-            source.idled = False
-            self.slipped += max(0, source.playout - timestamp)
         self._append(pcm)
-        source.playout, source.resume = timestamp + len(pcm) // 2, sequence + 1
+        self.timeline.extend(len(pcm) // 2)
+        source.resume = sequence + 1
 
-    def _fill(self, samples: int, after_loss: bool) -> None:
-        concealed = 0
-        if after_loss and self._conceal is not None:
-            limit = min(samples, self._max_conceal)
-            while concealed < limit:
-                pcm = self._conceal()[: 2 * (limit - concealed)]
-                if not pcm:
-                    break
-                self._append(pcm)
-                concealed += len(pcm) // 2
-        self._append(comfort_noise(samples - concealed, self._noise_dbfs, start=self.position))
+    def _concealment(self, samples: int) -> bytes:
+        """The codec's concealment for a loss of C{samples}, up to C{max_conceal_ms} of it."""
+        limit = min(samples, self._max_conceal)
+        frames, concealed = [], 0
+        while concealed < limit:
+            pcm = self._conceal()[: 2 * (limit - concealed)]
+            if not pcm:
+                break
+            frames.append(pcm)
+            concealed += len(pcm) // 2
+        return b"".join(frames)
 
     def _append(self, pcm: bytes) -> None:
+        """Queue PCM already counted on the timeline, after what L{follow} took."""
         self._decode_followed()
         self._out.append(pcm)
-        self.position += len(pcm) // 2
 
     def _decode_followed(self) -> None:
-        """Decode what L{follow} took, in one call (L{position} counted it already)."""
+        """Decode what L{follow} took, in one call (the timeline counted it already)."""
         if self._undecoded:
             self._out.append(self._decode(b"".join(self._undecoded)))
             self._undecoded.clear()

@@ -65,7 +65,7 @@ from mgateway.ingress.audiohook.messages import (
 )
 from mgateway.ingress.events import LegAudio
 from mgateway.media.g711 import ulaw_decode
-from mgateway.media.timeline import TrackTimeline
+from mgateway.media.timeline import Overlap, TrackTimeline
 
 #: Channel orders we take, best first: both participants, then the customer
 #: alone, then the agent alone (the compliance suite's internal-only offer,
@@ -388,7 +388,8 @@ class AudioHookSession:
         self.probe = parameters["conversationId"] == NULL_UUID
         if self.probe:
             return [Probed(self.session_id, organization_id)]
-        self._timeline = TrackTimeline(MAX_GAP_MS)
+        # Positions count what was received and discarded: they never overlap.
+        self._timeline = TrackTimeline(MAX_GAP_MS, overlap=Overlap.TRIM)
         participant = parameters["participant"]
         return [Opened(
             session_id=self.session_id,

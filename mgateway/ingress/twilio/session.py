@@ -26,7 +26,7 @@ import attrs
 
 from mgateway.ingress.events import IngressError, LegAudio, Terminated
 from mgateway.media.g711 import ulaw_decode
-from mgateway.media.timeline import TrackTimeline
+from mgateway.media.timeline import Overlap, TrackTimeline
 
 TRACKS = ("inbound", "outbound")
 
@@ -191,7 +191,8 @@ class TwilioStream:
         parameters = start.get("customParameters") or {}
         self.started = Started(call_sid, str(stream_sid), tuple(dict.fromkeys(tracks)),
                                dict(parameters) if isinstance(parameters, dict) else {})
-        self.timelines = {track: TrackTimeline(self._max_gap_ms, self._now, self._max_lead_ms)
+        # A chunk whose time is on the timeline already was sent twice: trimmed.
+        self.timelines = {track: TrackTimeline(self._max_gap_ms, self._now, self._max_lead_ms, overlap=Overlap.TRIM)
                           for track in self.started.tracks}
         return self.started
 
