@@ -23,7 +23,7 @@ from mgateway.calls.requests import StopRequest, parse_start
 from mgateway.calls.roles import channel_roles
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, NULL_UUID
 from mgateway.ingress.audiohook.upgrade import AUTH_FAILURE_SECONDS
-from mgateway.ingress.audiohook.websocket import CLOSE_FLUSH_SECONDS, NAMESPACE, AudioHookFactory
+from mgateway.ingress.audiohook.websocket import NAMESPACE, AudioHookFactory
 from mgateway.ingress.audiohook.session import MAX_GAP_MS, SessionPolicy
 from mgateway.media.noise import comfort_noise
 from tests.support.audio import pace, read_pcm, until
@@ -44,6 +44,7 @@ PATH = "/mg-genesysaudiohook-autotranscribe/"
 OTHER_SECRET = base64.b64encode(b"not the configured client secret").decode()
 REPLY_WATCHDOG_SECONDS = 30
 CLOSE_GRACE = SessionPolicy().close_grace_seconds
+CLOSE_FLUSH_SECONDS = SessionPolicy().close_flush_seconds
 START = "/mg-autotranscribe/v1/start-streaming"
 STOP = "/mg-autotranscribe/v1/stop-streaming"
 

@@ -8,8 +8,8 @@ from hypothesis import given, settings, strategies as st
 from twisted.internet.task import Clock
 
 from mgateway.ingress.audiohook.messages import NS_PER_SECOND, ProtocolError, format_duration, parse_duration
-from mgateway.ingress.audiohook.events import (Closed, Discarded, Disconnected, Error, Media, Opened, Participant,
-                                               Paused, Probed, Resumed, TimedOut, Updated)
+from mgateway.ingress.audiohook.events import (Closed, Declined, Discarded, Disconnected, Error, Media, Opened,
+                                               Participant, Paused, Probed, Resumed, TimedOut, Updated)
 from mgateway.ingress.audiohook.session import AudioHookSession, SessionPolicy, State, select_media
 from mgateway.ingress.events import LegAudio
 from mgateway.media.g711 import ulaw_encode
@@ -62,6 +62,8 @@ class Call:
 
     def _settle(self, events):
         self.events += events
+        if any(isinstance(event, Closed) for event in events):
+            self.session.flushed()  # the call's last words delivered at once
         for reply in self.session.data_to_send():
             self.replies.append(reply)
             self.client.receive(reply)
@@ -244,6 +246,58 @@ def test_after_closed_the_client_has_the_grace_period_to_close_its_socket():
     assert call.session.get_timer() == 10
     call.session.handle_timer(10)
     assert call.session.events() == [TimedOut("closed")]
+
+
+def test_closed_waits_for_the_calls_flush_at_most_its_limit():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10, close_flush_seconds=5))
+    call.open()
+    call.session.receive_text(call.client.close())
+    assert call.session.events() == [Closed("end")]
+    assert call.session.data_to_send() == [], "held until the call's last words are delivered"
+    assert call.session.get_timer() == 5
+    call.session.handle_timer(4.9)
+    assert call.session.data_to_send() == []
+    call.session.handle_timer(5)
+    assert [json.loads(frame)["type"] for frame in call.session.data_to_send()] == ["closed"]
+    assert call.session.get_timer() == 10, "then the client's own grace runs on"
+
+
+def test_closed_goes_as_soon_as_the_call_is_flushed():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10, close_flush_seconds=5))
+    call.open()
+    call.session.receive_text(call.client.close())
+    call.clock.advance(1)
+    call.session.flushed()
+    assert [json.loads(frame)["type"] for frame in call.session.data_to_send()] == ["closed"]
+    assert call.session.get_timer() == 10
+
+
+def test_a_shut_down_shortens_the_time_a_client_told_to_go_has_to_close():
+    call = Call(policy=SessionPolicy(close_grace_seconds=10))
+    call.open()
+    call.session.close_within(3)
+    assert call.session.get_timer() is None, "only a client told to go has a deadline"
+    assert call.session.disconnect("completed")
+    call.session.close_within(30)
+    assert call.session.get_timer() == 10, "never lengthened"
+    call.clock.advance(1)
+    call.session.close_within(3)
+    assert call.session.get_timer() == 4
+    call.session.handle_timer(4)
+    assert call.session.events() == [TimedOut("disconnect sent")]
+
+
+def test_an_open_for_a_conversation_another_session_streams_is_declined():
+    client = AudioHookClient()
+    streams = {client.conversation_id: "3bd7f4b0-0000-4000-8000-000000000001"}
+    call = Call(client, streaming=streams.get)
+    info = (f"Conversation {client.conversation_id} is already streamed by AudioHook session "
+            f"3bd7f4b0-0000-4000-8000-000000000001; a conversation is transcribed from one session at a time")
+    assert call.open() == [Declined(info)]
+    assert [json.loads(r)["type"] for r in call.replies] == ["disconnect"]
+    assert call.last["parameters"] == {"reason": "error", "info": info}
+    assert call.binary(bytes(1600)) == [], "audio sent anyway is dropped"
+    assert call.text(call.client.close("disconnect")) == [Closed("disconnect")]
 
 
 @pytest.mark.parametrize("parameters, info", [

@@ -22,7 +22,6 @@ from tests.support.wsclient import connect, refusal
 
 WATCHDOG_SECONDS = 30
 IDLE_SECONDS = 10
-FLUSH_SECONDS = 5
 
 
 @attrs.frozen
@@ -40,14 +39,16 @@ class CountingCore:
     Text frames: C{join GUID} (a L{Joined} event, answered C{joined}),
     C{pcm} (two samples of leg C{a}), C{bye} (C{goodbye}, then
     L{Terminated} 4040), C{close} (a L{Closing} event, answered
-    C{closed}); anything else is echoed. Idle for L{IDLE_SECONDS}:
-    C{idle}, then L{Terminated} 4083.
+    C{closed}, held back with what follows until L{flushed}); anything
+    else is echoed. Idle for L{IDLE_SECONDS}: C{idle}, then L{Terminated}
+    4083.
     """
 
     def __init__(self, now):
         self._deadline = now() + IDLE_SECONDS
         self._events, self._data = [], []
         self.received = []
+        self._holding = False
 
     def events(self):
         events, self._events = self._events, []
@@ -55,14 +56,20 @@ class CountingCore:
 
     def data_to_send(self):
         """Each frame a JSON string (the test client reads JSON)."""
+        if self._holding:
+            return []
         data, self._data = self._data, []
         return [json.dumps(text) for text in data]
+
+    def flushed(self):
+        self._holding = False
 
     def receive_text(self, text):
         self.received.append(text)
         if text == "close":
             self._events.append(Closing())
             self._data.append("closed")
+            self._holding = True
         elif text.startswith("join "):
             self._events.append(Joined(text[5:]))
             self._data.append("joined")
@@ -103,7 +110,7 @@ class CountingProtocol(CoreServerProtocol):
             self.sendClose(code=4008, reason="busy")
 
     def _closing(self, event: Closing) -> None:
-        self.hang_up_then_send(FLUSH_SECONDS)
+        self.after_flush(self.hang_up(), lambda _: self.core.flushed())
 
     handlers = {Joined: _joined, Closing: _closing}
 
@@ -230,24 +237,13 @@ async def close_with_the_flush_held(server, client):
 
 
 @pytest_twisted.ensureDeferred
-async def test_frames_after_hang_up_then_send_wait_for_the_calls_flush():
+async def test_frames_a_core_holds_for_its_calls_flush_go_out_once_it_is_flushed():
     async with Listening() as server:
-        client, _ = await server.client()
+        client, client_factory = await server.client()
         await close_with_the_flush_held(server, client)
         server.factory.flushing.callback(None)
         assert [await reply(client), await reply(client)] == ["closed", "hello"]
         assert server.clock.getDelayedCalls() == [protocol_timer(server)]
-
-
-@pytest_twisted.ensureDeferred
-async def test_frames_held_for_a_flush_go_out_after_at_most_its_limit():
-    async with Listening() as server:
-        client, client_factory = await server.client()
-        await close_with_the_flush_held(server, client)
-        server.clock.advance(FLUSH_SECONDS - 1)
-        assert server.factory.sent == []
-        server.clock.advance(1)
-        assert [await reply(client), await reply(client)] == ["closed", "hello"]
         client.sendClose(code=1000)
         await client_factory.closed.addTimeout(WATCHDOG_SECONDS, reactor)
         assert server.clock.getDelayedCalls() == [], "no timer left once the socket is gone"
@@ -257,3 +253,14 @@ def protocol_timer(server):
     """The core's own timer, the one delayed call a driven socket keeps."""
     (protocol,) = server.factory.sockets
     return protocol._timer
+
+
+@pytest_twisted.ensureDeferred
+async def test_ending_every_socket_tells_each_core_and_fires_once_all_are_closed():
+    async with Listening() as server:
+        (first, first_factory), (second, second_factory) = [await server.client(), await server.client()]
+        ended = server.factory.end_sockets(lambda protocol: protocol.core.receive_text("bye"))
+        assert [await reply(first), await reply(second)] == ["goodbye", "goodbye"]
+        await ended.addTimeout(WATCHDOG_SECONDS, reactor)
+        assert [(await first_factory.closed)[0], (await second_factory.closed)[0]] == [4040, 4040]
+        assert server.factory.sockets == set()

@@ -10,18 +10,19 @@ C{receive_bytes}) and then drives it: each L{LegAudio} goes into the feed of
 the socket's call, each event of the adapter's own goes to its handler,
 the core's C{data_to_send()} is written, one timer on the factory's clock is
 due when the core's C{get_timer()} says, and a L{Terminated} event closes
-the socket with its close code once the frames before it are written. The
-frames can be held back until the socket's call is flushed
-(L{CoreServerProtocol.hang_up_then_send}: AudioHook's C{closed}). An
-adapter says only how its upgrade is accepted (building its core), what its
-own events mean, and what a lost socket does to its call.
+the socket with its close code (logged) once the frames before it are
+written. A core told that its call delivered its last words
+(L{CoreServerProtocol.after_flush}: the direct API's C{finalResponse},
+AudioHook's C{closed}) is driven again then. An adapter says only how its
+upgrade is accepted (building its core), what its own events mean, and what
+a lost socket does to its call.
 """
 
 from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -52,9 +53,6 @@ class CoreServerProtocol(GatewayServerProtocol):
     media = None
     guid: str | None = None
     _timer = None
-    #: Frames are held back until this fires (the call flushed), if set.
-    _holding: Deferred | None = None
-    _hold_timer = None
 
     def onOpen(self):
         self.factory.sockets.add(self)
@@ -91,8 +89,6 @@ class CoreServerProtocol(GatewayServerProtocol):
 
     def send_frames(self) -> None:
         """Write what the core has to send (text frames), while the socket is open."""
-        if self._holding is not None:
-            return
         for text in self.core.data_to_send():
             if self.state == self.STATE_OPEN:
                 self.sendMessage(text.encode("utf-8"), isBinary=False)
@@ -129,32 +125,13 @@ class CoreServerProtocol(GatewayServerProtocol):
             return succeed(None)
         return media.hang_up().addErrback(self.last_words_lost)
 
-    def hang_up_then_send(self, at_most: float) -> None:
+    def after_flush(self, flushing: Deferred, tell: Callable) -> None:
         """
-        Let go of the call and hold every frame back until it ended, flushed
-        (its last words delivered), or for C{at_most} seconds of the
-        factory's clock; then write them.
+        Once C{flushing} fires (the call ended, its last words delivered:
+        L{hang_up}), hand what it fired with to C{tell} (the core's) and
+        drive the core, so that what it held back for the flush goes out.
         """
-        done = self._holding = Deferred()
-
-        def release(_=None):
-            if not done.called:
-                done.callback(None)
-
-        self._hold_timer = self.factory.clock.callLater(at_most, release)
-        self.hang_up().addBoth(release)
-
-        def send(_):
-            self._holding = None
-            self._cancel(self._hold_timer)
-            self.send_frames()
-
-        done.addCallback(send)
-
-    @staticmethod
-    def _cancel(timer) -> None:
-        if timer is not None and timer.active():
-            timer.cancel()
+        flushing.addCallback(tell).addCallback(lambda _: self.drive())
 
     def last_words_lost(self, failure) -> None:
         log.failure("call {namespace}/{guid}: ending it failed, its last words may be lost", failure,
@@ -162,8 +139,8 @@ class CoreServerProtocol(GatewayServerProtocol):
 
     def onClose(self, wasClean, code, reason):
         self.factory.sockets.discard(self)
-        self._cancel(self._timer)
-        self._cancel(self._hold_timer)
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
         self._timer = None
         if self.core is not None:
             self.lost(code)
@@ -175,6 +152,8 @@ class CoreServerProtocol(GatewayServerProtocol):
 
     def terminated(self, event: Terminated) -> None:
         """The core gave up on the connection: close it with the code (and reason) it says."""
+        log.info("{namespace} call {guid}: closing the socket ({code}): {reason}", namespace=self.namespace,
+                 guid=self.guid or "(none yet)", code=event.close_code, reason=event.reason)
         self.sendClose(code=event.close_code, reason=event.reason)
 
     def lost(self, code: int | None) -> None:
@@ -207,3 +186,14 @@ class CoreServerFactory(GatewayServerFactory):
             failByDrop=False,
             **protocol_options,
         )
+
+    def end_sockets(self, end: Callable[[CoreServerProtocol], None]) -> Deferred:
+        """
+        Ask every open socket to end (C{end(protocol)} tells its core how),
+        and drive it: fires once each of them is closed.
+        """
+        sockets = list(self.sockets)
+        for protocol in sockets:
+            end(protocol)
+            protocol.drive()
+        return DeferredList([protocol.is_closed for protocol in sockets], consumeErrors=True)

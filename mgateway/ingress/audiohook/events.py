@@ -103,6 +103,16 @@ class Disconnected:
 
 
 @attrs.frozen
+class Declined:
+    """
+    The C{open} was answered with C{disconnect} (reason C{error}) instead of
+    C{opened}, as C{info} says: another session streams its conversation.
+    """
+
+    info: str
+
+
+@attrs.frozen
 class TimedOut:
     """The client did not close its socket within the grace period: drop it."""
 

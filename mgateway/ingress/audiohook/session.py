@@ -21,7 +21,7 @@ Sequence of a call::
     client: ping --------------------> server: pong (at once, clientseq = the ping's seq)
     client: binary audio frames ...    (interleaved in the order of the selected channels)
     client: paused / resumed / discarded / update / error
-    client: close -------------------> server: closed
+    client: close -------------------> server: closed (once the call is flushed, L{flushed})
 
 Positions are nanoseconds on the client's stream timeline, counted from the
 samples received plus what the client reports as discarded; they never go
@@ -38,6 +38,7 @@ import numpy as np
 
 from mgateway.ingress.audiohook.events import (
     Closed,
+    Declined,
     Discarded,
     Disconnected,
     Error,
@@ -60,20 +61,15 @@ from mgateway.ingress.audiohook.messages import (
     decode_client_message,
     encode_server_message,
     is_language,
-    is_uuid,
     parse_duration,
 )
+from mgateway.ingress.audiohook.opening import RATE, check_open, select_media
 from mgateway.ingress.events import LegAudio
 from mgateway.media.g711 import ulaw_decode
 from mgateway.media.timeline import Overlap, TrackTimeline
 
-#: Channel orders we take, best first: both participants, then the customer
-#: alone, then the agent alone (the compliance suite's internal-only offer,
-#: which Genesys's reference server opens too).
-CHANNEL_PREFERENCE = (("external", "internal"), ("internal", "external"), ("external",), ("internal",))
 #: Bytes per sample per channel.
 SAMPLE_WIDTH = {"PCMU": 1, "L16": 2}
-RATE = 8000
 SAMPLE_NS = NS_PER_SECOND // RATE
 #: The longest gap (discarded audio, a pause the client reports) filled with
 #: comfort noise at once; a longer one is filled only this far, so memory and
@@ -100,11 +96,15 @@ class SessionPolicy:
         once told to go (our C{disconnect}, or our C{closed}), or once refused
         as unauthorized, before L{AudioHookSession.handle_timer} gives up on
         it: the reference client's own close timeout.
+    @ivar close_flush_seconds: how long our C{closed} waits, at most, for
+        L{AudioHookSession.flushed} (the call's last words delivered, as the
+        protocol asks; Genesys gives up on a close transaction after 10 s).
     """
 
     allow_l16: bool = False
     supported_languages: tuple[str, ...] = ()
     close_grace_seconds: float = 10.0
+    close_flush_seconds: float = 5.0
 
 
 @attrs.frozen
@@ -128,21 +128,6 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-def select_media(offers: list, allow_l16: bool = False) -> dict | None:
-    """
-    The offer to accept, as the very object offered: PCMU before L16, then
-    by L{CHANNEL_PREFERENCE}. None when no offer is 8 kHz audio we can split
-    into customer and agent (offers we do not understand are passed over).
-    """
-    for media_format in ("PCMU", "L16") if allow_l16 else ("PCMU",):
-        for channels in CHANNEL_PREFERENCE:
-            for offer in offers:
-                if (isinstance(offer, dict) and offer.get("type") == "audio" and offer.get("rate") == RATE
-                        and offer.get("format") == media_format and offer.get("channels") == list(channels)):
-                    return offer
-    return None
-
-
 class AudioHookSession:
     """
     @param clock_now: seconds; stamps L{last_received_at}, which the
@@ -151,6 +136,11 @@ class AudioHookSession:
         must carry it. None: taken from the first message.
     @param organization_id: the C{Audiohook-Organization-Id} header; an
         C{open} for another organization is disconnected as unauthorized.
+    @param streaming: the id of the session that streams a conversation
+        now, or None: a conversation is transcribed from one session at a
+        time (Genesys streams a call through one session for its whole
+        duration; a second one is another integration), so an C{open} for
+        a conversation streamed already is L{Declined}.
     """
 
     def __init__(
@@ -159,8 +149,10 @@ class AudioHookSession:
         policy: SessionPolicy = SessionPolicy(),
         session_id: str | None = None,
         organization_id: str | None = None,
+        streaming: Callable[[str], str | None] = lambda conversation_id: None,
     ):
         self._now = clock_now
+        self._streaming = streaming
         self._policy = policy
         self.session_id = session_id or NULL_UUID
         self._organization_id = organization_id
@@ -183,6 +175,8 @@ class AudioHookSession:
         self._pending_opened: str | None = None
         #: When a client told to go must have closed its socket.
         self._close_deadline: float | None = None
+        #: Until when our C{closed} (and what follows it) is held back for the call's flush.
+        self._flush_deadline: float | None = None
         self._events: list = []
         #: The call's timeline (not for the connection probe), from C{opened}.
         self._timeline: TrackTimeline | None = None
@@ -197,10 +191,19 @@ class AudioHookSession:
         }
 
     def data_to_send(self) -> list[str]:
-        """The text frames to send, oldest first; each call empties the queue."""
+        """
+        The text frames to send, oldest first; each call empties the queue,
+        except for a C{closed} waiting for L{flushed}.
+        """
+        if self._flush_deadline is not None:
+            return []
         outgoing, self._outgoing = self._outgoing, []
         self._pending_opened = None
         return outgoing
+
+    def flushed(self) -> None:
+        """The call has delivered its last words: our C{closed} may go."""
+        self._flush_deadline = None
 
     def events(self) -> list:
         """What the input so far caused, oldest first; each call empties the list."""
@@ -215,10 +218,15 @@ class AudioHookSession:
 
     def get_timer(self) -> float | None:
         """When L{handle_timer} is next due (seconds on the session's clock), or None."""
-        return self._close_deadline
+        return min((t for t in (self._close_deadline, self._flush_deadline) if t is not None), default=None)
 
     def handle_timer(self, now: float) -> None:
-        """L{TimedOut} once a client told to go has not closed in time (nothing is sent)."""
+        """
+        Our C{closed} goes once the call's flush took too long; L{TimedOut}
+        once a client told to go has not closed in time (nothing is sent).
+        """
+        if self._flush_deadline is not None and now >= self._flush_deadline:
+            self._flush_deadline = None
         if self._close_deadline is None or now < self._close_deadline:
             return
         self._close_deadline = None
@@ -253,6 +261,11 @@ class AudioHookSession:
         """From now on, the client has the grace period to close its socket."""
         if self._close_deadline is None:
             self._close_deadline = self._now() + self._policy.close_grace_seconds
+
+    def close_within(self, seconds: float) -> None:
+        """A client told to go (the gateway shuts down) has at most C{seconds} from now to close."""
+        if self._close_deadline is not None:
+            self._close_deadline = min(self._close_deadline, self._now() + seconds)
 
     def _receive_text(self, text: str) -> list:
         self.last_received_at = self._now()
@@ -367,13 +380,19 @@ class AudioHookSession:
         if self._unauthorized:
             self.disconnect("unauthorized")
             return [Disconnected("unauthorized", None)]
-        _check_open(parameters)
+        check_open(parameters)
         organization_id = parameters["organizationId"]
         if self._organization_id is not None and organization_id != self._organization_id:
             info = (f"organizationId {organization_id} does not match the Audiohook-Organization-Id "
                     f"header {self._organization_id}")
             self.disconnect("unauthorized", info)
             return [Disconnected("unauthorized", info)]
+        streaming = self._streaming(parameters["conversationId"])
+        if streaming is not None:
+            info = (f"Conversation {parameters['conversationId']} is already streamed by AudioHook session "
+                    f"{streaming}; a conversation is transcribed from one session at a time")
+            self.disconnect("error", info)
+            return [Declined(info)]
         offer = select_media(parameters["media"], self._policy.allow_l16)
         if offer is None:
             raise ProtocolError("No acceptable media offered (PCMU 8000 Hz, channels external and/or internal): "
@@ -442,6 +461,8 @@ class AudioHookSession:
         self._send("closed", {})
         self.state = State.CLOSED
         self._expect_close()
+        # Held until the transport says the call is flushed (L{flushed}), or for so long.
+        self._flush_deadline = self._now() + self._policy.close_flush_seconds
         reason = parameters.get("reason")
         return [Closed(reason if reason in CLOSE_REASONS else None)]
 
@@ -472,21 +493,3 @@ class AudioHookSession:
             self._start_paused = paused
         elif self.state in (State.ACTIVE, State.PAUSED):
             self._send(kind, {})
-
-
-def _check_open(parameters: dict) -> None:
-    participant = parameters.get("participant")
-    problems = [
-        name for name, ok in (
-            ("organizationId", is_uuid(parameters.get("organizationId"))),
-            ("conversationId", is_uuid(parameters.get("conversationId"))),
-            ("participant", isinstance(participant, dict) and is_uuid(participant.get("id"))
-             and all(isinstance(participant.get(k), str) for k in ("ani", "aniName", "dnis"))),
-            ("media", isinstance(parameters.get("media"), list)),
-            ("language", "language" not in parameters or is_language(parameters["language"])),
-            ("supportedLanguages", isinstance(parameters.get("supportedLanguages", False), bool)),
-            ("customConfig", isinstance(parameters.get("customConfig", {}), dict)),
-        ) if not ok
-    ]
-    if problems:
-        raise ProtocolError(f"Invalid 'open' parameters: {', '.join(problems)}")

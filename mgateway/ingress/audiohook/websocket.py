@@ -16,12 +16,9 @@ error) we send C{disconnect} and answer the C{close} that follows; only a
 client that does not close in time is dropped (the session's timer, on the
 factory's clock).
 
-One conversation is streamed by one session at a time: Genesys uses a single
-AudioHook session for a call's whole duration and does not re-establish
-sessions, so a second simultaneous session for the same conversation is
-another integration streaming the same call. Its C{open} is answered with
-C{disconnect} (reason C{error}) saying which session already streams the
-conversation, and the first session goes on undisturbed.
+One conversation is streamed by one session at a time (the session
+declines the C{open} of a second one, the factory says which sessions stream
+what); the first session goes on undisturbed.
 """
 
 from __future__ import annotations
@@ -29,7 +26,7 @@ from __future__ import annotations
 from typing import Callable, Iterable, Mapping
 
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
@@ -37,6 +34,7 @@ from mgateway.calls.errors import LegBusy
 from mgateway.calls.namespaces import GENESYS_AUDIOHOOK
 from mgateway.ingress.audiohook.events import (
     Closed,
+    Declined,
     Discarded,
     Disconnected,
     Error,
@@ -55,8 +53,6 @@ from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 log = Logger()
 
 NAMESPACE = GENESYS_AUDIOHOOK
-#: The longest C{closed} waits for the call's last words to be delivered.
-CLOSE_FLUSH_SECONDS = 5
 
 
 class AudioHookProtocol(CoreServerProtocol):
@@ -64,8 +60,6 @@ class AudioHookProtocol(CoreServerProtocol):
     core: AudioHookSession | None = None
     #: For the logs: what C{open} named (until then, a placeholder).
     conversation_id = "(not opened)"
-    #: Accepted only to be told it is unauthorized (the C{disconnect} policy).
-    unauthorized = False
 
     def accept(self, request):
         factory = self.factory
@@ -87,12 +81,8 @@ class AudioHookProtocol(CoreServerProtocol):
         if not refusal.disconnect or self.state == self.STATE_CLOSED:
             raise ConnectionDeny(401, "Unauthorized")
         self.core = self.factory.new_session(refusal.session_id, None)
-        self.unauthorized = True
-
-    def opened(self) -> None:
-        if self.unauthorized:
-            # Its open gets disconnect(unauthorized); it has the grace period to close.
-            self.core.refuse()
+        # Its open gets disconnect(unauthorized); it has the grace period to close.
+        self.core.refuse()
 
     def disconnect(self, reason: str) -> None:
         """Ask the client to end the session (it answers with C{close})."""
@@ -101,7 +91,7 @@ class AudioHookProtocol(CoreServerProtocol):
                      session_id=self.core.session_id, reason=reason)
             self.drive()
 
-    def drop(self, state: str = "disconnect sent") -> None:
+    def drop(self, state: str) -> None:
         """The client did not close after our C{disconnect} (or C{closed}): cut it off."""
         if self.state != self.STATE_CLOSED:
             log.warn("audiohook session {session_id} of conversation {conversation_id} did not close in "
@@ -111,17 +101,14 @@ class AudioHookProtocol(CoreServerProtocol):
 
     def _opened(self, event: Opened) -> None:
         self.conversation_id = event.conversation_id
-        streaming = self.factory.streaming(event.conversation_id)
-        if streaming is not None:
-            return self._decline(f"Conversation {event.conversation_id} is already streamed by AudioHook "
-                                 f"session {streaming.core.session_id}; a conversation is transcribed "
-                                 f"from one session at a time")
         on_stop = self._call_stopped if self.factory.on_stop == "disconnect" else None
         try:
             self.attach(event.conversation_id, event.media.channels, on_stop=on_stop)
         except LegBusy:
             # Its channels are fed by another ingress's leg of the same id.
-            return self._decline(f"Conversation {event.conversation_id} is already being received")
+            info = f"Conversation {event.conversation_id} is already being received"
+            self.core.decline(info)
+            return self._refused(info)
         log.info("audiohook session {session_id} opened for conversation {conversation_id}: {media_format} "
                  "{channels}, participant {participant}, language {language}",
                  session_id=event.session_id, conversation_id=event.conversation_id,
@@ -132,9 +119,8 @@ class AudioHookProtocol(CoreServerProtocol):
         log.info("audiohook session {session_id} of conversation {conversation_id} closed ({reason}) "
                  "at {position}", session_id=self.core.session_id, conversation_id=self.conversation_id,
                  reason=event.reason, position=format_duration(self.core.position_ns))
-        # The protocol asks for the call's last words to be delivered before
-        # closed; Genesys gives up on a close transaction after 10 s.
-        self.hang_up_then_send(CLOSE_FLUSH_SECONDS)
+        # The session holds its closed back until the call's last words are delivered.
+        self.after_flush(self.hang_up(), lambda _: self.core.flushed())
 
     def _probed(self, event: Probed) -> None:
         self.conversation_id = NULL_UUID
@@ -151,16 +137,18 @@ class AudioHookProtocol(CoreServerProtocol):
         log.warn("audiohook session {session_id} of conversation {conversation_id}: {event}",
                  session_id=self.core.session_id, conversation_id=self.conversation_id, event=event)
 
+    def _declined(self, event: Declined) -> None:
+        self._refused(event.info)
+
+    def _refused(self, info: str) -> None:
+        """The open was answered with a disconnect (reason error) that says why, instead of opened."""
+        log.warn("audiohook session {session_id} refused: {info}", session_id=self.core.session_id, info=info)
+
     handlers = {
-        Opened: _opened, Closed: _closed, Probed: _probed, TimedOut: _timed_out,
+        Opened: _opened, Declined: _declined, Closed: _closed, Probed: _probed, TimedOut: _timed_out,
         Paused: _noted, Resumed: _noted, Discarded: _noted, Updated: _noted,
         Disconnected: _warned, Error: _warned,
     }
-
-    def _decline(self, info: str) -> None:
-        """Answer the open with a disconnect (reason error) that says why, instead of opened."""
-        log.warn("audiohook session {session_id} refused: {info}", session_id=self.core.session_id, info=info)
-        self.core.decline(info)
 
     def _call_stopped(self) -> None:
         """stop-streaming stopped the call, and the policy is to end the session then."""
@@ -212,11 +200,11 @@ class AudioHookFactory(CoreServerFactory):
     def new_session(self, session_id: str, organization_id: str | None) -> AudioHookSession:
         policy = SessionPolicy(allow_l16=self.allow_l16, supported_languages=tuple(sorted(self.languages())))
         return AudioHookSession(self.clock.seconds, policy, session_id=session_id,
-                                organization_id=organization_id)
+                                organization_id=organization_id, streaming=self.streaming)
 
-    def streaming(self, conversation_id: str) -> AudioHookProtocol | None:
-        """The session that feeds this conversation's call now, if any."""
-        return next((protocol for protocol in self.sockets
+    def streaming(self, conversation_id: str) -> str | None:
+        """The id of the session that feeds this conversation's call now, if any."""
+        return next((protocol.core.session_id for protocol in self.sockets
                      if protocol.media is not None and protocol.guid == conversation_id), None)
 
     def shut_down(self, grace: float) -> Deferred:
@@ -225,22 +213,8 @@ class AudioHookFactory(CoreServerFactory):
         wait for the clients to close their sockets; those still open after
         C{grace} seconds are dropped.
         """
-        sessions = list(self.sockets)
-        for protocol in sessions:
+        def end(protocol: AudioHookProtocol) -> None:
             protocol.disconnect("completed")
-        closing = DeferredList([protocol.is_closed for protocol in sessions], consumeErrors=True)
-        if sessions:
-            timer = self.clock.callLater(grace, _drop, sessions)
-            closing.addBoth(_cancelled, timer)
-        return closing
+            protocol.core.close_within(grace)
 
-
-def _drop(sessions: list[AudioHookProtocol]) -> None:
-    for protocol in sessions:
-        protocol.drop()
-
-
-def _cancelled(result, timer):
-    if timer.active():
-        timer.cancel()
-    return result
+        return self.end_sockets(end)

@@ -21,6 +21,7 @@ from typing import Callable
 import attrs
 
 from mgateway.admission import DRAINING, Refusal
+from mgateway.calls.oneleg import NOTHING_RECEIVED
 from mgateway.calls.requests import TranscribeParams, TranscribeRuleBroken, check_id
 from mgateway.calls.stream import StreamSummary
 from mgateway.ingress.events import IngressError, LegAudio, Terminated
@@ -49,8 +50,6 @@ STATUS_DESCRIPTIONS = {
 VOCABULARY_CATEGORIES = ("address", "name", "number", "company", "currency")
 #: The status code of each transcription rule a C{startStream} can break.
 TRANSCRIBE_RULE_CODES = {"redactionOutput": 4040, "smartFormatting": 4092, "detailedToken": 4093}
-#: The summary of a stream that never started.
-NOTHING_RECEIVED = StreamSummary(0, 0, 0, 0)
 
 
 def close_code(status_code: int) -> int:

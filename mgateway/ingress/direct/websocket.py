@@ -13,17 +13,18 @@ C{audioRecordingAllowed}.
 
 from __future__ import annotations
 
+import sys
 import uuid
 
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet.defer import Deferred, DeferredList, ensureDeferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from mgateway.admission import NOT_READY, Admission
 from mgateway.calls.namespaces import DIRECT
-from mgateway.calls.requests import StartRequest, StopRequest
-from mgateway.ingress.direct.session import NOTHING_RECEIVED, DirectSession, Flush, Started
-from mgateway.ingress.events import Terminated
+from mgateway.calls.oneleg import OneLegCall
+from mgateway.ingress.direct.session import DirectSession, Flush, Started
 from mgateway.ingress.wscore import CoreServerFactory, CoreServerProtocol
 from mgateway.interfaces import ITranscriptSink
 from mgateway.tokens import DIRECT_AUDIENCE, InvalidToken, TokenSigner
@@ -31,9 +32,16 @@ from mgateway.transcript import TranscriptEvent
 
 log = Logger()
 
+#: The retry hint of a node without an admission of its own.
+NOT_READY_RETRY_SECONDS = 10
+
 
 @implementer(ITranscriptSink)
 class DirectStreamProtocol(CoreServerProtocol):
+    """
+    @ivar call: the stream's L{OneLegCall}, from the accepted upgrade on.
+    """
+
     namespace = DIRECT
     core: DirectSession | None = None
 
@@ -45,81 +53,45 @@ class DirectStreamProtocol(CoreServerProtocol):
             log.warn("direct stream refused from {peer}: {reason}", peer=request.peer, reason=str(e))
             raise ConnectionDeny(401, "1008 Invalid or expired access token")
         self.guid = stream_id = str(uuid.uuid4())
-        self.conversation_id = claims.get("ext") or stream_id
+        self.call = OneLegCall(self.factory.registry, DIRECT, stream_id, claims.get("ext") or stream_id, self)
         self.core = self.factory.new_session(stream_id)
         return None
 
     def opened(self) -> None:
         log.info("direct stream {stream_id} opened for {conversation}",
-                 stream_id=self.guid, conversation=self.conversation_id)
+                 stream_id=self.guid, conversation=self.call.conversation_id)
 
     def _start(self, event: Started) -> None:
-        """Attach the stream as a one-leg call (the leg is named by its role) and start it."""
-        role = event.sender.role
-        self.attach(self.guid, [role], on_failure=self._recogniser_failed,
-                    conversation_id=self.conversation_id, stream_ids={role: self.guid}, sinks=[self],
-                    phrases=lambda: self.core.vocabulary)
-        request = StartRequest(
-            namespace=DIRECT, guid=self.guid, customer_id=event.sender.external_id,
-            agent_id=event.sender.external_id, transcribe=event.transcribe,
-        )
-        ensureDeferred(self.factory.registry.start(request)).addErrback(self._start_failed)
+        started = self.call.start(event.sender.role, event.sender.external_id, event.transcribe,
+                                  on_failure=self._failed("speech recognition failed"),
+                                  phrases=lambda: self.core.vocabulary)
+        self.media = self.call.media
+        started.addErrback(self._failed("starting transcription failed"))
 
     def _finish(self, event: Flush) -> None:
         """The call delivers everything, then the session sends its finalResponse and ends."""
-        self._flush().addCallback(self._flushed)
+        self.media = None
+        self.after_flush(self.call.finish(), self.core.flushed)
 
     handlers = {Started: _start, Flush: _finish}
 
-    def _flushed(self, summary) -> None:
-        self.core.flushed(summary)
-        self.drive()
-
-    def _recogniser_failed(self, failure) -> None:
-        """The call logged it: the client learns it from a 5000 finalResponse."""
-        self.core.internal_error("speech recognition failed")
-        self.drive()
-
-    def _start_failed(self, failure) -> None:
-        log.failure("direct stream {stream_id}: starting its call failed", failure, stream_id=self.guid)
-        self.core.internal_error("starting transcription failed")
-        self.drive()
-
-    def _flush(self) -> Deferred:
-        """
-        Stop the call, so its last words are delivered, and let it go: fires
-        with the stream's summary.
-        """
-        # Taken at once: a flush under way is not begun again when the socket goes.
-        media, self.media = self.media, None
-        if media is None:
-            return succeed(NOTHING_RECEIVED)
-        role = self.core.sender.role
-        stopped = ensureDeferred(self.factory.registry.stop(StopRequest(DIRECT, self.guid)))
-        stopped.addCallback(lambda streams: streams[role][1])
-
-        def stop_failed(failure):
-            log.failure("direct stream {stream_id}: stopping its call failed", failure, stream_id=self.guid)
-            return NOTHING_RECEIVED
-
-        def let_go(summary):
-            return media.hang_up().addErrback(self.last_words_lost).addCallback(lambda _: summary)
-
-        return stopped.addErrback(stop_failed).addCallback(let_go)
+    def _failed(self, detail: str):
+        """What ends the stream with 5000 when its call fails (the call logged why)."""
+        def failed(failure) -> None:
+            self.core.internal_error(detail)
+            self.drive()
+        return failed
 
     def deliver(self, event: TranscriptEvent) -> None:
         """An utterance of this stream's call: sent on the socket."""
         self.core.transcript(event)
         self.drive()
 
-    def terminated(self, event: Terminated) -> None:
-        log.info("direct stream {stream_id} ends with {reason}", stream_id=self.guid, reason=event.reason)
-        super().terminated(event)
-
     def lost(self, code) -> None:
         """A client that vanishes mid-stream still gets its last words stored."""
         self.core.connection_lost()
-        self._flush()
+        self.media = None
+        self.call.finish()
 
 
 class DirectStreamFactory(CoreServerFactory):
@@ -129,8 +101,9 @@ class DirectStreamFactory(CoreServerFactory):
         and whether the models are loaded.
     @param force_redaction: the gateway always redacts (C{redaction.always}):
         a C{startStream} for other output gets 4094.
-    @param admission: the L{mgateway.interfaces.IAdmission} a C{startStream}
-        asks; None: every stream is taken.
+    @param admission: the L{mgateway.interfaces.IAdmission} an upgrade and
+        a C{startStream} ask; None: every stream is taken once the models
+        are loaded.
     """
 
     protocol = DirectStreamProtocol
@@ -151,7 +124,10 @@ class DirectStreamFactory(CoreServerFactory):
         # The session enforces max_message_bytes with the spec's 4040; the
         # transport's hard limit is only a backstop against huge frames.
         super().__init__(registry=registry, clock=clock, max_frame_bytes=4 * max_message_bytes)
-        self.admission = admission
+        #: Without an admission, only the models' readiness is asked.
+        self.admission = admission if admission is not None else Admission(
+            max_streams=sys.maxsize, in_use=lambda: 0, loaded=lambda: registry.engine.loaded,
+            retry_after=NOT_READY_RETRY_SECONDS)
         self.default_language = default_language
         self.force_redaction = force_redaction
         self.tokens = tokens
@@ -161,12 +137,18 @@ class DirectStreamFactory(CoreServerFactory):
         self.max_message_bytes = max_message_bytes
 
     def admit(self, request) -> None:
+        """
+        A node that is not ready (its models still load: listeners open
+        first, so that Genesys probes and SIP are answered at once) refuses
+        the upgrade with HTTP 503, as a stream now could only fail; a
+        draining or full one answers the C{startStream} in the API's terms.
+        """
         super().admit(request)
-        if not self.engine.loaded:
-            # Listeners open before the models load (so that Genesys probes
-            # and SIP are answered at once); a session now could only fail.
-            log.warn("direct stream refused from {peer}: the models are still loading", peer=request.peer)
-            raise ConnectionDeny(503, "Service Unavailable: models are loading")
+        refused = self.admission.refusal(1)
+        if refused is not None and refused.reason == NOT_READY:
+            log.warn("direct stream refused from {peer}: {reason}", peer=request.peer,
+                     reason=refused.description)
+            raise ConnectionDeny(503, f"Service Unavailable: {refused.description}")
 
     def new_session(self, stream_id: str) -> DirectSession:
         return DirectSession(
@@ -183,12 +165,8 @@ class DirectStreamFactory(CoreServerFactory):
 
     def refusal(self):
         """Why the node takes no new stream now (one participant stream), or None."""
-        return self.admission.refusal(1) if self.admission is not None else None
+        return self.admission.refusal(1)
 
     def shut_down(self) -> Deferred:
         """Tell every open session the service is going away (5001)."""
-        sockets = list(self.sockets)
-        for protocol in sockets:
-            protocol.core.shutting_down()
-            protocol.drive()
-        return DeferredList([protocol.is_closed for protocol in sockets], consumeErrors=True)
+        return self.end_sockets(lambda protocol: protocol.core.shutting_down())

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from autobahn.websocket.types import ConnectionDeny
 from prometheus_client import Counter
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from mgateway.calls.errors import LegBusy
@@ -56,7 +56,6 @@ class TwilioStreamProtocol(CoreServerProtocol):
 
     namespace = TWILIO
     core: TwilioStream | None = None
-    _linger = None
 
     def accept(self, request):
         factory = self.factory
@@ -74,21 +73,15 @@ class TwilioStreamProtocol(CoreServerProtocol):
         return None
 
     def _started(self, event: Started) -> None:
-        factory = self.factory
-        # Earlier streams of this call carrying any of these tracks (stalled,
-        # half-open, or lost and waiting for this restart) give their legs up
-        # first, so that the call never loses its last feed in between.
-        superseded = factory.feeds.superseded(event.call_sid, event.tracks)
-        for old in superseded:
-            for leg in old.media.legs:
-                old.media.release(leg)
+        feeds = self.factory.feeds
+        superseded = feeds.take_over(event.call_sid, event.tracks)
         try:
             self.attach(event.call_sid, event.tracks)
         except LegBusy:
             # Only another ingress could feed a leg of namespace "twilio".
             self.core.terminate(POLICY, f"tracks of call {event.call_sid} are fed elsewhere")
         else:
-            factory.feeds.add(event.call_sid, self)
+            feeds.add(event.call_sid, self)
             log.info("twilio call {guid}: stream {stream_sid} started with tracks {tracks}",
                      guid=event.call_sid, stream_sid=event.stream_sid, tracks=list(event.tracks))
         for old in superseded:
@@ -119,19 +112,12 @@ class TwilioStreamProtocol(CoreServerProtocol):
         A stalled stream (L{IDLE}) keeps its call for the restart, as a lost
         one does; any other failure ends it.
         """
-        started = self.core.started
-        log.warn("twilio call {guid}: closing the stream ({code}): {reason}",
-                 guid=started.call_sid if started else "(before start)", code=event.close_code,
-                 reason=event.reason)
         if event.close_code != IDLE:
             self.hang_up()
         super().terminated(event)
 
     def hang_up(self) -> Deferred:
         """Let go of the call now: it ends, flushed, unless another stream feeds it."""
-        if self._linger is not None and self._linger.active():
-            self._linger.cancel()
-        self._linger = None
         if self.media is not None:
             self.factory.feeds.forget(self.guid, self)
         return super().hang_up()
@@ -146,28 +132,8 @@ class TwilioStreamProtocol(CoreServerProtocol):
                      refused={track: t.refused_ms for track, t in self.core.timelines.items()})
         for event, count in self.core.counts.items():
             FRAMES.labels(event if event in KNOWN_EVENTS else "unknown").inc(count)
-        if self.media is None:
-            return
-        grace = self.factory.reconnect_grace
-        if grace <= 0:
-            self.hang_up()
-            return
-        # Lost without a "stop" (Twilio always sends one when a stream or call
-        # ends): the customer restarts the stream, so the call waits for it.
-        log.warn("twilio call {guid}: stream lost without a stop ({code}); the call waits {grace} s "
-                 "for a restarted stream", guid=self.guid, code=code, grace=grace)
-        self._linger = self.factory.clock.callLater(grace, self._restart_missed)
-
-    @property
-    def waiting_for_restart(self) -> bool:
-        """Lost without a C{stop}, its call held for a restarted stream."""
-        return self._linger is not None
-
-    def _restart_missed(self) -> None:
-        self._linger = None
-        log.warn("twilio call {guid}: no stream restarted within {grace} s: the call ends",
-                 guid=self.guid, grace=self.factory.reconnect_grace)
-        self.hang_up()
+        if self.media is not None:
+            self.factory.feeds.lost(self.guid, self)
 
 
 class TwilioStreamFactory(CoreServerFactory):
@@ -196,9 +162,8 @@ class TwilioStreamFactory(CoreServerFactory):
         self.max_gap_ms = max_gap_ms
         self.max_lead_ms = max_lead_ms
         self.media_timeout = media_timeout
-        self.reconnect_grace = reconnect_grace
         #: The sockets feeding each call now, or waiting for its restart.
-        self.feeds = CallFeeds()
+        self.feeds = CallFeeds(clock, reconnect_grace)
 
     def new_stream(self) -> TwilioStream:
         return TwilioStream(self.max_dropped, self.max_gap_ms, self.clock.seconds, self.max_lead_ms,
@@ -206,4 +171,4 @@ class TwilioStreamFactory(CoreServerFactory):
 
     def shut_down(self) -> Deferred:
         """End the calls that wait for a restarted stream (flushed; the registry flushes the rest)."""
-        return DeferredList([protocol.hang_up() for protocol in self.feeds.waiting()], consumeErrors=True)
+        return self.feeds.end_waiting()
