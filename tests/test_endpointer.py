@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.vosk_recognizer import VoskRecognizer
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.speech import SpeechEngine
 from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
 from tests.support.audio import chunks, pace, read_pcm, until
@@ -69,6 +69,32 @@ def test_the_endpointer_decides_at_the_same_window_however_the_audio_is_chunked(
             assert taken == len(chunk), "all of it is taken until speech ends"
 
     assert decisions == DECISIONS["customer.wav"]
+
+
+def test_the_endpointer_says_how_much_silence_it_still_needs_once_it_heard_speech():
+    first, pause, _ = two_sentences("zero L16")
+    endpointer = SpeechEndpointer(SILENCE_MS)
+    endpointer.accept(line_noise(RATE))
+    assert endpointer.silence_needed_ms is None, "no speech yet"
+
+    endpointer.accept(first)
+    after_speech = endpointer.silence_needed_ms
+    endpointer.accept(pause[: 200 * BYTES_PER_MS])
+    after_200ms = endpointer.silence_needed_ms
+    assert after_200ms < after_speech <= SILENCE_MS
+    assert after_speech - 200 - 32 <= after_200ms <= after_speech - 200 + 32, "less by the pause, to a window"
+
+    endpointer.accept(pause)
+    assert endpointer.speech_ended
+    endpointer.close()
+    assert endpointer.silence_needed_ms is None
+
+
+def test_a_vosk_recognizer_provides_iendpointing():
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+    assert verifyObject(IEndpointing, recognizer)
+    assert recognizer.silence_needed_ms is None
+    assert VoskRecognizer(None, kaldi=ScriptedKaldi()).silence_needed_ms is None, "Kaldi's rules alone cannot say"
 
 
 def test_a_recognizer_finalises_in_the_window_the_endpointer_decided_not_at_its_slices_end():

@@ -110,6 +110,17 @@ class SpeechEndpointer:
             self._trailing_ms += self._window_ms
         self.speech_ended = self.heard_speech and self._trailing_ms >= self._silence_ms
 
+    @property
+    def silence_needed_ms(self) -> float | None:
+        """
+        Non-speech still needed to end the speech heard (what is held short
+        of a window counted as non-speech); None while none was heard.
+        """
+        if not self.heard_speech:
+            return None
+        held_ms = len(self._held) * self._window_ms / self._window
+        return max(0.0, self._silence_ms - self._trailing_ms - held_ms)
+
     def close(self) -> None:
         """The utterance was finalised: wait for new speech before ending another."""
         self.heard_speech = False

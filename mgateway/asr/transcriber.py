@@ -18,7 +18,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mgateway.asr.scheduler import DecodeScheduler
-from mgateway.interfaces import IRecognizer, ITranscriber
+from mgateway.interfaces import IEndpointing, IRecognizer, ITranscriber
 from mgateway.transcript import Utterance
 
 log = Logger()
@@ -148,7 +148,21 @@ class StreamTranscriber:
         """Wait for a thread (the pending audio and the flush are taken when it starts)."""
         self._busy = True
         since = self._pending_since if self._pending else self._scheduler.now()
-        self._scheduler.submit(since, self._start_job, self._name)
+        self._scheduler.submit(since, self._start_job, self._name, finalising=self._may_finalise())
+
+    def _may_finalise(self) -> bool:
+        """
+        Whether the next job may end an utterance: it flushes, or its audio
+        could complete the silence the recogniser's endpointer is waiting for.
+        Read while no job runs.
+        """
+        if self._finishing:
+            return True
+        recognizer = self._recognizer
+        if not IEndpointing.providedBy(recognizer):
+            return False
+        needed = recognizer.silence_needed_ms
+        return needed is not None and len(self._pending) * 1000 / self._bytes_per_second >= needed
 
     def _start_job(self) -> Deferred | None:
         if self._done:  # aborted while waiting

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mgateway.asr.endpointer import SpeechEndpointer
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.transcript import Utterance, Word
 
 #: Audio handed to Vosk per C{AcceptWaveform} call. Vosk checks for an
@@ -44,7 +44,7 @@ DROPPED = Counter(
 Recycle = Callable[[vosk.KaldiRecognizer, int, "SpeechEndpointer | None"], None]
 
 
-@implementer(IRecognizer)
+@implementer(IRecognizer, IEndpointing)
 class VoskRecognizer:
     """
     One participant stream's recogniser. Blocking: call it from one worker
@@ -121,6 +121,11 @@ class VoskRecognizer:
                 self.endpoints_ms.append(int((self._fed_bytes + len(self._held)) / self._bytes_per_ms))
                 utterances += self._parse(self._recognizer.Result())
         return utterances
+
+    @property
+    def silence_needed_ms(self) -> float | None:
+        """L{IEndpointing}: from the endpointer; None without one (Kaldi's rules cannot say)."""
+        return self._endpointer.silence_needed_ms if self._endpointer is not None else None
 
     def finish(self) -> list[Utterance]:
         utterances = self._feed(bytes(self._held)) if self._held else []
