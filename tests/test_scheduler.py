@@ -24,17 +24,22 @@ from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
 from tests.support.audio import until
 
 
-def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
-    clock = Clock()
-    scheduler = DecodeScheduler(slots=1, clock=clock)
-    started, jobs = [], {}
-
+def job_starter(started: list, jobs: dict):
+    """Makes named jobs that record their start in C{started} and leave their Deferred in C{jobs}."""
     def job(name):
         def start():
             started.append(name)
             jobs[name] = Deferred()
             return jobs[name]
         return start
+    return job
+
+
+def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
+    clock = Clock()
+    scheduler = DecodeScheduler(slots=1, clock=clock)
+    started, jobs = [], {}
+    job = job_starter(started, jobs)
 
     scheduler.submit(5.0, job("first"))
     scheduler.submit(3.0, job("younger"))
@@ -52,13 +57,7 @@ def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
 def test_a_job_that_may_end_an_utterance_goes_before_older_audio():
     scheduler = DecodeScheduler(slots=1, clock=Clock())
     started, jobs = [], {}
-
-    def job(name):
-        def start():
-            started.append(name)
-            jobs[name] = Deferred()
-            return jobs[name]
-        return start
+    job = job_starter(started, jobs)
 
     scheduler.submit(0.0, job("running"))
     scheduler.submit(1.0, job("oldest"))
