@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import treq
 import vosk
+from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet import defer, task
 from twisted.internet.protocol import DatagramProtocol
 from twisted.web.resource import Resource
@@ -249,6 +250,35 @@ def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float, after_ms:
     return latencies
 
 
+#: The gateway's histograms of where an utterance's time goes, in order, by (metric, stage).
+STAGE_METRICS = [("asapp_mg_utterance_stage_seconds", stage) for stage in ("waited", "decoded", "returned", "delivered")]
+STAGE_METRICS += [("asapp_mg_webhook_latency_seconds", stage) for stage in ("queued", "answered")]
+
+
+async def stage_totals(api: str) -> dict[tuple[str, str], tuple[float, float]]:
+    """The gateway's stage histograms now: {(metric, stage): (sum of seconds, count)}."""
+    response = await treq.get(api + "/metrics")
+    totals: dict[tuple[str, str], list[float]] = {}
+    for family in text_string_to_metric_families(await response.text()):
+        for sample in family.samples:
+            for suffix, index in (("_sum", 0), ("_count", 1)):
+                metric = sample.name.removesuffix(suffix)
+                if sample.name.endswith(suffix) and (metric, sample.labels.get("stage")) in STAGE_METRICS:
+                    totals.setdefault((metric, sample.labels["stage"]), [0.0, 0.0])[index] = sample.value
+    return {key: tuple(value) for key, value in totals.items()}
+
+
+def stage_means(before: dict, after: dict) -> str:
+    """Each stage's mean over one level (ms) and its share of their sum."""
+    means = []
+    for key in STAGE_METRICS:
+        (sum_before, count_before), (sum_after, count_after) = before.get(key, (0, 0)), after.get(key, (0, 0))
+        count = count_after - count_before
+        means.append((key[1], 1000 * (sum_after - sum_before) / count if count else 0.0))
+    total = sum(mean for _, mean in means) or 1.0
+    return ", ".join(f"{stage} {mean:.1f} ms ({100 * mean / total:.0f}%)" for stage, mean in means)
+
+
 def percentiles(latencies: list[float]) -> str:
     if not latencies:
         return "none"
@@ -266,6 +296,7 @@ async def sweep(reactor, options, webhook: Webhook, auth, endpoint_ms: int, raw_
         for calls_wanted in options.calls:
             seed += 1
             audio = streams_for(calls_wanted, seed, options.seconds, options.pause)
+            stages_before = await stage_totals(options.api)
             calls, late, total, cpu = await load_level(reactor, options, calls_wanted, options.seconds, audio, auth,
                                                        stagger_ms)
             ended_at = max(max(c.sent_at["customer"]) for c in calls)
@@ -287,6 +318,8 @@ async def sweep(reactor, options, webhook: Webhook, auth, endpoint_ms: int, raw_
                   f"end of speech to webhook {percentiles(latencies)}; "
                   f"endpoint-completing packet ({endpoint_ms} ms later) to webhook {percentiles(decided)}"
                   f"{cpu_text}", flush=True)
+            print(f"  gateway stages, mean per utterance: {stage_means(stages_before, await stage_totals(options.api))}",
+                  flush=True)
             if not latencies:
                 print("no transcripts arrived: is the webhook pointed at this script?", flush=True)
         print(f"{start}: real-time streams sustained: {sustained}; raw Vosk: {raw_rate:.1f}; "

@@ -431,3 +431,16 @@ class ICallDirectory(Interface):
 
     def end_node(node_id, now_us):
         """Mark ended every call of C{node_id} (it restarted: it holds none)."""
+
+
+class IEndpointing(Interface):
+    """
+    A recogniser (an L{IRecognizer}) that can say how near its stream's
+    utterance is to its end, so that the job that ends it can go first.
+    Read only between its calls, never while one runs.
+    """
+
+    silence_needed_ms = Attribute(
+        "Milliseconds of non-speech still needed to end the utterance heard so far "
+        "(0 or more, a float); None while no speech was heard since the last utterance."
+    )

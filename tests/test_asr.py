@@ -32,7 +32,7 @@ from zope.interface.verify import verifyObject
 
 from mgateway.asr.models import LanguageUnavailable, ModelRegistry
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay, rewrite_conf
-from mgateway.asr.transcriber import StreamTranscriber
+from mgateway.asr.transcriber import STAGES, StreamTranscriber
 from mgateway.asr.vosk_recognizer import utterance_from_result
 from mgateway.asr.warm import WarmRecognizers
 from mgateway.interfaces import IRecognizer
@@ -532,6 +532,28 @@ async def test_audio_fed_while_a_job_runs_is_decoded_by_one_later_job(serial_poo
 
     assert texts(collected) == ["a", "bcdef", "end"]
     assert [u.start_ms for u in collected.utterances] == [100, 100, 120]
+
+
+def stage_counts() -> dict[str, float]:
+    return {stage: REGISTRY.get_sample_value("asapp_mg_utterance_stage_seconds_count", {"stage": stage})
+            for stage in STAGES}
+
+
+@pytest_twisted.ensureDeferred
+async def test_each_job_that_returned_utterances_is_timed_once_per_stage_and_the_others_not(serial_pool):
+    recognizer = Echo()
+    collected = Collector()
+    transcriber = StreamTranscriber(lambda: recognizer, serial_pool, reactor, collected)
+    before = stage_counts()
+
+    transcriber.feed(b"a")
+    await until(reactor, lambda: texts(collected) == ["a"])
+    transcriber.feed(b"")  # a job that returns no utterance
+    await drained(serial_pool)
+    await transcriber.finish()
+
+    assert texts(collected) == ["a", "end"]
+    assert {stage: count - before[stage] for stage, count in stage_counts().items()} == dict.fromkeys(STAGES, 2)
 
 
 @pytest_twisted.ensureDeferred

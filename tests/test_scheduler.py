@@ -14,26 +14,32 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from mgateway.asr.scheduler import DecodeScheduler
 from mgateway.asr.transcriber import StreamTranscriber
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.transcript import Utterance
 from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
 from tests.support.audio import until
 
 
-def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
-    clock = Clock()
-    scheduler = DecodeScheduler(slots=1, clock=clock)
-    started, jobs = [], {}
-
+def job_starter(started: list, jobs: dict):
+    """Makes named jobs that record their start in C{started} and leave their Deferred in C{jobs}."""
     def job(name):
         def start():
             started.append(name)
             jobs[name] = Deferred()
             return jobs[name]
         return start
+    return job
+
+
+def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
+    clock = Clock()
+    scheduler = DecodeScheduler(slots=1, clock=clock)
+    started, jobs = [], {}
+    job = job_starter(started, jobs)
 
     scheduler.submit(5.0, job("first"))
     scheduler.submit(3.0, job("younger"))
@@ -46,6 +52,22 @@ def test_a_free_slot_takes_the_job_whose_audio_is_oldest_not_the_first_queued():
     jobs["younger"].callback(None)
     assert started == ["first", "oldest", "younger"]
     assert scheduler.queue_depth == 0
+
+
+def test_a_job_that_may_end_an_utterance_goes_before_older_audio():
+    scheduler = DecodeScheduler(slots=1, clock=Clock())
+    started, jobs = [], {}
+    job = job_starter(started, jobs)
+
+    scheduler.submit(0.0, job("running"))
+    scheduler.submit(1.0, job("oldest"))
+    scheduler.submit(4.0, job("ending later"), finalising=True)
+    scheduler.submit(3.0, job("ending"), finalising=True)
+    scheduler.submit(2.0, job("older"))
+    for name in ("running", "ending", "ending later", "oldest"):
+        jobs[name].callback(None)
+
+    assert started == ["running", "ending", "ending later", "oldest", "older"]
 
 
 def test_a_job_with_nothing_left_to_do_gives_its_slot_to_the_next():
@@ -109,3 +131,58 @@ async def test_a_stream_whose_job_ran_long_goes_before_a_stream_with_younger_aud
     await gatherResults([stream.finish() for stream in streams.values()])
 
     assert decoded == ["a1", "a2", "b1"]
+
+
+
+@implementer(IRecognizer, IEndpointing)
+class Ending(Gated):
+    """A L{Gated} whose endpointer needs C{silence_needed_ms} more of non-speech (None: heard no speech)."""
+
+    def __init__(self, name, decoded, gate, silence_needed_ms):
+        super().__init__(name, decoded, gate)
+        self.silence_needed_ms = silence_needed_ms
+
+    def finish(self):
+        self.gate.wait(10)
+        self.decoded.append(f"{self.name} flushed")
+        return []
+
+
+def test_an_ending_recognizer_provides_iendpointing():
+    assert verifyObject(IEndpointing, Ending("a", [], threading.Event(), 20.0))
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_streams_whose_next_job_may_end_an_utterance_are_decoded_before_older_audio(pool):  # noqa: F811
+    clock = Clock()
+    scheduler = DecodeScheduler(slots=1, clock=clock)
+    decoded, delivered, gate = [], [], threading.Event()
+    # 2 bytes of audio are 0.125 ms: enough for "ending" only.
+    needs = {"speaking": 500.0, "no speech": None, "ending": 0.1, "flushing": 500.0}
+    streams = {
+        name: StreamTranscriber(lambda name=name: Ending(name[0], decoded, gate, needs[name]), pool, reactor,
+                                delivered.append, scheduler=scheduler, name=name)
+        for name in needs
+    }
+    gate.set()
+    for stream in streams.values():  # each stream's first job makes its recogniser
+        stream.feed(b"0")
+    await until(reactor, lambda: len(delivered) == len(streams))
+    gate.clear()
+    del decoded[:]
+
+    streams["speaking"].feed(b"s1")  # decoding, held at the gate
+    streams["speaking"].feed(b"s2")  # the oldest audio waiting, from now on
+    clock.advance(1)
+    streams["no speech"].feed(b"n1")
+    clock.advance(1)
+    streams["ending"].feed(b"e1")
+    clock.advance(1)
+    flushed = streams["flushing"].finish()
+    assert scheduler.queue_depth == 3
+    gate.set()
+    await flushed
+    await until(reactor, lambda: len(decoded) == 5)
+    await gatherResults([stream.finish() for stream in streams.values()])
+
+    assert decoded[:5] == ["s1", "e1", "f flushed", "s2", "n1"]

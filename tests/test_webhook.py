@@ -68,6 +68,12 @@ def deliveries(outcome: str) -> float:
     return REGISTRY.get_sample_value("asapp_mg_webhook_deliveries_total", {"outcome": outcome})
 
 
+def latencies_timed() -> list[float]:
+    """How many POSTs the webhook's latency histogram has timed: queued, then answered."""
+    return [REGISTRY.get_sample_value("asapp_mg_webhook_latency_seconds_count", {"stage": stage})
+            for stage in ("queued", "answered")]
+
+
 # -- the receiving end ---------------------------------------------------------
 
 
@@ -371,6 +377,7 @@ async def test_error_statuses_are_counted_failed_not_retried_and_other_targets_s
     healthy = sinks(f"{receiver.url}/healthy")
     events = interleaved("first-call", "second-call")
     sent_before, failed_before = deliveries("sent"), deliveries("failed")
+    timed_before = latencies_timed()
     for e in events:
         failing.deliver(e)
         healthy.deliver(e)
@@ -380,6 +387,7 @@ async def test_error_statuses_are_counted_failed_not_retried_and_other_targets_s
     assert failing.stats == stats(failed=6)
     assert healthy.stats == stats(sent=6)
     assert (deliveries("sent"), deliveries("failed")) == (sent_before + 6, failed_before + 6)
+    assert latencies_timed() == [count + 6 for count in timed_before], "the latency of each 2xx POST, only"
     for path in ("/failing", "/healthy"):
         arrivals = Counter(post.text for post in receiver.received if post.path == path)
         assert arrivals == Counter(e.utterance.text for e in events), (path, arrivals)

@@ -22,7 +22,8 @@ it) and 11 MB per stream; WebRTC's is thirty times cheaper in CPU, but a
 false start at every stream's beginning would finalise noise.
 
 Decisions are made on 32 ms windows (Silero's at 8 kHz) and are a pure
-function of the audio: the same stream gives the same decisions.
+function of the audio: the same stream gives the same decisions, at the end
+of the window that completed the silence, however the audio was chunked.
 """
 
 from __future__ import annotations
@@ -74,14 +75,27 @@ class SpeechEndpointer:
         self._held = np.empty(0, dtype=np.float32)
         self._reset_state()
 
-    def accept(self, pcm: bytes) -> None:
-        """Feed 16-bit little-endian mono PCM, following what was fed before."""
+    def accept(self, pcm: bytes) -> int:
+        """
+        Feed 16-bit little-endian mono PCM, following what was fed before,
+        up to the end of the window where speech ended, if it did in C{pcm}.
+
+        @return: how many bytes of C{pcm} were taken: all of them, unless
+            L{speech_ended} became true (the rest is to be fed again after
+            L{close}, so that it counts towards the next utterance).
+        """
+        before = len(self._held)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
         held = np.concatenate((self._held, samples))
         whole = len(held) - len(held) % self._window
         for start in range(0, whole, self._window):
+            ended = self.speech_ended
             self._window_probability(self._vad.process(bytearray(held[start : start + self._window].tobytes())))
+            if self.speech_ended and not ended:
+                self._held = held[:0]
+                return 2 * (start + self._window - before)
         self._held = held[whole:]
+        return len(pcm)
 
     def _window_probability(self, probability: float) -> None:
         if probability >= self._on or (self._in_speech and probability >= self._off):
@@ -95,6 +109,17 @@ class SpeechEndpointer:
             self._run_ms = 0.0
             self._trailing_ms += self._window_ms
         self.speech_ended = self.heard_speech and self._trailing_ms >= self._silence_ms
+
+    @property
+    def silence_needed_ms(self) -> float | None:
+        """
+        Non-speech still needed to end the speech heard (what is held short
+        of a window counted as non-speech); None while none was heard.
+        """
+        if not self.heard_speech:
+            return None
+        held_ms = len(self._held) * self._window_ms / self._window
+        return max(0.0, self._silence_ms - self._trailing_ms - held_ms)
 
     def close(self) -> None:
         """The utterance was finalised: wait for new speech before ending another."""

@@ -12,6 +12,11 @@ time of its oldest pending audio, and a free thread takes the oldest; the
 job then takes all that stream's pending audio, so a stream that fell
 behind catches up in one job rather than in a queue of 20 ms ones.
 
+A job that may end an utterance (its audio can complete the endpointer's
+silence, or it flushes the stream) goes before every other: its deadline is
+that of the utterance's audio, the oldest there is, and what it returns is
+what a customer waits for, where the others only keep decoding current.
+
 How far behind the streams are is on C{/metrics}: the age of the oldest
 audio when its decode starts (C{asapp_mg_asr_lag_seconds}, and per named
 stream C{asapp_mg_asr_stream_lag_seconds}), and the streams waiting for a
@@ -54,7 +59,7 @@ class DecodeScheduler:
     def __init__(self, slots: int, clock):
         self._free = slots
         self._clock = clock
-        self._ready: list[tuple[float, int, Callable[[], Deferred | None], str]] = []
+        self._ready: list[tuple[bool, float, int, Callable[[], Deferred | None], str]] = []
         self._order = itertools.count()
         self._behind: set[str] = set()
 
@@ -65,19 +70,21 @@ class DecodeScheduler:
     def now(self) -> float:
         return self._clock.seconds()
 
-    def submit(self, pending_since: float, start_job: Callable[[], Deferred | None], stream: str = "") -> None:
+    def submit(self, pending_since: float, start_job: Callable[[], Deferred | None], stream: str = "",
+               finalising: bool = False) -> None:
         """
         Queue one job of a stream whose oldest undecoded audio arrived at
         C{pending_since}; C{start_job} starts it when a thread is free and
         returns its Deferred (or None when there is nothing left to do).
+        C{finalising}: the job may end an utterance, and goes first.
         """
-        heapq.heappush(self._ready, (pending_since, next(self._order), start_job, stream))
+        heapq.heappush(self._ready, (not finalising, pending_since, next(self._order), start_job, stream))
         QUEUE_DEPTH.set(len(self._ready))
         self._dispatch()
 
     def _dispatch(self) -> None:
         while self._free and self._ready:
-            pending_since, _, start_job, stream = heapq.heappop(self._ready)
+            _, pending_since, _, start_job, stream = heapq.heappop(self._ready)
             QUEUE_DEPTH.set(len(self._ready))
             self._observe(stream, self.now() - pending_since)
             job = start_job()

@@ -5,8 +5,10 @@ One participant stream's audio, decoded on the ASR pool.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+from prometheus_client import Histogram
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -16,10 +18,24 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from mgateway.asr.scheduler import DecodeScheduler
-from mgateway.interfaces import IRecognizer, ITranscriber
+from mgateway.interfaces import IEndpointing, IRecognizer, ITranscriber
 from mgateway.transcript import Utterance
 
 log = Logger()
+
+#: Where the time goes between the audio that ends an utterance and its
+#: delivery to the sinks, for the jobs that returned utterances.
+STAGES = ("waited", "decoded", "returned", "delivered")
+STAGE_SECONDS = Histogram(
+    "asapp_mg_utterance_stage_seconds",
+    "For each job that returned utterances: waited (from the arrival of the last audio it took to its start on "
+    "an ASR thread), decoded (its run there: voice activity, Vosk, the final result), returned (back to the "
+    "reactor thread) and delivered (text stages and the transcript events handed to the sinks).",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+for _stage in STAGES:
+    STAGE_SECONDS.labels(_stage)
 
 
 @implementer(ITranscriber)
@@ -72,6 +88,8 @@ class StreamTranscriber:
         self._scheduler = scheduler or DecodeScheduler(threadpool.max, reactor)
         self._name = name
         self._pending_since = 0.0
+        #: When the latest pending audio arrived (L{STAGE_SECONDS}'s C{waited}).
+        self._last_fed_at = 0.0
         # Set and cleared on the pool only, by one job (or the release) at a
         # time; the reactor thread only looks at it while no job runs.
         self._recognizer: IRecognizer | None = None
@@ -89,8 +107,9 @@ class StreamTranscriber:
         """Queue 16-bit mono PCM. Ignored once L{finish} or L{abort} was called."""
         if self._finishing:
             return
+        self._last_fed_at = self._scheduler.now()
         if not self._pending:
-            self._pending_since = self._scheduler.now()
+            self._pending_since = self._last_fed_at
         self._pending += pcm
         self.fed_bytes += len(pcm)
         if not self._busy:
@@ -129,7 +148,21 @@ class StreamTranscriber:
         """Wait for a thread (the pending audio and the flush are taken when it starts)."""
         self._busy = True
         since = self._pending_since if self._pending else self._scheduler.now()
-        self._scheduler.submit(since, self._start_job, self._name)
+        self._scheduler.submit(since, self._start_job, self._name, finalising=self._may_finalise())
+
+    def _may_finalise(self) -> bool:
+        """
+        Whether the next job may end an utterance: it flushes, or its audio
+        could complete the silence the recogniser's endpointer is waiting for.
+        Read while no job runs.
+        """
+        if self._finishing:
+            return True
+        recognizer = self._recognizer
+        if not IEndpointing.providedBy(recognizer):
+            return False
+        needed = recognizer.silence_needed_ms
+        return needed is not None and len(self._pending) * 1000 / self._bytes_per_second >= needed
 
     def _start_job(self) -> Deferred | None:
         if self._done:  # aborted while waiting
@@ -140,26 +173,35 @@ class StreamTranscriber:
         self._pending.clear()
         flush = self._finishing
         job = deferToThreadPool(self._reactor, self._threadpool, self._decode, audio, flush)
-        job.addCallbacks(self._job_done, self._job_failed, callbackArgs=(flush,))
+        job.addCallbacks(self._job_done, self._job_failed,
+                         callbackArgs=(flush, self._last_fed_at, self._scheduler.now()))
         return job
 
-    def _decode(self, audio: bytes, flush: bool) -> list[Utterance]:
-        """Runs on a worker thread."""
+    def _decode(self, audio: bytes, flush: bool) -> tuple[list[Utterance], float]:
+        """Runs on a worker thread: the utterances, and the seconds it took."""
+        began = time.perf_counter()
         if self._recognizer is None:
             self._recognizer = self._factory()
         utterances = self._recognizer.accept(audio)
         if flush:
             utterances += self._recognizer.finish()
             self._recognizer = None
-        return utterances
+        return utterances, time.perf_counter() - began
 
-    def _job_done(self, utterances: list[Utterance], flush: bool) -> None:
+    def _job_done(self, decoded: tuple[list[Utterance], float], flush: bool, arrived: float, started: float) -> None:
         self._busy = False
         if self._done:  # aborted while the job ran
             self._drop_recognizer()
             return
-        for utterance in utterances:
-            self._deliver(utterance.shifted(self._offset_ms))
+        utterances, decode_seconds = decoded
+        if utterances:
+            returned = self._scheduler.now()
+            for utterance in utterances:
+                self._deliver(utterance.shifted(self._offset_ms))
+            STAGE_SECONDS.labels("waited").observe(max(0.0, started - arrived))
+            STAGE_SECONDS.labels("decoded").observe(decode_seconds)
+            STAGE_SECONDS.labels("returned").observe(max(0.0, returned - started - decode_seconds))
+            STAGE_SECONDS.labels("delivered").observe(max(0.0, self._scheduler.now() - returned))
         if flush:
             self._complete()
         elif self._pending or self._finishing:

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mgateway.asr.endpointer import SpeechEndpointer
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.transcript import Utterance, Word
 
 #: Audio handed to Vosk per C{AcceptWaveform} call. Vosk checks for an
@@ -44,7 +44,7 @@ DROPPED = Counter(
 Recycle = Callable[[vosk.KaldiRecognizer, int, "SpeechEndpointer | None"], None]
 
 
-@implementer(IRecognizer)
+@implementer(IRecognizer, IEndpointing)
 class VoskRecognizer:
     """
     One participant stream's recogniser. Blocking: call it from one worker
@@ -54,11 +54,13 @@ class VoskRecognizer:
     word times count across endpoints from the first sample its recogniser
     ever decoded, less C{samples_before} for a recycled one.
 
-    With an C{endpointer}, each 100 ms slice goes to it as well as to Vosk;
-    once it has heard speech followed by its silence, the utterance is
-    finalised at the end of that slice with C{Result()}, as Vosk's own
-    endpoint would be (the feature pipeline and its adaptation to the speaker
-    go on; C{FinalResult()} would restart them). Kaldi's rules stay as the
+    With an C{endpointer}, the audio goes to it as it comes (Vosk gets it in
+    100 ms slices); once it has heard speech followed by its silence, the
+    utterance is finalised there with C{Result()} on the slices Vosk has
+    had, as Vosk's own endpoint would be (the feature pipeline and its
+    adaptation to the speaker go on; C{FinalResult()} would restart them).
+    Neither the rest of the slice nor its decoding is waited for: that audio
+    is silence by then, and goes to Vosk with the next utterance's. Kaldi's rules stay as the
     backstop (rule 5 cuts an utterance at C{max_utterance_ms}). A result
     whose audio held no speech by the detector (Kaldi guessing a word in a
     long silence, the flush of a silent tail) is dropped, logged and counted:
@@ -97,13 +99,33 @@ class VoskRecognizer:
         self.endpoints_ms: list[int] = []
 
     def accept(self, pcm: bytes) -> list[Utterance]:
-        self._held += pcm
-        whole = len(self._held) - len(self._held) % self._slice_bytes
+        """
+        The endpointer hears the audio as it comes, Vosk in whole slices:
+        each piece goes to the endpointer up to the next slice's end, so it
+        is never more than a slice ahead of Vosk. When it decides, the
+        utterance is finalised at once on what Vosk was fed (whole slices,
+        so the same whatever the caller's chunks); the slice it decided in
+        held only non-speech, and is decoded with the next utterance's audio.
+        """
         utterances = []
-        for start in range(0, whole, self._slice_bytes):
-            utterances += self._feed(bytes(self._held[start : start + self._slice_bytes]))
-        del self._held[:whole]
+        view = memoryview(pcm)
+        while view:
+            piece = view[: self._slice_bytes - len(self._held)]
+            taken = self._endpointer.accept(piece) if self._endpointer is not None else len(piece)
+            self._held += piece[:taken]
+            view = view[taken:]
+            if len(self._held) == self._slice_bytes:
+                utterances += self._feed(bytes(self._held))
+                self._held.clear()
+            if self._endpointer is not None and self._endpointer.speech_ended:
+                self.endpoints_ms.append(int((self._fed_bytes + len(self._held)) / self._bytes_per_ms))
+                utterances += self._parse(self._recognizer.Result())
         return utterances
+
+    @property
+    def silence_needed_ms(self) -> float | None:
+        """L{IEndpointing}: from the endpointer; None without one (Kaldi's rules cannot say)."""
+        return self._endpointer.silence_needed_ms if self._endpointer is not None else None
 
     def finish(self) -> list[Utterance]:
         utterances = self._feed(bytes(self._held)) if self._held else []
@@ -118,13 +140,9 @@ class VoskRecognizer:
         return utterances
 
     def _feed(self, pcm: bytes) -> list[Utterance]:
-        if self._endpointer is not None:
-            self._endpointer.accept(pcm)
+        """Audio the endpointer has heard, to Vosk; Kaldi's own endpoint finalises there."""
         endpoint = self._recognizer.AcceptWaveform(pcm)
         self._fed_bytes += len(pcm)
-        if not endpoint and self._endpointer is not None and self._endpointer.speech_ended:
-            self.endpoints_ms.append(self._position_ms())
-            endpoint = True
         return self._parse(self._recognizer.Result()) if endpoint else []
 
     def _parse(self, result_json: str) -> list[Utterance]:

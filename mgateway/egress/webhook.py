@@ -23,7 +23,7 @@ from typing import Callable
 
 import attrs
 from OpenSSL import SSL
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 from treq.client import HTTPClient
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError, ensureDeferred
 from twisted.internet.error import ConnectError
@@ -72,6 +72,16 @@ FAILURES = Counter(
     "timeout, dropped, or the class of the connection, TLS or token error).",
     ["target", "error"],
 )
+
+LATENCY = Histogram(
+    "asapp_mg_webhook_latency_seconds",
+    "Utterances the webhook target answered 2xx: queued (from the transcript event's creation to its POST "
+    "being sent) and answered (from the POST being sent to its answer).",
+    ["stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+for _stage in ("queued", "answered"):
+    LATENCY.labels(_stage)
 
 
 @attrs.frozen
@@ -208,10 +218,11 @@ class WebhookSink:
     # -- sending -------------------------------------------------------------
 
     def _send(self, event: TranscriptEvent) -> Deferred:
+        sent_at = self._clock.seconds()
         d = ensureDeferred(self._post(event))
         d.addTimeout(self._timeout, self._clock, onTimeoutCancel=_timed_out)
         return d.addCallbacks(
-            self._answered, self._unanswered, callbackArgs=(event,), errbackArgs=(event,)
+            self._answered, self._unanswered, callbackArgs=(event, sent_at), errbackArgs=(event,)
         )
 
     async def _post(self, event: TranscriptEvent) -> int:
@@ -274,9 +285,11 @@ class WebhookSink:
             unbuffered=True,
         )
 
-    def _answered(self, status: int, event: TranscriptEvent) -> None:
+    def _answered(self, status: int, event: TranscriptEvent, sent_at: float) -> None:
         if 200 <= status < 300:
             self._count("sent")
+            LATENCY.labels("queued").observe(max(0.0, sent_at - event.created.timestamp()))
+            LATENCY.labels("answered").observe(max(0.0, self._clock.seconds() - sent_at))
             log.debug(
                 "webhook POST for {guid} (stream {stream_id}) answered {status}",
                 guid=event.conversation_id,

@@ -28,7 +28,7 @@ from mgateway.asr.pool import ASRThreadPool
 from mgateway.speech import SpeechEngine
 from mgateway.transcript import Utterance
 from tests.support.audio import chunks, pace, read_pcm, until
-from tests.support.endpoints import endpointer_decisions
+from tests.support.endpoints import endpointer_decisions, finalised_at_bytes
 from tests.support.kaldi_random import seed_kaldi_dither
 from tests.support.speech import BYTES_PER_MS
 
@@ -102,7 +102,7 @@ async def compare(reactor, overlay_root: Path) -> dict:
         for name in FIXTURES * 2:
             pcm = read_pcm(name)
             gateway = await through_the_gateway(reactor, engine, pcm)
-            finalise_at = tuple(ms * BYTES_PER_MS for ms in endpointer_decisions(pcm))
+            finalise_at = tuple(finalised_at_bytes(ms) for ms in endpointer_decisions(pcm))
             plain = await deferToThreadPool(reactor, pool.threadpool, plain_vosk, plain_model, pcm, finalise_at)
             runs.append({"name": name, "finalise_at": finalise_at,
                          "gateway": as_vosk_results(gateway), "plain": plain_as_results(plain)})
