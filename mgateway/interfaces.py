@@ -431,3 +431,10 @@ class ICallDirectory(Interface):
 
     def end_node(node_id, now_us):
         """Mark ended every call of C{node_id} (it restarted: it holds none)."""
+
+
+class IMemoryRelease(Interface):
+    """Hands memory the process freed back to the system (L{mgateway.memory})."""
+
+    def release() -> None:
+        """Called on an ASR thread once a recogniser was freed. Never raises."""
