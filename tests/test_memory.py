@@ -103,6 +103,16 @@ async def test_a_spare_that_decoded_its_limit_is_freed_not_kept(pool, model):
 
 
 @pytest_twisted.ensureDeferred
+async def test_spares_built_on_noise_are_kept_whatever_the_limit(pool, model):
+    """A limit below the warm-up's noise retires the spare after its first stream, not while it is built."""
+    spares = WarmRecognizers(model, pool, spares=2, retire_after_seconds=1)
+    spares.fill()
+    await until(reactor, lambda: spares.ready == 2, attempts=3000)
+    await deferToThreadPool(reactor, pool, decode, spares.recognizer(), read_pcm("agent.wav"))
+    assert spares.ready == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_after_churn_only_the_spares_are_alive_and_each_stream_released_memory(pool, model):
     """More streams at once than spares: the cold ones beyond the spares are freed when they end."""
     release = CountingMemoryRelease()

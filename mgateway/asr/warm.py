@@ -129,16 +129,20 @@ class WarmRecognizers:
             return
         with self._lock:
             self._building = False
-        self._give_back(recognizer, len(noise) // 2, endpointer)
+        self._keep(recognizer, len(noise) // 2, endpointer)
         self.fill()
 
     def _new_endpointer(self) -> SpeechEndpointer | None:
         return self._endpointer() if self._endpointer is not None else None
 
     def _give_back(self, recognizer: vosk.KaldiRecognizer, samples: int, endpointer: SpeechEndpointer | None) -> None:
+        """A stream's recogniser back: kept as a spare, or freed once it decoded its limit."""
         if self._retire_samples and samples >= self._retire_samples:
             RETIRED.inc()
             return
+        self._keep(recognizer, samples, endpointer)
+
+    def _keep(self, recognizer: vosk.KaldiRecognizer, samples: int, endpointer: SpeechEndpointer | None) -> None:
         with self._lock:
             if len(self._ready) < self._spares:
                 self._ready.append((recognizer, samples, endpointer))
