@@ -2,8 +2,8 @@
 P4 soak: SIPREC calls at one load for a long time against a running gateway,
 a table every period: the gateway's RSS (the most it reached in the period),
 its growth since the warm-up (the first period), the gateway's memory per
-stream beyond the recognisers, and end of speech to webhook p50/p99 of the
-period's utterances.
+stream beyond the recognisers, end of speech to webhook p50/p99 of the
+period's utterances, and the machine's load average (the soak shares it).
 
 The load is C{--calls} calls of C{--call-seconds} each, started a second
 apart, then the next C{--calls} calls as soon as those are flushed, until
@@ -40,7 +40,7 @@ def table_row(period: int, minutes: float, rss: int, warm: int | None, overhead:
     figures = (f"{np.percentile(latencies, 50):7.0f} {np.percentile(latencies, 99):7.0f}" if latencies
                else "      -       -")
     return (f"{period:6d} {minutes:7.1f} {rss / MB:8.0f} {growth:>8} {overhead / MB:10.1f} "
-            f"{len(latencies):6d} {figures}")
+            f"{len(latencies):6d} {figures} {os.getloadavg()[0]:6.2f}")
 
 
 async def soak(reactor, options) -> None:
@@ -56,9 +56,9 @@ async def soak(reactor, options) -> None:
     print(f"machine: {os.cpu_count()} cores; {options.calls} calls ({streams} streams) of {options.call_seconds} s "
           f"at a time for {options.minutes} min, pauses: {options.pause}; one recogniser after "
           f"{options.call_seconds} s of audio: {recognizer / MB:.0f} MB; the gateway idle: {idle / MB:.0f} MB", flush=True)
-    print("period  minute  RSS MB   growth  MB/stream  utter.  p50 ms  p99 ms", flush=True)
-    print("                         since     beyond           end of speech", flush=True)
-    print("                        warm-up  recognisers        to webhook", flush=True)
+    print("period  minute  RSS MB   growth  MB/stream  utter.  p50 ms  p99 ms   load", flush=True)
+    print("                         since     beyond           end of speech  average", flush=True)
+    print("                        warm-up  recognisers        to webhook     1 min", flush=True)
 
     webhook = Webhook()
     reactor.listenTCP(options.webhook_port, Site(webhook), interface="127.0.0.1")

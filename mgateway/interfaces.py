@@ -444,3 +444,10 @@ class IEndpointing(Interface):
         "Milliseconds of non-speech still needed to end the utterance heard so far "
         "(0 or more, a float); None while no speech was heard since the last utterance."
     )
+
+
+class IMemoryRelease(Interface):
+    """Hands memory the process freed back to the system (L{mgateway.memory})."""
+
+    def release() -> None:
+        """Called on an ASR thread once a recogniser was freed. Never raises."""

@@ -34,6 +34,7 @@ from mgateway.config import AsrConfig, Config, StoreConfig, WebhookConfig
 from mgateway.egress.failures import failure_recorder
 from mgateway.egress.recordings import Recordings
 from mgateway.egress.store_sink import StoreSink
+from mgateway.memory import MallocTrim
 from mgateway.egress.targets import WebhookRouter, make_webhook_router
 from mgateway.export.service import make_exporter
 from mgateway.ingress.audiohook.websocket import AudioHookFactory
@@ -98,6 +99,8 @@ def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> Model
         reactor=reactor,
         spares=asr.warm_recognizers,
         vad_threshold=asr.endpointer_threshold,
+        spare_max_audio_seconds=asr.spare_max_audio_seconds,
+        release_memory=MallocTrim() if asr.malloc_trim else None,
     )
 
 

@@ -37,6 +37,7 @@ from mgateway.interfaces import (
     IConfigurationStore,
     IExportLedger,
     IMediaFeed,
+    IMemoryRelease,
     ISpeechEngine,
     ITranscriber,
     ITranscriptStore,
@@ -498,3 +499,14 @@ class MemoryCallDirectory:
             if record.node_id == node_id:
                 self.calls[key] = attrs.evolve(record, state=ENDED, updated_us=now_us)
         return succeed(None)
+
+
+@implementer(IMemoryRelease)
+class CountingMemoryRelease:
+    """L{IMemoryRelease} that counts its calls (glibc's malloc untouched)."""
+
+    def __init__(self):
+        self.releases = 0
+
+    def release(self) -> None:
+        self.releases += 1

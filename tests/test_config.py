@@ -162,6 +162,11 @@ def test_relative_paths_resolve_against_the_current_directory_by_default(tmp_pat
     assert config.gateway.data_dir == tmp_path / "var"
 
 
+def test_spare_retirement_and_malloc_trim_are_read(tmp_path):
+    asr = load(tmp_path, APP + "[asr]\nspare_max_audio_seconds = 0\nmalloc_trim = false\n").asr
+    assert (asr.spare_max_audio_seconds, asr.malloc_trim) == (0, False)
+
+
 def test_threads_are_kept_when_given(tmp_path):
     assert load(tmp_path, APP + "[asr]\nthreads = 3\n").asr.threads == 3
 

@@ -22,7 +22,7 @@ from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.asr.warm import WarmRecognizers
-from mgateway.interfaces import IRecognizer
+from mgateway.interfaces import IMemoryRelease, IRecognizer
 
 log = Logger()
 
@@ -65,6 +65,9 @@ class ModelRegistry:
         speech, for each stream's L{SpeechEndpointer} (ending utterances
         after C{endpoint_silence_ms} of non-speech); None: no detector,
         Kaldi's rules alone end utterances.
+    @param spare_max_audio_seconds: see L{WarmRecognizers}' C{retire_after_seconds}.
+    @param release_memory: called on the pool once a stream is done with its
+        recogniser (L{mgateway.memory.MallocTrim}); None: nothing.
     """
 
     def __init__(
@@ -78,6 +81,8 @@ class ModelRegistry:
         spares: int = 0,
         kaldi_log_level: int = KALDI_LOG_LEVEL,
         vad_threshold: float | None = None,
+        spare_max_audio_seconds: float = 0,
+        release_memory: IMemoryRelease | None = None,
     ):
         self._languages = tuple(languages)
         self._overlay_root = overlay_root
@@ -88,6 +93,8 @@ class ModelRegistry:
         self._kaldi_log_level = kaldi_log_level
         self._spares = spares
         self._vad_threshold = vad_threshold
+        self._spare_max_audio_seconds = spare_max_audio_seconds
+        self._release_memory = release_memory
         self._models: dict[str, vosk.Model] = {}
         self._warm: dict[str, WarmRecognizers] = {}
         self._started = False
@@ -123,7 +130,9 @@ class ModelRegistry:
             self._models[tag] = model
             if self._spares:
                 self._warm[tag] = WarmRecognizers(model, self._threadpool, self._spares,
-                                                  endpointer=self._endpointer_factory())
+                                                  endpointer=self._endpointer_factory(),
+                                                  retire_after_seconds=self._spare_max_audio_seconds,
+                                                  release_memory=self._release_memory)
                 self._warm[tag].fill()
             log.info("language {language} loaded from {model}", language=tag, model=str(path))
 
@@ -142,7 +151,8 @@ class ModelRegistry:
 
     def _new_recognizer(self, model: vosk.Model, sample_rate: int) -> VoskRecognizer:
         endpointer = self._endpointer_factory()
-        return VoskRecognizer(model, sample_rate, endpointer=endpointer() if endpointer is not None else None)
+        return VoskRecognizer(model, sample_rate, endpointer=endpointer() if endpointer is not None else None,
+                              release_memory=self._release_memory)
 
     def _unavailable(self, tag: str, required: bool, reason: str) -> Deferred:
         error = LanguageUnavailable(tag, reason)

@@ -17,7 +17,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from mgateway.asr.endpointer import SpeechEndpointer
-from mgateway.interfaces import IEndpointing, IRecognizer
+from mgateway.interfaces import IEndpointing, IMemoryRelease, IRecognizer
 from mgateway.transcript import Utterance, Word
 
 #: Audio handed to Vosk per C{AcceptWaveform} call. Vosk checks for an
@@ -75,14 +75,17 @@ class VoskRecognizer:
         once L{finish} is done with them, so that another stream can use them.
     @param endpointer: this stream's voice-activity detector, fresh or
         L{SpeechEndpointer.reset}; None: Kaldi's rules alone end utterances.
+    @param release_memory: called once L{finish} has handed back or freed
+        the Kaldi recogniser (L{mgateway.memory}).
     @ivar endpoints_ms: where the endpointer finalised an utterance, in
         milliseconds of this stream's audio.
     """
 
     def __init__(self, model: vosk.Model, sample_rate: int = 8000, kaldi: vosk.KaldiRecognizer | None = None,
                  samples_before: int = 0, recycle: Recycle | None = None,
-                 endpointer: SpeechEndpointer | None = None):
+                 endpointer: SpeechEndpointer | None = None, release_memory: IMemoryRelease | None = None):
         self.model = model
+        self._release_memory = release_memory
         if kaldi is None:
             kaldi = vosk.KaldiRecognizer(model, sample_rate)
             kaldi.SetWords(True)
@@ -131,12 +134,17 @@ class VoskRecognizer:
         utterances = self._feed(bytes(self._held)) if self._held else []
         self._held.clear()
         utterances += self._parse(self._recognizer.FinalResult())
+        # The Kaldi recogniser leaves this object here, handed back or freed,
+        # so that the release below can give its memory back to the system.
+        kaldi, self._recognizer = self._recognizer, None
+        endpointer, self._endpointer = self._endpointer, None
         if self._recycle is not None:
-            kaldi, self._recognizer = self._recognizer, None
-            endpointer, self._endpointer = self._endpointer, None
             if endpointer is not None:
                 endpointer.reset()
             self._recycle(kaldi, self._samples_before + self._fed_bytes // 2, endpointer)
+        del kaldi, endpointer
+        if self._release_memory is not None:
+            self._release_memory.release()
         return utterances
 
     def _feed(self, pcm: bytes) -> list[Utterance]:

@@ -22,6 +22,17 @@ A new stream takes the spare given back last: taken in turn, every spare
 would grow to that size under a steady load smaller than the spares; taken
 last-in first-out, a load keeps as many grown recognisers as it has streams
 and the others stay as built.
+
+That bound is reached slowly, though: four spares reused by four streams
+were still growing after 400 s of speech each (about 80 MB each by then,
+bench/vosk_churn.py), and a gateway that reused the same recognisers grew
+for its whole soak. A spare that has decoded
+C{retire_after_seconds} of audio in all is therefore not kept when its stream
+ends: it is freed there, on the ASR thread, and a later stream that finds no
+spare builds a new one (cold), which becomes a spare in its turn. Each
+recogniser so holds at most what that much audio grows it to, and the memory
+of the retired ones goes back to the system through the release that
+L{VoskRecognizer} calls once its stream is done (L{mgateway.memory}).
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from twisted.python.threadpool import ThreadPool
 
 from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.vosk_recognizer import VoskRecognizer
+from mgateway.interfaces import IMemoryRelease
 from mgateway.media.noise import comfort_noise
 
 log = Logger()
@@ -44,6 +56,11 @@ log = Logger()
 #: Noise a spare decodes before it is first handed out: a little more than
 #: the second of audio that a new recogniser decodes slowly.
 WARM_UP_MS = 1200
+
+RETIRED = Counter(
+    "asapp_mg_recognizers_retired",
+    "Spare recognisers freed instead of kept because they had decoded asr.spare_max_audio_seconds of audio.",
+)
 
 RECOGNIZERS = Counter(
     "asapp_mg_recognizers", "Recognisers handed to new streams: a ready spare (warm) or a new one (cold).",
@@ -60,15 +77,22 @@ class WarmRecognizers:
 
     @param endpointer: builds a stream's L{SpeechEndpointer}; None: Kaldi's
         rules alone end utterances.
+    @param retire_after_seconds: a recogniser that has decoded this much
+        audio in all is freed when its stream ends, not kept (0: never).
+    @param release_memory: given to each L{VoskRecognizer}, called once its
+        stream is done with it.
     """
 
     def __init__(self, model: vosk.Model, threadpool: ThreadPool, spares: int, sample_rate: int = 8000,
-                 endpointer: Callable[[], SpeechEndpointer] | None = None):
+                 endpointer: Callable[[], SpeechEndpointer] | None = None,
+                 retire_after_seconds: float = 0, release_memory: IMemoryRelease | None = None):
         self.model = model
         self.sample_rate = sample_rate
         self._threadpool = threadpool
         self._spares = spares
         self._endpointer = endpointer
+        self._retire_samples = int(retire_after_seconds * sample_rate)
+        self._release_memory = release_memory
         self._ready: collections.deque[tuple[vosk.KaldiRecognizer, int, SpeechEndpointer | None]] = (
             collections.deque()
         )
@@ -105,13 +129,20 @@ class WarmRecognizers:
             return
         with self._lock:
             self._building = False
-        self._give_back(recognizer, len(noise) // 2, endpointer)
+        self._keep(recognizer, len(noise) // 2, endpointer)
         self.fill()
 
     def _new_endpointer(self) -> SpeechEndpointer | None:
         return self._endpointer() if self._endpointer is not None else None
 
     def _give_back(self, recognizer: vosk.KaldiRecognizer, samples: int, endpointer: SpeechEndpointer | None) -> None:
+        """A stream's recogniser back: kept as a spare, or freed once it decoded its limit."""
+        if self._retire_samples and samples >= self._retire_samples:
+            RETIRED.inc()
+            return
+        self._keep(recognizer, samples, endpointer)
+
+    def _keep(self, recognizer: vosk.KaldiRecognizer, samples: int, endpointer: SpeechEndpointer | None) -> None:
         with self._lock:
             if len(self._ready) < self._spares:
                 self._ready.append((recognizer, samples, endpointer))
@@ -125,8 +156,9 @@ class WarmRecognizers:
         if spare is None:
             RECOGNIZERS.labels("cold").inc()
             return VoskRecognizer(self.model, self.sample_rate, recycle=self._give_back,
-                                  endpointer=self._new_endpointer())
+                                  endpointer=self._new_endpointer(), release_memory=self._release_memory)
         RECOGNIZERS.labels("warm").inc()
         kaldi, samples, endpointer = spare
         return VoskRecognizer(self.model, self.sample_rate, kaldi=kaldi, samples_before=samples,
-                              recycle=self._give_back, endpointer=endpointer)
+                              recycle=self._give_back, endpointer=endpointer,
+                              release_memory=self._release_memory)

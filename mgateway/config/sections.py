@@ -141,6 +141,8 @@ def _asr(table: _Table, base_dir: Path) -> AsrConfig:
         languages=languages,
         vad=table.choice("vad", ("silero", "off")),
         vad_threshold=_vad_threshold(table),
+        spare_max_audio_seconds=table.integer("spare_max_audio_seconds", minimum=0),
+        malloc_trim=table.boolean("malloc_trim"),
     )
 
 

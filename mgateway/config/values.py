@@ -93,6 +93,10 @@ class AsrConfig:
         utterances after C{endpoint_silence_ms} of non-speech; C{"off"}:
         Kaldi's rules alone.
     @ivar vad_threshold: Silero's speech probability from which audio is speech.
+    @ivar spare_max_audio_seconds: a spare recogniser that has decoded this
+        much audio is freed when its stream ends (0: spares are kept for ever).
+    @ivar malloc_trim: hand freed memory back to the system (glibc's
+        C{malloc_trim}) each time a stream is done with its recogniser.
     """
 
     threads: int
@@ -104,6 +108,8 @@ class AsrConfig:
     languages: tuple[LanguageConfig, ...]
     vad: str = "silero"
     vad_threshold: float = 0.5
+    spare_max_audio_seconds: int = 300
+    malloc_trim: bool = True
 
     @property
     def endpointer_threshold(self) -> float | None:
