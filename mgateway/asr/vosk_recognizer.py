@@ -56,9 +56,14 @@ class VoskRecognizer:
 
     With an C{endpointer}, the audio goes to it as it comes (Vosk gets it in
     100 ms slices); once it has heard speech followed by its silence, the
-    utterance is finalised there with C{Result()} on the slices Vosk has
-    had, as Vosk's own endpoint would be (the feature pipeline and its
-    adaptation to the speaker go on; C{FinalResult()} would restart them).
+    utterance is finalised there with C{FinalResult()} on the slices Vosk
+    has had. Not C{Result()}, as Vosk's own endpoint is: in mid-stream it
+    leaves the frames Kaldi has not decoded yet (the utterance's last word
+    or two) to the next utterance, and over a long stream of such cuts the
+    decoder drifts into a few long words a sentence, their times seconds
+    early (C{tests/test_vosk_long_stream.py}). C{FinalResult()} decodes them
+    and starts the feature pipeline afresh for the next utterance; Vosk's
+    times go on counting from the stream's first sample.
     Neither the rest of the slice nor its decoding is waited for: that audio
     is silence by then, and goes to Vosk with the next utterance's. Kaldi's rules stay as the
     backstop (rule 5 cuts an utterance at C{max_utterance_ms}). A result
@@ -122,7 +127,7 @@ class VoskRecognizer:
                 self._held.clear()
             if self._endpointer is not None and self._endpointer.speech_ended:
                 self.endpoints_ms.append(int((self._fed_bytes + len(self._held)) / self._bytes_per_ms))
-                utterances += self._parse(self._recognizer.Result())
+                utterances += self._parse(self._recognizer.FinalResult())
         return utterances
 
     @property

@@ -40,8 +40,8 @@ FIXTURES = ("customer.wav", "agent.wav", "single.wav")
 def plain_vosk(model: vosk.Model, pcm: bytes, finalise_at: tuple[int, ...] = ()) -> list[dict]:
     """
     Plain Vosk's final results for C{pcm}: 100 ms chunks, C{Result()} after
-    each endpoint and after each chunk ending at a byte offset in
-    C{finalise_at}, C{FinalResult()} at the end; the empty ones left out.
+    each of Kaldi's endpoints, C{FinalResult()} after each chunk ending at a
+    byte offset in C{finalise_at} and at the end; the empty ones left out.
     """
     seed_kaldi_dither()
     recognizer = vosk.KaldiRecognizer(model, 8000)
@@ -49,8 +49,10 @@ def plain_vosk(model: vosk.Model, pcm: bytes, finalise_at: tuple[int, ...] = ())
     results = []
     for start in range(0, len(pcm), PLAIN_CHUNK_BYTES):
         end = min(start + PLAIN_CHUNK_BYTES, len(pcm))
-        if recognizer.AcceptWaveform(pcm[start:end]) or end in finalise_at:
+        if recognizer.AcceptWaveform(pcm[start:end]):
             results.append(json.loads(recognizer.Result()))
+        elif end in finalise_at:
+            results.append(json.loads(recognizer.FinalResult()))
     results.append(json.loads(recognizer.FinalResult()))
     return [result for result in results if result.get("text")]
 
