@@ -89,6 +89,10 @@ class Call(DatagramProtocol):
         self.to = None
         self.ports: list[int] = []
         self.sent_at: dict[str, list[float]] = {"customer": [], "agent": []}
+        #: The index of each leg's first packet sent: where the gateway's
+        #: utterance times start (a sender silent before the first word
+        #: sends nothing then, and the gateway's stream begins at its first packet).
+        self.first_sent: dict[str, int] = {}
         #: The next RTP sequence number of each leg: one more for each packet sent.
         self.sequence = [random.getrandbits(16), random.getrandbits(16)]
 
@@ -139,6 +143,7 @@ class Call(DatagramProtocol):
                                  leg + 1, payload)
             self.sequence[leg] = (self.sequence[leg] + 1) & 0xFFFF
             self.transport.write(datagram, (self.sip[0], self.ports[leg]))
+            self.first_sent.setdefault(role, packet)
         self.sent_at[role].append(time.monotonic())
 
     def bye(self) -> None:
@@ -232,7 +237,8 @@ def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float, after_ms:
     """
     For each transcript that came while its call's audio was still being
     sent (not from the flush at BYE): its arrival less the send time of the
-    packet C{after_ms} of audio after the end of its last word (0: the packet
+    packet C{after_ms} of audio after the end of its last word (its times
+    count from the leg's first packet sent; 0: the packet
     carrying the end of speech; C{endpoint_silence_ms}: the packet whose
     arrival let the endpointer decide, sent or, in a pause without packets,
     due).
@@ -244,7 +250,7 @@ def latencies_ms(calls: list[Call], webhook: Webhook, ended_at: float, after_ms:
         if call is None or arrived > ended_at:
             continue
         sent = call.sent_at[role]
-        packet = (end_ms + after_ms) // PACKET_MS
+        packet = call.first_sent.get(role, 0) + (end_ms + after_ms) // PACKET_MS
         if packet < len(sent):
             latencies.append(1000 * (arrived - sent[packet]))
     return latencies
