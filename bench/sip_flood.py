@@ -10,7 +10,6 @@ have run out.
 from __future__ import annotations
 
 import argparse
-import os
 import random
 import re
 import time
@@ -20,6 +19,7 @@ from twisted.internet.task import Clock
 
 from mgateway.calls.registry import CallRegistry
 from mgateway.calls.roles import media_line_roles
+from mgateway.memory import resident_bytes
 from mgateway.ingress.siprec.rtp_listener import RtpPorts, decodable_codecs
 from mgateway.ingress.siprec.srs import RecordingServer
 from mgateway.ingress.siprec.transport_udp import SipDatagramProtocol
@@ -58,8 +58,7 @@ class Socket:
 
 
 def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return resident_bytes() / 2**20
 
 
 def main() -> None:
