@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import vosk
 
+from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.overlay import endpoint_overlay
+from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.g729 import G729Encoder
 from mgateway.media.noise import comfort_noise
@@ -39,6 +41,11 @@ PACKET_SAMPLES = 160
 PCMU, G729 = 0, 18
 #: How much audio Vosk gets per call in the raw baseline: the gateway's own slice.
 RAW_CHUNK_BYTES = 1600
+#: Silence that separates two sentences when they are counted. The shortest
+#: pause between the fixtures' sentences is 0.7 s (single.wav's 0.2 s tail,
+#: then the next file's 0.5 s lead-in), longer than the endpointer's 0.5 s, so
+#: it ends an utterance; inside a sentence no pause reaches 0.1 s.
+SENTENCE_GAP_MS = 600
 
 
 def read_pcm(name: str) -> bytes:
@@ -67,7 +74,7 @@ class StreamAudio:
     repeated only after all were used, cut to C{seconds}; its pauses made of
     C{pause}. C{packets[i]}: the payload of packet C{i} (C{None}: not sent),
     C{timestamps[i]} its RTP timestamp offset, C{payload_type} theirs.
-    Speech at -40 dBFS and above, joined across gaps under a second, is not a pause.
+    Speech at -40 dBFS and above, joined across gaps under L{SENTENCE_GAP_MS}, is not a pause.
     """
 
     def __init__(self, seed: int, seconds: int, pause: str):
@@ -83,9 +90,10 @@ class StreamAudio:
         pcm = bytearray(b"".join(pieces)[:wanted])
         samples = len(pcm) // 2
         speech = np.zeros(samples, dtype=bool)
-        for start_ms, end_ms in speech_spans(bytes(pcm)):
+        spans = speech_spans(bytes(pcm), min_gap_ms=SENTENCE_GAP_MS)
+        for start_ms, end_ms in spans:
             speech[start_ms * 8 : end_ms * 8] = True
-        self.sentences = len(speech_spans(bytes(pcm)))
+        self.sentences = len(spans)
         if pause in ("comfort", "zeros", "missing"):
             filler = np.frombuffer(comfort_noise(samples) if pause == "comfort" else bytes(2 * samples), "<i2")
             audio = np.frombuffer(bytes(pcm), "<i2").copy()
@@ -152,19 +160,29 @@ def rss_bytes(pid: str | int = "self") -> int:
     raise ValueError(f"no VmRSS for process {pid}")
 
 
-def recognizer_rss(model: vosk.Model, pcm: bytes) -> int:
+def recognizer_rss(model: vosk.Model, pcm: bytes, silence_ms: int) -> int:
     """
-    What one recogniser holds once it has decoded C{pcm}: this process's RSS
-    with it less without it (the model already loaded and touched).
+    What one stream's recogniser holds once it has decoded C{pcm} as the
+    gateway decodes it (L{VoskRecognizer} with its voice-activity detector,
+    utterances finalised at its pauses): this process's RSS with it less
+    without it (the model already loaded and touched).
     """
     # The model's pages in before the measure; this first recogniser is kept
     # alive so that the measured one cannot reuse memory it would free.
-    first = decode(fresh_recognizer(model), pcm)
+    first = gateway_decode(model, pcm, silence_ms)
     before = rss_bytes()
-    measured = decode(fresh_recognizer(model), pcm)
+    measured = gateway_decode(model, pcm, silence_ms)
     grown = rss_bytes() - before
     del measured, first
     return grown
+
+
+def gateway_decode(model: vosk.Model, pcm: bytes, silence_ms: int) -> VoskRecognizer:
+    """C{pcm} through a new gateway recogniser in 20 ms packets, not yet finished (its stream still on)."""
+    recognizer = VoskRecognizer(model, endpointer=SpeechEndpointer(silence_ms))
+    for start in range(0, len(pcm), 2 * PACKET_SAMPLES):
+        recognizer.accept(pcm[start : start + 2 * PACKET_SAMPLES])
+    return recognizer
 
 
 def tuned_model(config) -> Path:

@@ -8,12 +8,19 @@ period's utterances, and the machine's load average (the soak shares it).
 The load is C{--calls} calls of C{--call-seconds} each, started a second
 apart, then the next C{--calls} calls as soon as those are flushed, until
 C{--minutes} have passed. Memory beyond the recognisers is the RSS under load
-less the RSS idle before the load (models loaded, spare recognisers made)
-less what the load's recognisers hold, divided by the streams; what one
-recogniser holds is measured once here, with Vosk alone decoding a call's
-worth of the same audio (bench/siprec_audio.py)::
+(the most of the period: every call near its end) less the RSS idle before
+the load (models loaded) less what the load's recognisers hold, divided by
+the streams; what one recogniser holds is measured once here, with the
+gateway's recogniser alone (L{VoskRecognizer} and its voice-activity
+detector) decoding a call's worth of the same audio (bench/siprec_audio.py).
+That sum only holds when every stream's recogniser is new and freed with its
+call: with spares (C{asr.warm_recognizers}), the idle RSS already holds
+recognisers the load then uses, and spares freed once they have decoded
+C{asr.spare_max_audio_seconds} lower the RSS below it, so the column is
+printed only for a gateway run with C{bench/siprec-soak-cold.toml} (no spares)::
 
     python bench/siprec_soak.py --config bench/siprec-gateway.toml --calls 4 --minutes 60 --gateway-pid PID
+    python bench/siprec_soak.py --config bench/siprec-soak-cold.toml --calls 4 --minutes 10 --gateway-pid PID
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ MB = 1024 * 1024
 RSS_SAMPLE_SECONDS = 10
 
 
-def table_row(period: int, minutes: float, rss: int, warm: int | None, overhead: float, latencies: list[float]) -> str:
+def table_row(period: int, minutes: float, rss: int, warm: int | None, overhead: float | None,
+              latencies: list[float]) -> str:
     growth = f"{100 * (rss - warm) / warm:+6.1f}%" if warm else "  warm-up"
     figures = (f"{np.percentile(latencies, 50):7.0f} {np.percentile(latencies, 99):7.0f}" if latencies
                else "      -       -")
-    return (f"{period:6d} {minutes:7.1f} {rss / MB:8.0f} {growth:>8} {overhead / MB:10.1f} "
+    beyond = f"{overhead / MB:10.1f}" if overhead is not None else f"{'-':>10}"
+    return (f"{period:6d} {minutes:7.1f} {rss / MB:8.0f} {growth:>8} {beyond} "
             f"{len(latencies):6d} {figures} {os.getloadavg()[0]:6.2f}")
 
 
@@ -49,13 +58,19 @@ async def soak(reactor, options) -> None:
     auth = {"asapp-api-id": options.api_id or config.auth.apps[0].api_id, "asapp-api-secret": options.api_secret}
     vosk.SetLogLevel(-1)
     model = vosk.Model(str(tuned_model(config)))
-    recognizer = recognizer_rss(model, streams_for(1, 999, options.call_seconds, options.pause)[0][0].pcm)
+    spares = config.asr.warm_recognizers
+    recognizer = None
+    if not spares:
+        pcm = streams_for(1, 999, options.call_seconds, options.pause)[0][0].pcm
+        recognizer = recognizer_rss(model, pcm, config.asr.endpoint_silence_ms)
     del model
     idle = rss_bytes(options.gateway_pid)
     streams = 2 * options.calls
+    held = (f"one recogniser after {options.call_seconds} s of audio: {recognizer / MB:.0f} MB" if recognizer is not None
+            else f"{spares} spare recognisers: no memory beyond the recognisers (see --help)")
     print(f"machine: {os.cpu_count()} cores; {options.calls} calls ({streams} streams) of {options.call_seconds} s "
-          f"at a time for {options.minutes} min, pauses: {options.pause}; one recogniser after "
-          f"{options.call_seconds} s of audio: {recognizer / MB:.0f} MB; the gateway idle: {idle / MB:.0f} MB", flush=True)
+          f"at a time for {options.minutes} min, pauses: {options.pause}; {held}; "
+          f"the gateway idle: {idle / MB:.0f} MB", flush=True)
     print("period  minute  RSS MB   growth  MB/stream  utter.  p50 ms  p99 ms   load", flush=True)
     print("                         since     beyond           end of speech  average", flush=True)
     print("                        warm-up  recognisers        to webhook     1 min", flush=True)
@@ -80,7 +95,7 @@ async def soak(reactor, options) -> None:
         # A row once a period has passed since the last (a round may end late: rows follow the wall clock).
         if minutes >= row_at + options.period_minutes or minutes >= options.minutes:
             rss = max(rss_samples)
-            overhead = (rss - idle - streams * recognizer) / streams
+            overhead = (rss - idle - streams * recognizer) / streams if recognizer is not None else None
             print(table_row(period, minutes, rss, warm, overhead, latencies), flush=True)
             warm = warm or rss
             period, latencies, row_at = period + 1, [], minutes
