@@ -23,6 +23,8 @@ from mgateway.api.health import Health
 from mgateway.api.rest import RestApi
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.pool import ASRThreadPool
+from mgateway.asr.scheduler import DecodeScheduler, IdleWork
+from mgateway.asr.warm import WhenIdle
 from mgateway.calls.namespaces import AMAZON_CONNECT, DIRECT, GENESYS_AUDIOHOOK, SIPREC, TWILIO
 from mgateway.calls.registry import CallRegistry
 from mgateway.cluster.carry import Carrier
@@ -88,8 +90,12 @@ def make_recordings(config: Config, reactor) -> Recordings:
     )
 
 
-def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> ModelRegistry:
-    """The models of the C{[asr]} section; their endpointing overlays are kept under C{data_dir}."""
+def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor, when_idle: WhenIdle | None = None
+                ) -> ModelRegistry:
+    """
+    The models of the C{[asr]} section; their endpointing overlays are kept
+    under C{data_dir}, their retired spares replaced through C{when_idle}.
+    """
     return ModelRegistry(
         [(lang.language, lang.model_path, lang.required) for lang in asr.languages],
         overlay_root=data_dir / "model-overlays",
@@ -101,6 +107,7 @@ def make_models(asr: AsrConfig, data_dir, pool: ASRThreadPool, reactor) -> Model
         vad_threshold=asr.endpointer_threshold,
         spare_max_audio_seconds=asr.spare_max_audio_seconds,
         release_memory=MallocTrim() if asr.malloc_trim else None,
+        when_idle=when_idle,
     )
 
 
@@ -198,8 +205,10 @@ class Gateway(InOrder):
         grace = config.gateway.shutdown_grace_seconds
 
         pool = ASRThreadPool(config.asr.threads)
-        self.models = make_models(config.asr, data_dir, pool, reactor)
-        self.engine = SpeechEngine(self.models, pool.threadpool, reactor)
+        scheduler = DecodeScheduler(pool.threadpool.max, reactor)
+        self.models = make_models(config.asr, data_dir, pool, reactor,
+                                  when_idle=IdleWork(scheduler, pool.threadpool, reactor))
+        self.engine = SpeechEngine(self.models, pool.threadpool, reactor, scheduler=scheduler)
         self.store = make_store(config.store, reactor)
         self.store_sink = StoreSink(self.store, clock=reactor)
         self.webhook = make_webhook(config.webhook, reactor, self.store)

@@ -25,14 +25,16 @@ class SpeechEngine:
     Binds the loaded models to the ASR thread pool.
 
     @ivar models: the L{ModelRegistry} (one shared Vosk model per language).
+    @param scheduler: the pool's L{DecodeScheduler}, when the models' spares
+        also use it (L{mgateway.asr.scheduler.IdleWork}); None: one of its own.
     """
 
-    def __init__(self, models: ModelRegistry, threadpool, reactor):
+    def __init__(self, models: ModelRegistry, threadpool, reactor, scheduler: DecodeScheduler | None = None):
         self.models = models
         self._threadpool = threadpool
         self._reactor = reactor
         # Every stream's jobs, oldest audio first, on as many slots as threads.
-        self._scheduler = DecodeScheduler(threadpool.max, reactor)
+        self._scheduler = scheduler or DecodeScheduler(threadpool.max, reactor)
 
     def ready(self) -> Deferred:
         """Fires once every configured model finished loading (or failed to)."""

@@ -21,6 +21,7 @@ from twisted.internet.threads import deferToThreadPool
 from zope.interface.verify import verifyObject
 
 from mgateway.asr.overlay import endpoint_overlay
+from mgateway.asr.scheduler import DecodeScheduler, IdleWork
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.asr.warm import WarmRecognizers
 from mgateway.interfaces import IMemoryRelease
@@ -37,8 +38,8 @@ def model(tmp_path_factory):
     return vosk.Model(str(endpoint_overlay(KO_MODEL, tmp_path_factory.mktemp("overlay"), 500, 20_000)))
 
 
-def metric(name: str) -> float:
-    return REGISTRY.get_sample_value(name) or 0
+def metric(name: str, labels: dict | None = None) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0
 
 
 class RecordingLibc:
@@ -100,6 +101,27 @@ async def test_a_spare_that_decoded_its_limit_is_freed_not_kept(pool, model):
     assert (kaldi(), spares.ready) == (None, 0)
     assert metric("asapp_mg_recognizers_retired_total") == retired + 1
     assert release.releases == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retired_spare_is_replaced_while_no_stream_waits(pool, model):
+    """The next stream finds a spare again: the second of CPU a new recogniser costs was spent in the gaps."""
+    scheduler = DecodeScheduler(pool.max, reactor)
+    spares = WarmRecognizers(model, pool, spares=1, retire_after_seconds=2,
+                             when_idle=IdleWork(scheduler, pool, reactor))
+    spares.fill()
+    await until(reactor, lambda: spares.ready == 1, attempts=3000)
+    retired = metric("asapp_mg_recognizers_retired_total")
+    kaldi = await deferToThreadPool(reactor, pool, decode, spares.recognizer(), read_pcm("agent.wav"))
+    assert metric("asapp_mg_recognizers_retired_total") == retired + 1
+    await until(reactor, lambda: spares.ready == 1, attempts=3000)
+
+    cold = metric("asapp_mg_recognizers_total", {"warmth": "cold"})
+    replacement = spares.recognizer()
+    assert metric("asapp_mg_recognizers_total", {"warmth": "cold"}) == cold
+    gc.collect()
+    assert kaldi() is None and replacement._recognizer is not None, "a new recogniser, not the retired one"
+    assert await deferToThreadPool(reactor, pool, replacement.accept, read_pcm("agent.wav")), "it transcribes"
 
 
 @pytest_twisted.ensureDeferred

@@ -70,6 +70,37 @@ def test_a_job_that_may_end_an_utterance_goes_before_older_audio():
     assert started == ["running", "ending", "ending later", "oldest", "older"]
 
 
+def test_idle_work_starts_only_while_no_streams_job_waits_and_one_piece_at_a_time():
+    scheduler = DecodeScheduler(slots=2, clock=Clock())
+    started, jobs = [], {}
+    job = job_starter(started, jobs)
+
+    scheduler.submit_idle(job("idle 1"))
+    scheduler.submit_idle(job("idle 2"))
+    assert started == ["idle 1"], "never two at a time: a thread stays free for the streams"
+    scheduler.submit(0.0, job("stream a"))
+    scheduler.submit(1.0, job("stream b"))
+    assert started == ["idle 1", "stream a"]
+
+    jobs["idle 1"].callback(None)
+    assert started == ["idle 1", "stream a", "stream b"], "a stream's job goes before idle work"
+    jobs["stream a"].callback(None)
+    assert started[-1] == "idle 2"
+    assert scheduler.queue_depth == 0
+
+
+def test_idle_work_that_fails_is_logged_and_gives_its_slot_back():
+    scheduler = DecodeScheduler(slots=1, clock=Clock())
+    started, jobs = [], {}
+    job = job_starter(started, jobs)
+    scheduler.submit_idle(job("idle"))
+    scheduler.submit(0.0, job("stream"))
+    with capturedLogs() as events:
+        jobs["idle"].errback(RuntimeError("no model"))
+    assert started == ["idle", "stream"]
+    assert [e for e in events if e.get("log_failure") is not None and "idle" in e["log_format"]]
+
+
 def test_a_job_with_nothing_left_to_do_gives_its_slot_to_the_next():
     scheduler = DecodeScheduler(slots=1, clock=Clock())
     started = []

@@ -21,7 +21,7 @@ from twisted.python.threadpool import ThreadPool
 from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.asr.overlay import UntunableModel, endpoint_overlay
 from mgateway.asr.vosk_recognizer import VoskRecognizer
-from mgateway.asr.warm import WarmRecognizers
+from mgateway.asr.warm import WarmRecognizers, WhenIdle
 from mgateway.interfaces import IMemoryRelease, IRecognizer
 
 log = Logger()
@@ -68,6 +68,7 @@ class ModelRegistry:
     @param spare_max_audio_seconds: see L{WarmRecognizers}' C{retire_after_seconds}.
     @param release_memory: called on the pool once a stream is done with its
         recogniser (L{mgateway.memory.MallocTrim}); None: nothing.
+    @param when_idle: see L{WarmRecognizers}.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class ModelRegistry:
         vad_threshold: float | None = None,
         spare_max_audio_seconds: float = 0,
         release_memory: IMemoryRelease | None = None,
+        when_idle: WhenIdle | None = None,
     ):
         self._languages = tuple(languages)
         self._overlay_root = overlay_root
@@ -95,6 +97,7 @@ class ModelRegistry:
         self._vad_threshold = vad_threshold
         self._spare_max_audio_seconds = spare_max_audio_seconds
         self._release_memory = release_memory
+        self._when_idle = when_idle
         self._models: dict[str, vosk.Model] = {}
         self._warm: dict[str, WarmRecognizers] = {}
         self._started = False
@@ -132,7 +135,8 @@ class ModelRegistry:
                 self._warm[tag] = WarmRecognizers(model, self._threadpool, self._spares,
                                                   endpointer=self._endpointer_factory(),
                                                   retire_after_seconds=self._spare_max_audio_seconds,
-                                                  release_memory=self._release_memory)
+                                                  release_memory=self._release_memory,
+                                                  when_idle=self._when_idle)
                 self._warm[tag].fill()
             log.info("language {language} loaded from {model}", language=tag, model=str(path))
 

@@ -17,6 +17,10 @@ silence, or it flushes the stream) goes before every other: its deadline is
 that of the utterance's audio, the oldest there is, and what it returns is
 what a customer waits for, where the others only keep decoding current.
 
+Work no stream waits for (building a spare recogniser to replace one that
+was retired, L{mgateway.asr.warm}) runs in the gaps: only when no stream's
+job is waiting, one piece at a time, each piece short (L{IdleWork}).
+
 How far behind the streams are is on C{/metrics}: the age of the oldest
 audio when its decode starts (C{asapp_mg_asr_lag_seconds}, and per named
 stream C{asapp_mg_asr_stream_lag_seconds}), and the streams waiting for a
@@ -26,13 +30,16 @@ behind is logged when it crosses that line.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 from collections.abc import Callable
 
 from prometheus_client import Gauge, Histogram
 from twisted.internet.defer import Deferred
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 log = Logger()
 
@@ -62,6 +69,8 @@ class DecodeScheduler:
         self._ready: list[tuple[bool, float, int, Callable[[], Deferred | None], str]] = []
         self._order = itertools.count()
         self._behind: set[str] = set()
+        self._idle: collections.deque[Callable[[], Deferred | None]] = collections.deque()
+        self._idle_running = False
 
     @property
     def queue_depth(self) -> int:
@@ -82,6 +91,16 @@ class DecodeScheduler:
         QUEUE_DEPTH.set(len(self._ready))
         self._dispatch()
 
+    def submit_idle(self, start_job: Callable[[], Deferred | None]) -> None:
+        """
+        Queue work no stream waits for: C{start_job} starts it on a thread
+        once no stream's job is waiting, never two such jobs at a time (a
+        queue of them never holds every thread), and returns its Deferred
+        (or None). A failure is logged.
+        """
+        self._idle.append(start_job)
+        self._dispatch()
+
     def _dispatch(self) -> None:
         while self._free and self._ready:
             _, pending_since, _, start_job, stream = heapq.heappop(self._ready)
@@ -92,11 +111,25 @@ class DecodeScheduler:
                 continue
             self._free -= 1
             job.addBoth(self._job_ended)
+        while self._free and not self._ready and self._idle and not self._idle_running:
+            job = self._idle.popleft()()
+            if job is None:
+                continue
+            self._free -= 1
+            self._idle_running = True
+            job.addBoth(self._idle_ended)
 
     def _job_ended(self, result):
         self._free += 1
         self._dispatch()
         return result
+
+    def _idle_ended(self, result) -> None:
+        self._free += 1
+        self._idle_running = False
+        if isinstance(result, Failure):
+            log.failure("work run while the ASR threads were idle failed", result)
+        self._dispatch()
 
     def _observe(self, stream: str, lag: float) -> None:
         LAG.observe(lag)
@@ -118,3 +151,23 @@ class DecodeScheduler:
                 STREAM_LAG.remove(stream)
             except KeyError:
                 pass
+
+
+class IdleWork:
+    """
+    Runs a function on the ASR threads when no stream's audio waits for them
+    (L{DecodeScheduler.submit_idle}). Callable from any thread; a piece of
+    work should take tens of milliseconds at most, as a stream's job that
+    comes meanwhile waits for it.
+    """
+
+    def __init__(self, scheduler: DecodeScheduler, threadpool, reactor):
+        self._scheduler = scheduler
+        self._threadpool = threadpool
+        self._reactor = reactor
+
+    def __call__(self, work: Callable[[], None]) -> None:
+        self._reactor.callFromThread(self._scheduler.submit_idle, self._starter(work))
+
+    def _starter(self, work: Callable[[], None]) -> Callable[[], Deferred]:
+        return lambda: deferToThreadPool(self._reactor, self._threadpool, work)

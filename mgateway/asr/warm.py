@@ -28,18 +28,27 @@ were still growing after 400 s of speech each (about 80 MB each by then,
 bench/vosk_churn.py), and a gateway that reused the same recognisers grew
 for its whole soak. A spare that has decoded
 C{retire_after_seconds} of audio in all is therefore not kept when its stream
-ends: it is freed there, on the ASR thread, and a later stream that finds no
-spare builds a new one (cold), which becomes a spare in its turn. Each
-recogniser so holds at most what that much audio grows it to, and the memory
-of the retired ones goes back to the system through the release that
-L{VoskRecognizer} calls once its stream is done (L{mgateway.memory}).
+ends: it is freed there, on the ASR thread. Each recogniser so holds at most
+what that much audio grows it to, and the memory of the retired ones goes
+back to the system through the release that L{VoskRecognizer} calls once its
+stream is done (L{mgateway.memory}).
+
+A retired spare is replaced, but only in the gaps: its replacement is built
+a tenth of a second of warm-up at a time, on the ASR threads when no
+stream's audio waits for them (C{when_idle}, L{mgateway.asr.scheduler}). Left
+to the next stream that finds no spare, the second of CPU a new recogniser
+costs came all at once: a soak of 8 streams whose calls all began together
+(at 80% of the node's capacity) had their 8 recognisers retire together
+every second call and the next 8 streams start cold together, 8 s of CPU at
+the moment the node had the least to spare, and end of speech to webhook
+reached 17 s at p99 in those minutes.
 """
 
 from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import vosk
 from prometheus_client import Counter
@@ -53,9 +62,17 @@ from mgateway.media.noise import comfort_noise
 
 log = Logger()
 
+#: Runs a function on an ASR thread when no stream's audio waits for one, from
+#: any thread (L{mgateway.asr.scheduler.IdleWork}).
+WhenIdle = Callable[[Callable[[], None]], None]
+
 #: Noise a spare decodes before it is first handed out: a little more than
 #: the second of audio that a new recogniser decodes slowly.
 WARM_UP_MS = 1200
+#: The warm-up noise a spare being built decodes at a time when it replaces a
+#: retired one (about 100 ms of CPU on a new recogniser): a stream's job that
+#: comes meanwhile waits no longer than that for the thread.
+WARM_UP_STEP_MS = 100
 
 RETIRED = Counter(
     "asapp_mg_recognizers_retired",
@@ -81,11 +98,15 @@ class WarmRecognizers:
         audio in all is freed when its stream ends, not kept (0: never).
     @param release_memory: given to each L{VoskRecognizer}, called once its
         stream is done with it.
+    @param when_idle: runs work on the ASR threads when no stream waits
+        (L{mgateway.asr.scheduler.IdleWork}): a retired spare is replaced
+        there. None: it is not (a stream that finds no spare builds one).
     """
 
     def __init__(self, model: vosk.Model, threadpool: ThreadPool, spares: int, sample_rate: int = 8000,
                  endpointer: Callable[[], SpeechEndpointer] | None = None,
-                 retire_after_seconds: float = 0, release_memory: IMemoryRelease | None = None):
+                 retire_after_seconds: float = 0, release_memory: IMemoryRelease | None = None,
+                 when_idle: WhenIdle | None = None):
         self.model = model
         self.sample_rate = sample_rate
         self._threadpool = threadpool
@@ -93,6 +114,7 @@ class WarmRecognizers:
         self._endpointer = endpointer
         self._retire_samples = int(retire_after_seconds * sample_rate)
         self._release_memory = release_memory
+        self._when_idle = when_idle
         self._ready: collections.deque[tuple[vosk.KaldiRecognizer, int, SpeechEndpointer | None]] = (
             collections.deque()
         )
@@ -114,14 +136,8 @@ class WarmRecognizers:
 
     def _build_one(self) -> None:
         try:
-            recognizer = vosk.KaldiRecognizer(self.model, self.sample_rate)
-            recognizer.SetWords(True)
-            noise = comfort_noise(self.sample_rate * WARM_UP_MS // 1000)
-            recognizer.AcceptWaveform(noise)
-            # A final result (not Reset(), which keeps the feature pipeline and
-            # its adaptation to the noise): the next audio starts a new pipeline.
-            recognizer.FinalResult()
-            endpointer = self._new_endpointer()
+            for _ in self._warm_up():
+                pass
         except Exception:
             log.failure("building a spare recogniser failed; streams get new ones meanwhile")
             with self._lock:
@@ -129,8 +145,43 @@ class WarmRecognizers:
             return
         with self._lock:
             self._building = False
-        self._keep(recognizer, len(noise) // 2, endpointer)
         self.fill()
+
+    def _warm_up(self) -> Iterator[None]:
+        """
+        Builds one spare and keeps it, pausing before each step: making the
+        recogniser, then each L{WARM_UP_STEP_MS} of its warm-up noise, then
+        its final result and detector (each a few tens of milliseconds of
+        CPU on a new recogniser).
+        """
+        recognizer = vosk.KaldiRecognizer(self.model, self.sample_rate)
+        recognizer.SetWords(True)
+        noise = comfort_noise(self.sample_rate * WARM_UP_MS // 1000)
+        step = self.sample_rate * 2 * WARM_UP_STEP_MS // 1000
+        for start in range(0, len(noise), step):
+            yield
+            recognizer.AcceptWaveform(noise[start : start + step])
+        yield
+        # A final result (not Reset(), which keeps the feature pipeline and
+        # its adaptation to the noise): the next audio starts a new pipeline.
+        recognizer.FinalResult()
+        self._keep(recognizer, len(noise) // 2, self._new_endpointer())
+
+    def _replace_when_idle(self) -> None:
+        """A spare was retired: its replacement is built while no stream waits, a step at a time."""
+        steps = self._warm_up()
+
+        def step() -> None:
+            try:
+                next(steps)
+            except StopIteration:
+                return
+            except Exception:
+                log.failure("building a spare recogniser failed; streams get new ones meanwhile")
+                return
+            self._when_idle(step)
+
+        self._when_idle(step)
 
     def _new_endpointer(self) -> SpeechEndpointer | None:
         return self._endpointer() if self._endpointer is not None else None
@@ -139,6 +190,8 @@ class WarmRecognizers:
         """A stream's recogniser back: kept as a spare, or freed once it decoded its limit."""
         if self._retire_samples and samples >= self._retire_samples:
             RETIRED.inc()
+            if self._when_idle is not None:
+                self._replace_when_idle()
             return
         self._keep(recognizer, samples, endpointer)
 
