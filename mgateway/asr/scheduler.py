@@ -167,7 +167,5 @@ class IdleWork:
         self._reactor = reactor
 
     def __call__(self, work: Callable[[], None]) -> None:
-        self._reactor.callFromThread(self._scheduler.submit_idle, self._starter(work))
-
-    def _starter(self, work: Callable[[], None]) -> Callable[[], Deferred]:
-        return lambda: deferToThreadPool(self._reactor, self._threadpool, work)
+        self._reactor.callFromThread(self._scheduler.submit_idle,
+                                     lambda: deferToThreadPool(self._reactor, self._threadpool, work))

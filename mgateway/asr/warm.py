@@ -127,25 +127,42 @@ class WarmRecognizers:
         return len(self._ready)
 
     def fill(self) -> None:
-        """Build spares on the pool, one job after another, until there are enough (at start-up)."""
+        """Build spares on the pool, one after another, until there are enough (at start-up)."""
         with self._lock:
             if self._building or len(self._ready) >= self._spares:
                 return
             self._building = True
-        self._threadpool.callInThread(self._build_one)
+        self._build(self._threadpool.callInThread, self._built)
 
-    def _build_one(self) -> None:
-        try:
-            for _ in self._warm_up():
-                pass
-        except Exception:
-            log.failure("building a spare recogniser failed; streams get new ones meanwhile")
-            with self._lock:
-                self._building = False
-            return
+    def _built(self, kept: bool) -> None:
         with self._lock:
             self._building = False
-        self.fill()
+        if kept:
+            self.fill()
+
+    def _build(self, run: WhenIdle, done: Callable[[bool], None] | None = None) -> None:
+        """
+        Build one spare, each step of L{_warm_up} handed to C{run} once the
+        one before it is done; C{done} is told whether it was kept (False:
+        building failed, logged).
+        """
+        steps = self._warm_up()
+
+        def step() -> None:
+            try:
+                next(steps)
+            except StopIteration:
+                kept = True
+            except Exception:
+                log.failure("building a spare recogniser failed; streams get new ones meanwhile")
+                kept = False
+            else:
+                run(step)
+                return
+            if done is not None:
+                done(kept)
+
+        run(step)
 
     def _warm_up(self) -> Iterator[None]:
         """
@@ -167,22 +184,6 @@ class WarmRecognizers:
         recognizer.FinalResult()
         self._keep(recognizer, len(noise) // 2, self._new_endpointer())
 
-    def _replace_when_idle(self) -> None:
-        """A spare was retired: its replacement is built while no stream waits, a step at a time."""
-        steps = self._warm_up()
-
-        def step() -> None:
-            try:
-                next(steps)
-            except StopIteration:
-                return
-            except Exception:
-                log.failure("building a spare recogniser failed; streams get new ones meanwhile")
-                return
-            self._when_idle(step)
-
-        self._when_idle(step)
-
     def _new_endpointer(self) -> SpeechEndpointer | None:
         return self._endpointer() if self._endpointer is not None else None
 
@@ -191,7 +192,7 @@ class WarmRecognizers:
         if self._retire_samples and samples >= self._retire_samples:
             RETIRED.inc()
             if self._when_idle is not None:
-                self._replace_when_idle()
+                self._build(self._when_idle)
             return
         self._keep(recognizer, samples, endpointer)
 
