@@ -25,26 +25,11 @@ from pathlib import Path
 
 import vosk
 
-from mgateway.asr.endpointer import SpeechEndpointer
 from mgateway.config import load_config
 from media_plane import machine
-from siprec_audio import PACKET_SAMPLES, PAUSES, RAW_CHUNK_BYTES, StreamAudio, fresh_recognizer, tuned_model
-
-
-def cuts(pcm: bytes, silence_ms: int) -> list[int]:
-    """
-    Where the gateway finalises C{pcm}: the byte offset of the last whole
-    100 ms chunk before each of the detector's decisions, fed 20 ms at a time.
-    """
-    endpointer, at, offset, view = SpeechEndpointer(silence_ms), [], 0, memoryview(pcm)
-    while view:
-        taken = endpointer.accept(view[: 2 * PACKET_SAMPLES])
-        offset += taken
-        view = view[taken:]
-        if endpointer.speech_ended:
-            at.append(offset // RAW_CHUNK_BYTES * RAW_CHUNK_BYTES)
-            endpointer.close()
-    return at
+from siprec_audio import PAUSES, RAW_CHUNK_BYTES, StreamAudio, fresh_recognizer, tuned_model
+# Importable once siprec_audio has put the source tree on the path.
+from tests.support.endpoints import endpointer_decisions, finalised_at_bytes
 
 
 def main() -> None:
@@ -63,7 +48,8 @@ def main() -> None:
     finalising, decoding, audio_seconds = [], 0.0, 0.0
     for seed in range(options.streams):
         pcm = StreamAudio(seed, options.seconds, options.pause).pcm
-        pending = cuts(pcm, config.asr.endpoint_silence_ms)
+        # Where the gateway finalises: the whole 100 ms slices before each of the detector's decisions.
+        pending = [finalised_at_bytes(ms) for ms in endpointer_decisions(pcm, config.asr.endpoint_silence_ms)]
         recognizer = fresh_recognizer(model)
         finalise = recognizer.FinalResult if options.finalise == "final" else recognizer.Result
         began = time.process_time()
