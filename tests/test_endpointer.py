@@ -17,14 +17,14 @@ from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
 
-from mgateway.asr.endpointer import DETECTOR_LAG_MS, SpeechEndpointer
+from mgateway.asr.endpointer import DETECTOR_LAG_MS, FINALISE_AHEAD_MS, SpeechEndpointer
 from mgateway.asr.models import ModelRegistry
 from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.interfaces import IEndpointing, IRecognizer
 from mgateway.speech import SpeechEngine
 from tests.support.asr_pools import pool  # noqa: F401 (fixtures)
 from tests.support.audio import chunks, pace, read_pcm, until
-from tests.support.endpoints import endpointer_decisions
+from tests.support.endpoints import endpointer_cuts, endpointer_decisions, finalised_at_bytes
 from tests.support.pauses import PAUSES, line_noise, sentences, two_sentences
 from tests.support.speech import BYTES_PER_MS, RATE, speech_spans
 
@@ -56,20 +56,26 @@ def test_the_endpointers_decisions_on_the_speech_fixtures_are_pinned(name):
 def test_the_endpointer_decides_at_the_same_window_however_the_audio_is_chunked(chunk_bytes):
     pcm = read_pcm("customer.wav")
     endpointer = SpeechEndpointer(SILENCE_MS)
-    decisions, position, fed = [], 0, 0
+    decisions, aheads, position, fed = [], [], 0, 0
     while fed < len(pcm):
         chunk = pcm[fed : fed + chunk_bytes]
         taken = endpointer.accept(chunk)
         position += taken
         fed += taken
-        if endpointer.speech_ended:
+        if endpointer.finalise_ahead:
+            assert taken % 2 == 0 and taken <= len(chunk)
+            aheads.append(position // BYTES_PER_MS)
+            endpointer.take_ahead()
+        elif endpointer.speech_ended:
             assert taken % 2 == 0 and taken <= len(chunk)
             decisions.append(position // BYTES_PER_MS)
             endpointer.close()
         else:
-            assert taken == len(chunk), "all of it is taken until speech ends"
+            assert taken == len(chunk), "all of it is taken until speech ends or is to be finalised ahead"
 
     assert decisions == DECISIONS["customer.wav"]
+    assert aheads == [decision - FINALISE_AHEAD_MS for decision in decisions]
+    assert [(ms, True) for ms in aheads] == endpointer_cuts(pcm)
 
 
 def test_the_endpointer_says_how_much_silence_it_still_needs_once_it_heard_speech():
@@ -78,17 +84,23 @@ def test_the_endpointer_says_how_much_silence_it_still_needs_once_it_heard_speec
     endpointer.accept(line_noise(RATE))
     assert endpointer.silence_needed_ms is None, "no speech yet"
 
-    endpointer.accept(first)
+    feed_all(endpointer, first)
     after_speech = endpointer.silence_needed_ms
-    endpointer.accept(pause[: 200 * BYTES_PER_MS])
+    feed_all(endpointer, pause[: 200 * BYTES_PER_MS])
     after_200ms = endpointer.silence_needed_ms
     assert after_200ms < after_speech <= SILENCE_MS
     assert after_speech - 200 - 32 <= after_200ms <= after_speech - 200 + 32, "less by the pause, to a window"
 
-    endpointer.accept(pause)
+    feed_all(endpointer, pause)
     assert endpointer.speech_ended
     endpointer.close()
     assert endpointer.silence_needed_ms is None
+
+
+def feed_all(endpointer: SpeechEndpointer, pcm: bytes) -> None:
+    """All of C{pcm}, past where it says to finalise ahead, up to where speech ends."""
+    while pcm and not endpointer.speech_ended:
+        pcm = pcm[endpointer.accept(pcm):]
 
 
 def test_a_vosk_recognizer_provides_iendpointing():
@@ -110,6 +122,78 @@ def test_a_recognizer_finalises_in_the_window_the_endpointer_decided_not_at_its_
     assert decision_ms % 100, "the fixture decides inside a slice"
     assert [u.text for u in delivered] == ["uh"], "finalised with the packet that completed the window"
     assert recognizer.endpoints_ms == [decision_ms]
+
+
+def test_vosk_is_finalised_ahead_of_the_decision_and_the_utterance_delivered_at_it():
+    first, pause, _ = two_sentences("zero L16")
+    kaldi = ScriptedKaldi()
+    recognizer = VoskRecognizer(None, kaldi=kaldi, endpointer=SpeechEndpointer(SILENCE_MS))
+    ((ahead_ms, ends),) = endpointer_cuts(first + pause)
+    (decision_ms,) = endpointer_decisions(first + pause)
+    packets = [(first + pause)[start : start + 20 * BYTES_PER_MS]
+               for start in range(0, decision_ms * BYTES_PER_MS, 20 * BYTES_PER_MS)]
+    decided_in = (decision_ms * BYTES_PER_MS - 1) // (20 * BYTES_PER_MS)
+
+    delivered = [recognizer.accept(packet) for packet in packets]
+
+    assert ends and ahead_ms == decision_ms - FINALISE_AHEAD_MS
+    assert recognizer.finalised_ahead_ms == [finalised_at_bytes(ahead_ms) // BYTES_PER_MS]
+    assert kaldi.finalised == 1, "once, ahead; not again at the decision"
+    assert [[u.text for u in us] for us in delivered] == [[]] * decided_in + [["uh"]] + [[]] * (
+        len(packets) - decided_in - 1), "delivered with the packet that completed the silence"
+
+
+def test_a_pause_that_turns_to_speech_after_vosk_was_finalised_ahead_has_the_utterance_decoded_again():
+    first, second = sentences()
+    pause = line_noise(3 * RATE)
+    pcm = first + second + pause
+    kaldi = ScriptedKaldi()
+    recognizer = VoskRecognizer(None, kaldi=kaldi, endpointer=SpeechEndpointer(SILENCE_MS))
+    (short, _), (long, _) = endpointer_cuts(pcm)
+
+    (delivered,) = recognizer.accept(pcm)
+
+    assert [ends for _, ends in endpointer_cuts(pcm)] == [False, True]
+    assert delivered.text == "uh", "one result: the first one was let go"
+    assert kaldi.finalised == 3, "ahead in the short pause, letting it go, ahead in the long one"
+    assert recognizer.finalised_ahead_ms == [finalised_at_bytes(short) // BYTES_PER_MS,
+                                             finalised_at_bytes(long) // BYTES_PER_MS]
+    (resumed_ms,) = recognizer.redecoded_ms
+    assert short < resumed_ms < long
+    # What Vosk was given: the stream's whole slices once, and again from its start up to where speech resumed.
+    slice_bytes = 100 * BYTES_PER_MS
+    assert kaldi.accepted_bytes == len(pcm) // slice_bytes * slice_bytes + resumed_ms * BYTES_PER_MS
+    assert recognizer.finish() == []
+
+
+def test_an_utterance_longer_than_the_redecode_limit_is_finalised_at_the_decision():
+    first, pause, _ = two_sentences("zero L16")
+    kaldi = ScriptedKaldi()
+    recognizer = VoskRecognizer(None, kaldi=kaldi, endpointer=SpeechEndpointer(SILENCE_MS),
+                                redecode_limit_ms=len(first) // BYTES_PER_MS // 2)
+    (decision_ms,) = endpointer_decisions(first + pause)
+
+    before = recognizer.accept((first + pause)[: decision_ms * BYTES_PER_MS - 2])
+    assert (before, kaldi.finalised) == ([], 0), "not finalised ahead: too long to decode again"
+    (delivered,) = recognizer.accept((first + pause)[decision_ms * BYTES_PER_MS - 2 :])
+
+    assert delivered.text == "uh" and kaldi.finalised == 1
+    assert recognizer.finalised_ahead_ms == [] and recognizer.endpoints_ms == [decision_ms]
+
+
+def test_an_endpoint_of_kaldis_after_vosk_was_finalised_ahead_delivers_both():
+    first, pause, _ = two_sentences("zero L16")
+    ((ahead_ms, _),) = endpointer_cuts(first + pause)
+    kaldi = ScriptedKaldi()
+    recognizer = VoskRecognizer(None, kaldi=kaldi, endpointer=SpeechEndpointer(SILENCE_MS))
+    assert recognizer.accept((first + pause)[: finalised_at_bytes(ahead_ms) + 50 * BYTES_PER_MS]) == []
+    assert kaldi.finalised == 1
+
+    kaldi.endpoint_next = True
+    (delivered,) = recognizer.accept((first + pause)[finalised_at_bytes(ahead_ms) + 50 * BYTES_PER_MS:])
+
+    assert delivered.text == "uh uh", "what was finalised ahead, with Kaldi's result"
+    assert recognizer.endpoints_ms == [], "Kaldi ended it before the endpointer would"
 
 
 @pytest.mark.parametrize("kind", sorted(PAUSES))
@@ -188,15 +272,30 @@ async def test_a_20s_silent_tail_gives_no_utterance(engine, kind):
 
 
 class ScriptedKaldi:
-    """Stands in for a C{KaldiRecognizer} that guesses a word in whatever it hears."""
+    """
+    Stands in for a C{KaldiRecognizer} that guesses a word in whatever it
+    hears, and counts the bytes it was given and its C{FinalResult()}s; with C{endpoint_next}, its next
+    C{AcceptWaveform} is one of Kaldi's endpoints.
+    """
+
+    def __init__(self):
+        self.finalised = 0
+        self.accepted_bytes = 0
+        self.endpoint_next = False
 
     def AcceptWaveform(self, pcm):
-        return False
+        self.accepted_bytes += len(pcm)
+        endpoint, self.endpoint_next = self.endpoint_next, False
+        return endpoint
 
     def Result(self):
-        return self.FinalResult()
+        return self._result()
 
     def FinalResult(self):
+        self.finalised += 1
+        return self._result()
+
+    def _result(self):
         return json.dumps({"text": "uh", "result": [{"word": "uh", "start": 1.0, "end": 1.2, "conf": 0.3}]})
 
 

@@ -24,6 +24,10 @@ false start at every stream's beginning would finalise noise.
 Decisions are made on 32 ms windows (Silero's at 8 kHz) and are a pure
 function of the audio: the same stream gives the same decisions, at the end
 of the window that completed the silence, however the audio was chunked.
+
+Finalising costs Vosk about 50 ms (its last frames are decoded only then), so
+the detector also says when a pause has run to L{FINALISE_AHEAD_MS} short of
+the silence: the recogniser finalises there, and delivers at the decision.
 """
 
 from __future__ import annotations
@@ -49,6 +53,15 @@ MIN_SPEECH_MS = 64
 #: which would otherwise add to every utterance's latency.
 DETECTOR_LAG_MS = 64
 
+#: How long before the silence is complete the recogniser is told to finalise
+#: (L{SpeechEndpointer.finalise_ahead}): Vosk's C{FinalResult()} takes 40-45
+#: ms at p50, 80-110 at p90 and up to 170 ms on one thread (the README's
+#: benchmarks), and the job that does it may wait for a thread; done this much
+#: ahead, the utterance is ready when the silence completes. When a pause
+#: reaches this point and then turns to speech again, the recogniser lets
+#: that result go and decodes the utterance again (L{mgateway.asr.vosk_recognizer}).
+FINALISE_AHEAD_MS = 160
+
 
 class SpeechEndpointer:
     """
@@ -62,6 +75,8 @@ class SpeechEndpointer:
     @ivar speech_ended: L{heard_speech}, and C{silence_ms} of non-speech
         followed it (less L{DETECTOR_LAG_MS}, the part before the detector's
         windows turned to non-speech).
+    @ivar ahead_taken: L{take_ahead} was called in this pause: the recogniser
+        finalised ahead of the decision, and speech has not resumed since.
     """
 
     def __init__(self, silence_ms: int, threshold: float = 0.5, sample_rate: int = 8000):
@@ -70,6 +85,9 @@ class SpeechEndpointer:
         self._window_ms = self._window * 1000 / sample_rate
         #: Non-speech windows that complete the silence, the detector's lag credited.
         self._needed_ms = max(self._window_ms, silence_ms - DETECTOR_LAG_MS)
+        #: Non-speech after which to finalise ahead; None when that would not be a window before the decision.
+        ahead_ms = self._needed_ms - FINALISE_AHEAD_MS
+        self._ahead_ms = ahead_ms if ahead_ms >= self._window_ms else None
         self._on = threshold
         self._off = max(0.0, threshold - HYSTERESIS)
         self._held = np.empty(0, dtype=np.float32)
@@ -81,6 +99,7 @@ class SpeechEndpointer:
         self._trailing_ms = 0.0
         self.heard_speech = False
         self.speech_ended = False
+        self.ahead_taken = False
 
     def reset(self) -> None:
         """Forget everything: the next audio is another stream's (a recycled recogniser)."""
@@ -91,20 +110,22 @@ class SpeechEndpointer:
     def accept(self, pcm: bytes) -> int:
         """
         Feed 16-bit little-endian mono PCM, following what was fed before,
-        up to the end of the window where speech ended, if it did in C{pcm}.
+        up to the end of the window where speech ended or L{finalise_ahead}
+        became true, if either did in C{pcm}.
 
         @return: how many bytes of C{pcm} were taken: all of them, unless
-            L{speech_ended} became true (the rest is to be fed again after
-            L{close}, so that it counts towards the next utterance).
+            L{speech_ended} or L{finalise_ahead} became true (the rest is to
+            be fed again after the caller acted on it: after L{close}, it
+            counts towards the next utterance).
         """
         before = len(self._held)
         samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768
         held = np.concatenate((self._held, samples))
         whole = len(held) - len(held) % self._window
         for start in range(0, whole, self._window):
-            ended = self.speech_ended
+            ended, ahead = self.speech_ended, self.finalise_ahead
             self._window_probability(self._vad.process(bytearray(held[start : start + self._window].tobytes())))
-            if self.speech_ended and not ended:
+            if (self.speech_ended and not ended) or (self.finalise_ahead and not ahead):
                 self._held = held[:0]
                 return 2 * (start + self._window - before)
         self._held = held[whole:]
@@ -115,6 +136,7 @@ class SpeechEndpointer:
             self._in_speech = True
             self._run_ms += self._window_ms
             self._trailing_ms = 0.0
+            self.ahead_taken = False
             if self._run_ms >= MIN_SPEECH_MS:
                 self.heard_speech = True
         else:
@@ -122,6 +144,19 @@ class SpeechEndpointer:
             self._run_ms = 0.0
             self._trailing_ms += self._window_ms
         self.speech_ended = self.heard_speech and self._trailing_ms >= self._needed_ms
+
+    @property
+    def finalise_ahead(self) -> bool:
+        """
+        Speech was heard and its pause has run to L{FINALISE_AHEAD_MS} short
+        of L{speech_ended}, and L{take_ahead} was not called in this pause.
+        """
+        return (self.heard_speech and not self.speech_ended and not self.ahead_taken
+                and self._ahead_ms is not None and self._trailing_ms >= self._ahead_ms)
+
+    def take_ahead(self) -> None:
+        """The recogniser finalised ahead of the decision in this pause."""
+        self.ahead_taken = True
 
     @property
     def silence_needed_ms(self) -> float | None:
@@ -135,6 +170,7 @@ class SpeechEndpointer:
         return max(0.0, self._needed_ms - self._trailing_ms - held_ms)
 
     def close(self) -> None:
-        """The utterance was finalised: wait for new speech before ending another."""
+        """The utterance was delivered: wait for new speech before ending another."""
         self.heard_speech = False
         self.speech_ended = False
+        self.ahead_taken = False

@@ -24,6 +24,30 @@ def endpointer_decisions(pcm: bytes, silence_ms: int = 500) -> list[int]:
     return decisions
 
 
+def endpointer_cuts(pcm: bytes, silence_ms: int = 500) -> list[tuple[int, bool]]:
+    """
+    Where a stream's recogniser finalises Vosk (ms of audio: the end of the
+    window that said so, ahead of a decision or at one), each with whether
+    the utterance ended in that pause (False: speech resumed before the
+    silence was complete, and the part is joined to what follows).
+    """
+    endpointer = SpeechEndpointer(silence_ms)
+    cuts: list[tuple[int, bool]] = []
+    position = 0
+    while position < len(pcm):
+        position += endpointer.accept(pcm[position : position + PACKET_BYTES])
+        if endpointer.finalise_ahead:
+            endpointer.take_ahead()
+            cuts.append((position // BYTES_PER_MS, False))
+        elif endpointer.speech_ended:
+            if endpointer.ahead_taken:
+                cuts[-1] = (cuts[-1][0], True)
+            else:
+                cuts.append((position // BYTES_PER_MS, True))
+            endpointer.close()
+    return cuts
+
+
 def finalised_at_bytes(decision_ms: int) -> int:
-    """The end of the audio Vosk was fed when the endpointer decided at C{decision_ms}: whole slices."""
+    """The end of the audio Vosk was fed when the endpointer said so at C{decision_ms}: whole slices."""
     return decision_ms * BYTES_PER_MS // SLICE_BYTES * SLICE_BYTES
