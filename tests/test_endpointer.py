@@ -150,6 +150,7 @@ def test_a_pause_that_turns_to_speech_after_vosk_was_finalised_ahead_has_the_utt
     kaldi = ScriptedKaldi()
     recognizer = VoskRecognizer(None, kaldi=kaldi, endpointer=SpeechEndpointer(SILENCE_MS))
     (short, _), (long, _) = endpointer_cuts(pcm)
+    before = decoded_again_seconds()
 
     (delivered,) = recognizer.accept(pcm)
 
@@ -163,6 +164,8 @@ def test_a_pause_that_turns_to_speech_after_vosk_was_finalised_ahead_has_the_utt
     # What Vosk was given: the stream's whole slices once, and again from its start up to where speech resumed.
     slice_bytes = 100 * BYTES_PER_MS
     assert kaldi.accepted_bytes == len(pcm) // slice_bytes * slice_bytes + resumed_ms * BYTES_PER_MS
+    assert recognizer.decoded_again_ms == resumed_ms
+    assert decoded_again_seconds() == before + resumed_ms / 1000, "counted on /metrics"
     assert recognizer.finish() == []
 
 
@@ -297,6 +300,10 @@ class ScriptedKaldi:
 
     def _result(self):
         return json.dumps({"text": "uh", "result": [{"word": "uh", "start": 1.0, "end": 1.2, "conf": 0.3}]})
+
+
+def decoded_again_seconds() -> float:
+    return REGISTRY.get_sample_value("asapp_mg_asr_decoded_again_audio_seconds_total") or 0
 
 
 def dropped_for_no_speech() -> float:

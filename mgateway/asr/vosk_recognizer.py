@@ -45,6 +45,12 @@ DROPPED = Counter(
     ["reason"],
 )
 
+DECODED_AGAIN = Counter(
+    "asapp_mg_asr_decoded_again_audio_seconds",
+    "Audio Vosk decoded a second time: speech resumed in a pause after it was finalised ahead of the "
+    "endpointer's decision, and the utterance was decoded again from its start.",
+)
+
 #: What L{VoskRecognizer} gives back once its stream is done with it:
 #: C{(kaldi, samples it decoded in all, endpointer or None)}.
 Recycle = Callable[[vosk.KaldiRecognizer, int, "SpeechEndpointer | None"], None]
@@ -238,6 +244,7 @@ class VoskRecognizer:
         self._recognizer.FinalResult()
         again = ahead.audio + bytes(self._utterance_audio)
         self._redecoded_bytes += len(again)
+        DECODED_AGAIN.inc(len(again) / self._bytes_per_ms / 1000)
         self._utterance_audio.clear()
         self._utterance_bytes = 0
         self._segment_start_ms = ahead.segment_start_ms
