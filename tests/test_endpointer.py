@@ -8,11 +8,14 @@ whatever the pause holds; silence alone never makes an utterance.
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import json
 from pathlib import Path
 
 import pytest
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from twisted.internet import reactor
 from zope.interface.verify import verifyObject
@@ -76,6 +79,23 @@ def test_the_endpointer_decides_at_the_same_window_however_the_audio_is_chunked(
     assert decisions == DECISIONS["customer.wav"]
     assert aheads == [decision - FINALISE_AHEAD_MS for decision in decisions]
     assert [(ms, True) for ms in aheads] == endpointer_cuts(pcm)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.lists(st.integers(1, 2000), min_size=1, max_size=40))
+def test_the_recognizer_finalises_and_delivers_at_the_same_points_however_the_audio_is_chunked(sizes):
+    pcm = read_pcm("customer.wav")
+    recognizer = VoskRecognizer(None, kaldi=ScriptedKaldi(), endpointer=SpeechEndpointer(SILENCE_MS))
+    position = 0
+    for size in itertools.cycle(sizes):
+        if position >= len(pcm):
+            break
+        recognizer.accept(pcm[position : position + 2 * size])
+        position += 2 * size
+
+    cuts = endpointer_cuts(pcm)
+    assert recognizer.endpoints_ms == DECISIONS["customer.wav"]
+    assert recognizer.finalised_ahead_ms == [finalised_at_bytes(ms) // BYTES_PER_MS for ms, _ in cuts]
 
 
 def test_the_endpointer_says_how_much_silence_it_still_needs_once_it_heard_speech():
