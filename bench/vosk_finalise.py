@@ -1,7 +1,9 @@
 """
 What finalising an utterance costs Vosk, the largest part of the endpoint-
-completing packet → webhook latency: the SIPREC benchmarks' streams (one
-pause kind) cut where the gateway's voice-activity detector decides, decoded
+completing packet → webhook latency before the gateway finalised ahead of
+its decisions: the SIPREC benchmarks' streams (one pause kind) cut where
+the gateway finalises (FINALISE_AHEAD_MS before its voice-activity
+detector decides, mgateway.asr.endpointer), decoded
 by plain Vosk in 100 ms chunks (as the gateway feeds it), and at each cut
 C{FinalResult()} (what the gateway calls) or C{Result()} (Vosk's mid-stream
 endpoint, for comparison: it leaves the frames not yet decoded to the next
@@ -29,7 +31,7 @@ from mgateway.config import load_config
 from media_plane import machine
 from siprec_audio import PAUSES, RAW_CHUNK_BYTES, StreamAudio, fresh_recognizer, tuned_model
 # Importable once siprec_audio has put the source tree on the path.
-from tests.support.endpoints import endpointer_decisions, finalised_at_bytes
+from tests.support.endpoints import endpointer_cuts, finalised_at_bytes
 
 
 def main() -> None:
@@ -48,8 +50,8 @@ def main() -> None:
     finalising, decoding, audio_seconds = [], 0.0, 0.0
     for seed in range(options.streams):
         pcm = StreamAudio(seed, options.seconds, options.pause).pcm
-        # Where the gateway finalises: the whole 100 ms slices before each of the detector's decisions.
-        pending = [finalised_at_bytes(ms) for ms in endpointer_decisions(pcm, config.asr.endpoint_silence_ms)]
+        # Where the gateway finalises: the whole 100 ms slices it had when the detector said to.
+        pending = [finalised_at_bytes(ms) for ms, _ in endpointer_cuts(pcm, config.asr.endpoint_silence_ms)]
         recognizer = fresh_recognizer(model)
         finalise = recognizer.FinalResult if options.finalise == "final" else recognizer.Result
         began = time.process_time()

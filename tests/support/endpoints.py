@@ -29,7 +29,7 @@ def endpointer_cuts(pcm: bytes, silence_ms: int = 500) -> list[tuple[int, bool]]
     Where a stream's recogniser finalises Vosk (ms of audio: the end of the
     window that said so, ahead of a decision or at one), each with whether
     the utterance ended in that pause (False: speech resumed before the
-    silence was complete, and the part is joined to what follows).
+    silence was complete, and the recogniser decodes the utterance again).
     """
     endpointer = SpeechEndpointer(silence_ms)
     cuts: list[tuple[int, bool]] = []
