@@ -26,24 +26,20 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import json
 from pathlib import Path
 
-import numpy as np
 import vosk
 
-from mgateway.asr.endpointer import SpeechEndpointer
-from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.config import load_config
 from media_plane import machine
-from siprec_audio import FIXTURES, PACKET_SAMPLES, fresh_recognizer, read_pcm, tuned_model
+from siprec_audio import FIXTURES, gateway_decode, read_pcm, tuned_model
 # Importable once siprec_audio has put the source tree on the path.
 from tests.support.endpoints import endpointer_cuts, finalised_at_bytes
 from tests.support.kaldi_random import seed_kaldi_dither
-from tests.support.vosk_parity import plain_vosk
+from tests.support.pauses import line_noise
+from tests.support.speech import BYTES_PER_MS, RATE
+from tests.support.vosk_parity import as_vosk_results, plain_as_results, plain_vosk
 
-BYTES_PER_MS = 16
-NOISE_DBFS = -50
 OTHER_SEED = 2
 
 
@@ -69,17 +65,17 @@ def main() -> None:
             for gap_ms in word_gaps(model, pcm):
                 gaps += 1
                 at = gap_ms * BYTES_PER_MS
-                paused = pcm[:at] + noise(pause_ms * 8, seed=gap_ms) + pcm[at:]
+                paused = pcm[:at] + line_noise(pause_ms * RATE // 1000, seed=gap_ms) + pcm[at:]
                 cuts = endpointer_cuts(paused, silence_ms)
                 if not [ms for ms, ends in cuts if not ends and gap_ms <= ms <= gap_ms + pause_ms + 100]:
                     continue
                 split += 1
                 delivered = tuple(finalised_at_bytes(ms) for ms, ends in cuts if ends)
                 span = delivered_span(cuts, gap_ms)
-                reference = words_between(plain_vosk(model, paused, delivered), span)
+                reference = words_between(plain_as_results(plain_vosk(model, paused, delivered)), span)
                 gateway, again = gateway_results(model, paused, silence_ms)
-                cut = plain_vosk(model, paused, tuple(finalised_at_bytes(ms) for ms, _ in cuts))
-                dithered = plain_vosk(model, paused, delivered, dither_seed=OTHER_SEED)
+                cut = plain_as_results(plain_vosk(model, paused, tuple(finalised_at_bytes(ms) for ms, _ in cuts)))
+                dithered = plain_as_results(plain_vosk(model, paused, delivered, dither_seed=OTHER_SEED))
                 by_gateway += changed_words(reference, words_between(gateway, span))
                 by_cut += changed_words(reference, words_between(cut, span))
                 by_dither += changed_words(reference, words_between(dithered, span))
@@ -89,44 +85,26 @@ def main() -> None:
               f"{words_in:8}  {again_ms / 1000:7.1f}")
 
 
-def gateway_results(model: vosk.Model, pcm: bytes, silence_ms: int) -> tuple[list[dict], int]:
-    """The gateway's recogniser on C{pcm} in 20 ms packets: its utterances as Vosk results, and ms decoded again."""
+def gateway_results(model: vosk.Model, pcm: bytes, silence_ms: int) -> tuple[list[dict], float]:
+    """The gateway's recogniser on C{pcm}: its utterances as plain Vosk's results, and the ms it decoded again."""
     seed_kaldi_dither()
-    recognizer = VoskRecognizer(model, endpointer=SpeechEndpointer(silence_ms))
-    utterances = []
-    for start in range(0, len(pcm), 2 * PACKET_SAMPLES):
-        utterances += recognizer.accept(pcm[start : start + 2 * PACKET_SAMPLES])
+    recognizer, utterances = gateway_decode(model, pcm, silence_ms)
     utterances += recognizer.finish()
-    results = [{"result": [{"word": w.text, "start": w.start_ms / 1000, "end": w.end_ms / 1000} for w in u.words]}
-               for u in utterances]
-    return results, recognizer.decoded_again_ms
+    return as_vosk_results(utterances), recognizer.decoded_again_ms
 
 
 def word_gaps(model: vosk.Model, pcm: bytes) -> list[int]:
     """The middle of each gap between two words of one of Vosk's utterances, ms."""
-    recognizer = fresh_recognizer(model)
-    results = []
-    for start in range(0, len(pcm), 1600):
-        if recognizer.AcceptWaveform(pcm[start : start + 1600]):
-            results.append(json.loads(recognizer.Result()))
-    results.append(json.loads(recognizer.FinalResult()))
     gaps = []
-    for result in results:
-        words = result.get("result", [])
-        gaps += [round(500 * (a["end"] + b["start"])) for a, b in zip(words, words[1:])]
+    for result in plain_as_results(plain_vosk(model, pcm)):
+        words = result["result"]
+        gaps += [(a[2] + b[1]) // 2 for a, b in zip(words, words[1:])]
     return gaps
 
 
-def noise(samples: int, seed: int) -> bytes:
-    rms = 32768 * 10 ** (NOISE_DBFS / 20)
-    values = np.random.default_rng(seed).standard_normal(samples) * rms
-    return np.clip(np.rint(values), -32768, 32767).astype("<i2").tobytes()
-
-
 def words_between(results: list[dict], span_ms: tuple[float, float]) -> list[str]:
-    """The words of C{results} that start in C{span_ms}: the utterance delivered there."""
-    return [w["word"] for result in results for w in result.get("result", ())
-            if span_ms[0] <= w["start"] * 1000 < span_ms[1]]
+    """The words of C{results} (as L{plain_as_results} gives them) that start in C{span_ms}: one utterance's."""
+    return [word for result in results for word, start, *_ in result["result"] if span_ms[0] <= start < span_ms[1]]
 
 
 def delivered_span(cuts: list[tuple[int, bool]], ms: int) -> tuple[float, float]:

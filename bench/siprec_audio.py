@@ -24,6 +24,7 @@ from mgateway.asr.vosk_recognizer import VoskRecognizer
 from mgateway.media.g711 import ulaw_decode, ulaw_encode
 from mgateway.media.g729 import G729Encoder
 from mgateway.media.noise import comfort_noise
+from mgateway.transcript import Utterance
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # for tests.support.speech: where the speech is in a fixture
@@ -169,20 +170,24 @@ def recognizer_rss(model: vosk.Model, pcm: bytes, silence_ms: int) -> int:
     """
     # The model's pages in before the measure; this first recogniser is kept
     # alive so that the measured one cannot reuse memory it would free.
-    first = gateway_decode(model, pcm, silence_ms)
+    first, _ = gateway_decode(model, pcm, silence_ms)
     before = rss_bytes()
-    measured = gateway_decode(model, pcm, silence_ms)
+    measured, _ = gateway_decode(model, pcm, silence_ms)
     grown = rss_bytes() - before
     del measured, first
     return grown
 
 
-def gateway_decode(model: vosk.Model, pcm: bytes, silence_ms: int) -> VoskRecognizer:
-    """C{pcm} through a new gateway recogniser in 20 ms packets, not yet finished (its stream still on)."""
+def gateway_decode(model: vosk.Model, pcm: bytes, silence_ms: int) -> tuple[VoskRecognizer, list[Utterance]]:
+    """
+    C{pcm} through a new gateway recogniser in 20 ms packets: the recogniser,
+    not yet finished (its stream still on), and the utterances it gave.
+    """
     recognizer = VoskRecognizer(model, endpointer=SpeechEndpointer(silence_ms))
+    utterances = []
     for start in range(0, len(pcm), 2 * PACKET_SAMPLES):
-        recognizer.accept(pcm[start : start + 2 * PACKET_SAMPLES])
-    return recognizer
+        utterances += recognizer.accept(pcm[start : start + 2 * PACKET_SAMPLES])
+    return recognizer, utterances
 
 
 def tuned_model(config) -> Path:

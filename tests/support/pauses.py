@@ -22,10 +22,10 @@ PAUSE_MS = 3000
 _LINE_NOISE_SEED = 0x70617573
 
 
-def line_noise(samples: int, level_dbfs: float = -50) -> bytes:
+def line_noise(samples: int, level_dbfs: float = -50, seed: int = _LINE_NOISE_SEED) -> bytes:
     """White noise like the fixtures' floor (another seed)."""
     rms = 32768 * 10 ** (level_dbfs / 20)
-    noise = np.random.default_rng(_LINE_NOISE_SEED).standard_normal(samples) * rms
+    noise = np.random.default_rng(seed).standard_normal(samples) * rms
     return np.clip(np.rint(noise), -32768, 32767).astype("<i2").tobytes()
 
 
